@@ -1,0 +1,1 @@
+"""Surfaces: the REST app, the CLI and the evaluation harness."""

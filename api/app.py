@@ -1,0 +1,94 @@
+"""The REST app: parse, call one collection method, format. CPU work runs in plain ``def`` handlers
+(FastAPI's thread pool), never on the event loop."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from index import Collection, Document
+
+from api.errors import HANDLED, error_body, http_status
+from api.schemas import (
+    MAX_DOC_CHARS,
+    MAX_DOCS_PER_REQUEST,
+    MAX_QUERY_CHARS,
+    AddRequest,
+    AddResponse,
+    DocumentOut,
+    SearchRequest,
+    SearchResponse,
+)
+
+
+def create_app(collection: Collection, *, close_on_shutdown: bool = True) -> FastAPI:
+    """An app serving ``collection`` (already open; one shared instance for all requests)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if close_on_shutdown:
+            collection.close()
+
+    app = FastAPI(title="longvec", version=collection.manifest.longvec_version, lifespan=lifespan)
+    app.state.collection = collection
+
+    def get_collection(request: Request) -> Collection:
+        return request.app.state.collection
+
+    CollectionDep = Annotated[Collection, Depends(get_collection)]
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors()
+        )
+        body = {"error": {"type": "ValidationError", "message": details or "invalid request"}}
+        return JSONResponse(status_code=422, content=body)
+
+    for kind in HANDLED:
+
+        @app.exception_handler(kind)
+        async def on_error(_: Request, exc: Exception) -> JSONResponse:
+            return JSONResponse(status_code=http_status(exc), content=error_body(exc))
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/info")
+    def info(c: CollectionDep) -> dict[str, object]:
+        data = c.info()
+        data["limits"] = {
+            **data["limits"],
+            "max_query_chars": MAX_QUERY_CHARS,
+            "max_docs_per_request": MAX_DOCS_PER_REQUEST,
+            "max_doc_chars": MAX_DOC_CHARS,
+        }
+        return data
+
+    @app.post("/search")
+    def search(req: SearchRequest, c: CollectionDep) -> SearchResponse:
+        hits = c.search(req.query, k=req.k)
+        return SearchResponse.model_validate({"hits": [asdict(h) for h in hits]})
+
+    @app.post("/documents")
+    def add_documents(req: AddRequest, c: CollectionDep) -> AddResponse:
+        docs = [Document(d.doc_id, d.text, d.path, d.language, d.metadata) for d in req.documents]
+        return AddResponse.model_validate(asdict(c.add(docs)))
+
+    @app.get("/documents/{doc_id:path}")
+    def get_document(doc_id: str, c: CollectionDep) -> DocumentOut:
+        return DocumentOut.model_validate(asdict(c.get(doc_id)))
+
+    @app.delete("/documents/{doc_id:path}")
+    def delete_document(doc_id: str, c: CollectionDep) -> dict[str, str]:
+        c.delete(doc_id)
+        return {"deleted": doc_id}
+
+    return app

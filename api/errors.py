@@ -1,0 +1,39 @@
+"""One table from error type to HTTP status; the CLI exits 2 on any of them."""
+
+from __future__ import annotations
+
+from index.errors import (
+    CollectionExistsError,
+    CollectionLockedError,
+    CollectionNotFoundError,
+    DocumentNotFoundError,
+    InvalidInputError,
+    ModelMismatchError,
+)
+
+from embedder import ModelLoadError
+
+# Most specific first: the first matching entry wins.
+HTTP_STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (DocumentNotFoundError, 404),
+    (CollectionNotFoundError, 404),
+    (ModelMismatchError, 409),
+    (CollectionExistsError, 409),
+    (CollectionLockedError, 409),
+    (ModelLoadError, 503),
+    (InvalidInputError, 400),
+    (ValueError, 400),
+)
+
+HANDLED: tuple[type[Exception], ...] = tuple(t for t, _ in HTTP_STATUS)
+
+
+def http_status(exc: Exception) -> int:
+    for kind, status in HTTP_STATUS:
+        if isinstance(exc, kind):
+            return status
+    raise TypeError(f"unmapped error {type(exc).__name__}") from exc
+
+
+def error_body(exc: Exception) -> dict[str, dict[str, str]]:
+    return {"error": {"type": type(exc).__name__, "message": str(exc)}}

@@ -1,0 +1,68 @@
+"""Request and response models of the REST API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+MAX_QUERY_CHARS = 8_192
+MAX_DOCS_PER_REQUEST = 256
+MAX_DOC_CHARS = 2_000_000
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    k: int = Field(default=10, ge=1, le=1000)
+
+
+class ChunkOut(BaseModel):
+    chunk_id: int
+    start: int
+    end: int
+    score: float
+    symbol: str | None = None
+
+
+class HitOut(BaseModel):
+    doc_id: str
+    score: float
+    chunks: list[ChunkOut]
+
+
+class SearchResponse(BaseModel):
+    hits: list[HitOut]
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    doc_id: str = Field(min_length=1, max_length=1024, validation_alias=AliasChoices("doc_id", "id"))
+    text: str = Field(max_length=MAX_DOC_CHARS)
+    path: str | None = None
+    language: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class AddRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    documents: list[DocumentIn] = Field(min_length=1, max_length=MAX_DOCS_PER_REQUEST)
+
+
+class AddResponse(BaseModel):
+    added: int
+    updated: int
+    unchanged: int
+    chunks: int
+    tokens: int
+
+
+class DocumentOut(BaseModel):
+    doc_id: str
+    text: str
+    path: str | None
+    language: str | None
+    metadata: dict[str, Any]
+    n_chunks: int
+    n_tokens: int
+    content_hash: str

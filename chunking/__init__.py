@@ -1,0 +1,20 @@
+"""Chunkers: segment-level for text, AST-based (tree-sitter) for code. No torch, no HTTP."""
+
+from chunking.budget import TokenCounter
+from chunking.chunker import Chunker
+from chunking.code import CodeChunker
+from chunking.languages import language_for_path
+from chunking.text import TextChunker, token_windows
+from chunking.types import Chunk, ChunkKind, Span
+
+__all__ = [
+    "Chunk",
+    "ChunkKind",
+    "Chunker",
+    "CodeChunker",
+    "Span",
+    "TextChunker",
+    "TokenCounter",
+    "language_for_path",
+    "token_windows",
+]
