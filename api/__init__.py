@@ -1,1 +1,1 @@
-"""Surfaces: the REST app, the CLI and the evaluation harness."""
+"""The surfaces of longvec: REST app, CLI and the evaluation suite."""

@@ -11,7 +11,6 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from index import Collection, Document
 
 from api.errors import HANDLED, error_body, http_status
 from api.schemas import (
@@ -24,6 +23,15 @@ from api.schemas import (
     SearchRequest,
     SearchResponse,
 )
+from index import Collection, Document
+
+
+def get_collection(request: Request) -> Collection:
+    """The app's one shared collection."""
+    return request.app.state.collection
+
+
+CollectionDep = Annotated[Collection, Depends(get_collection)]
 
 
 def create_app(collection: Collection, *, close_on_shutdown: bool = True) -> FastAPI:
@@ -37,11 +45,6 @@ def create_app(collection: Collection, *, close_on_shutdown: bool = True) -> Fas
 
     app = FastAPI(title="longvec", version=collection.manifest.longvec_version, lifespan=lifespan)
     app.state.collection = collection
-
-    def get_collection(request: Request) -> Collection:
-        return request.app.state.collection
-
-    CollectionDep = Annotated[Collection, Depends(get_collection)]
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_collection(p)
     p.add_argument("--input", type=Path, help='JSONL of {"id", "text", "path"?, "language"?, "metadata"?}')
     p.add_argument("paths", nargs="*", type=Path, help="files or directories to walk recursively")
+    p.add_argument("--include", action="append", metavar="GLOB", help="only walk files matching (repeatable)")
+    p.add_argument("--exclude", action="append", metavar="GLOB", help="skip files matching (repeatable)")
     p.add_argument("--strategy", choices=("chunk", "truncate"), help="chunk (default) or truncate (baseline)")
     p.add_argument("--model", help="model path or hub name (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--max-tokens", type=int, help="chunk budget in model tokens (default: the model's limit)")
@@ -81,7 +83,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         if args.input is not None:
             yield from read_jsonl(args.input)
         if args.paths:
-            yield from walk_paths(args.paths, stats)
+            yield from walk_paths(args.paths, stats, include=args.include, exclude=args.exclude)
 
     from embedder import EmbedderConfig
 
@@ -182,12 +184,14 @@ def _print_hits(query: str, hits: list[Any], out: TextIO) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
-    from index import Collection
 
     from api.app import create_app
+    from index import Collection
 
     collection = Collection.open(args.collection)
-    print(f"serving {args.collection} on http://{args.host}:{args.port} (POST /search, GET /info)", flush=True)
+    print(
+        f"serving {args.collection} on http://{args.host}:{args.port} (POST /search, GET /info)", flush=True
+    )
     uvicorn.run(create_app(collection), host=args.host, port=args.port, log_level="info")
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from embedder import ModelLoadError
 from index.errors import (
     CollectionExistsError,
     CollectionLockedError,
@@ -10,8 +11,6 @@ from index.errors import (
     InvalidInputError,
     ModelMismatchError,
 )
-
-from embedder import ModelLoadError
 
 # Most specific first: the first matching entry wins.
 HTTP_STATUS: tuple[tuple[type[Exception], int], ...] = (

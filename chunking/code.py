@@ -8,6 +8,7 @@ previous sibling and itself, and the last child owns the tail, so nothing but wh
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from itertools import accumulate
 from typing import TYPE_CHECKING
 
 from chunking.budget import TokenCounter
-from chunking.languages import CODE_LANGUAGES, LanguageSpec, definition_name, parser_for, wrapped_definition
+from chunking.languages import CODE_LANGUAGES, LanguageSpec, definition_name, parser_for, wrapped_chain
 from chunking.text import TextChunker, token_windows
 from chunking.types import Chunk, Span, spans_to_chunks
 
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
 # A node whose estimated count exceeds the budget by more than this is treated as oversize without an
 # exact count (estimates come from one tokenisation of the whole file and differ only at the cut points).
 _ESTIMATE_SLACK = 16
+_WORD = re.compile(r"\w")
+# Named nodes that do not stop a window from being "exactly one definition" (besides comments).
+_ANNOTATIONS = frozenset({"access_specifier", "attribute_item", "inner_attribute_item", "empty_statement"})
 
 
 def _trimmed(text: str, start: int, end: int) -> tuple[int, int] | None:
@@ -38,10 +42,14 @@ def _trimmed(text: str, start: int, end: int) -> tuple[int, int] | None:
 def _byte_to_char(text: str, data: bytes) -> Callable[[int], int]:
     """Map utf-8 byte offsets (tree-sitter's) to character offsets into ``text``."""
     if len(data) == len(text):
-        return int
+        return _identity  # ASCII: bytes are characters
     # Character index of byte offset b == number of utf-8 lead (non-continuation) bytes before b.
     table = list(accumulate(((x & 0xC0) != 0x80 for x in data), initial=0))
     return table.__getitem__
+
+
+def _identity(offset: int) -> int:
+    return offset
 
 
 @dataclass
@@ -51,7 +59,7 @@ class _Frame:
     nodes: list[Node]
     bounds: list[int]
     path: tuple[str, ...]
-    inner: int | None = None  # id of the definition a wrapper frame wraps: its name is already in path
+    inner: frozenset[int] = frozenset()  # ids of nodes a wrapper wraps: their name is already in path
     i: int = 0
 
 
@@ -69,7 +77,9 @@ class _Doc:
         """Content tokens of ``text[start:end]`` estimated from the whole-file tokenisation."""
         return bisect_left(self.starts, end) - bisect_left(self.starts, start)
 
-    def frame(self, nodes: list[Node], lo: int, hi: int, path: tuple[str, ...], inner: int | None) -> _Frame:
+    def frame(
+        self, nodes: list[Node], lo: int, hi: int, path: tuple[str, ...], inner: frozenset[int]
+    ) -> _Frame:
         bounds = [lo]
         for node in nodes[:-1]:
             bounds.append(min(hi, max(bounds[-1], self.to_char(node.end_byte))))
@@ -77,8 +87,8 @@ class _Doc:
         return _Frame(nodes, bounds, path, inner)
 
     def name(self, node: Node, f: _Frame) -> str | None:
-        """The name ``node`` adds to ``f.path`` (``None`` for the definition a wrapper frame already named)."""
-        return None if node.id == f.inner else definition_name(node, self.spec)
+        """The name ``node`` adds to ``f.path`` (``None`` if a wrapper frame already added it)."""
+        return None if node.id in f.inner else definition_name(node, self.spec)
 
 
 def _symbol(path: tuple[str, ...]) -> str | None:
@@ -132,7 +142,7 @@ class CodeChunker:
 
     def _walk(self, doc: _Doc, root: Node) -> None:
         """Pack siblings greedily, depth first, with an explicit stack (minified code nests very deep)."""
-        stack = [doc.frame(root.children or [root], 0, len(doc.text), (), None)]
+        stack = [doc.frame(root.children or [root], 0, len(doc.text), (), frozenset())]
         while stack:
             f = stack[-1]
             if f.i >= len(f.nodes):
@@ -147,13 +157,13 @@ class CodeChunker:
                 continue
             f.i = i + 1
             node = f.nodes[i]
-            path, inner = f.path, None
-            if (name := doc.name(node, f)) is not None:
-                # A definition opens a scope; a wrapper (decorator, export, template) opens its inner
-                # definition's scope, so its own pieces (`@decorator`, `export`) carry the inner name.
-                path = (*path, name)
-                if node.type in doc.spec.wrappers:
-                    inner = wrapped_definition(node, doc.spec)
+            # A definition opens a scope; so does a wrapper (decorator, export, template), for its inner
+            # definition, so that its own pieces (`@decorator`, `export`) carry the inner name too.
+            path, inner = f.path, frozenset[int]()
+            if node.id in f.inner:
+                inner = f.inner
+            elif (name := definition_name(node, doc.spec)) is not None:
+                path, inner = (*path, name), wrapped_chain(node, doc.spec)
             if node.child_count:
                 stack.append(doc.frame(node.children, start, end, path, inner))
             else:
@@ -185,22 +195,36 @@ class CodeChunker:
 
     def _window_symbol(self, doc: _Doc, f: _Frame, i: int, j: int) -> str | None:
         """Full path if the window holds exactly one definition (comments aside), else the enclosing path."""
-        named = [n for n in f.nodes[i:j] if n.is_named and not n.is_extra and "comment" not in n.type]
+        named = [
+            n
+            for n in f.nodes[i:j]
+            if n.is_named and not n.is_extra and "comment" not in n.type and n.type not in _ANNOTATIONS
+        ]
         if len(named) == 1 and (name := doc.name(named[0], f)):
             return _symbol((*f.path, name))
         return _symbol(f.path)
 
     def _merge(self, doc: _Doc, spans: list[Span]) -> list[Span]:
-        """Join adjacent spans of the same symbol that fit together (pieces left by recursion boundaries)."""
+        """Join adjacent spans left apart by recursion boundaries when they fit together.
+
+        Spans of the same symbol merge; so does a punctuation-only span (a lone ``}`` or ``;``), which takes
+        its neighbour's symbol.
+        """
         out: list[Span] = []
         for s in spans:
-            if out and out[-1].symbol == s.symbol:
+            if out:
                 prev = out[-1]
+                lone_prev = _is_punctuation(doc.text, prev)
                 if (
-                    doc.estimate(prev.start, s.end) + self.counter.n_special <= self.max_tokens
+                    (prev.symbol == s.symbol or lone_prev or _is_punctuation(doc.text, s))
+                    and doc.estimate(prev.start, s.end) + self.counter.n_special <= self.max_tokens
                     and self.counter.count(doc.text[prev.start : s.end]) <= self.max_tokens
                 ):
-                    out[-1] = Span(prev.start, s.end, s.symbol)
+                    out[-1] = Span(prev.start, s.end, s.symbol if lone_prev else prev.symbol)
                     continue
             out.append(s)
         return out
+
+
+def _is_punctuation(text: str, span: Span) -> bool:
+    return _WORD.search(text, span.start, span.end) is None

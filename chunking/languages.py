@@ -46,6 +46,7 @@ _JS_DEFS = {
     "generator_function_declaration",
     "method_definition",
     "variable_declarator",
+    "field_definition",
 }
 _JS_WRAPPERS = {"export_statement", "lexical_declaration", "variable_declaration"}
 _TS_DEFS = _JS_DEFS | {
@@ -58,6 +59,7 @@ _TS_DEFS = _JS_DEFS | {
     "method_signature",
     "abstract_method_signature",
     "function_signature",
+    "public_field_definition",
 }
 _TS_WRAPPERS = _JS_WRAPPERS | {"ambient_declaration", "expression_statement"}
 
@@ -121,7 +123,7 @@ CODE_LANGUAGES: dict[str, LanguageSpec] = {
             "go",
             (".go",),
             "tree_sitter_go",
-            {"function_declaration", "method_declaration", "type_spec"},
+            {"function_declaration", "method_declaration", "type_spec", "type_alias"},
             wrappers={"type_declaration"},
         ),
         _spec(
@@ -275,6 +277,7 @@ _FUNCTION_VALUES = {
     "generator_function",
     "class",
 }
+_BOUND_VALUES = {"variable_declarator", "field_definition", "public_field_definition"}
 _TEMPLATE_ARGS = re.compile(r"<[^<>]*>")
 _SPECIFIERS = {"struct_specifier", "union_specifier", "enum_specifier", "class_specifier"}
 
@@ -335,11 +338,11 @@ def definition_name(node: Node, spec: LanguageSpec) -> str | None:
         return None  # `struct Stack *s`: a type reference, not a definition
     if kind == "impl_item":
         return _type_name(node.child_by_field_name("type"))
-    if kind == "variable_declarator":
+    if kind in _BOUND_VALUES:  # `const f = () => ...`, `handler = () => ...`: only function values count
         value = node.child_by_field_name("value")
         if value is None or value.type not in _FUNCTION_VALUES:
             return None
-    name_node = node.child_by_field_name("name")
+    name_node = node.child_by_field_name("name") or node.child_by_field_name("property")
     if name_node is not None:
         name = _text(name_node)
         receiver = node.child_by_field_name("receiver") if kind == "method_declaration" else None
@@ -349,6 +352,11 @@ def definition_name(node: Node, spec: LanguageSpec) -> str | None:
     return _declarator_name(node.child_by_field_name("declarator"))
 
 
-def opens_scope(node: Node, spec: LanguageSpec) -> bool:
-    """Whether recursing into ``node`` adds a level to the symbol path (definitions, not wrappers)."""
-    return node.type in spec.definitions
+def wrapped_chain(node: Node, spec: LanguageSpec) -> frozenset[int]:
+    """Ids of the nodes a wrapper wraps, down through nested wrappers to the definition (``export const``)."""
+    ids: set[int] = set()
+    inner = _wrapped(node, spec) if node.type in spec.wrappers else None
+    while inner is not None:
+        ids.add(inner.id)
+        inner = _wrapped(inner, spec) if inner.type in spec.wrappers else None
+    return frozenset(ids)

@@ -87,7 +87,9 @@ class TextChunker:
         if self.max_tokens <= self.counter.n_special:
             raise ValueError(f"max_tokens must exceed {self.counter.n_special}, got {self.max_tokens}")
         if not 0 <= self.overlap_tokens < self.max_tokens // 2:
-            raise ValueError(f"overlap_tokens must be in [0, {self.max_tokens // 2}), got {self.overlap_tokens}")
+            raise ValueError(
+                f"overlap_tokens must be in [0, {self.max_tokens // 2}), got {self.overlap_tokens}"
+            )
 
     def chunk(
         self, doc_id: str, text: str, *, kind: ChunkKind = "text", language: str | None = None
@@ -109,7 +111,9 @@ class TextChunker:
                 if m <= self.max_tokens:
                     out.append((c, d))
                 else:
-                    out.extend((w.start, w.end) for w in token_windows(self.counter, text, c, d, self.max_tokens))
+                    out.extend(
+                        (w.start, w.end) for w in token_windows(self.counter, text, c, d, self.max_tokens)
+                    )
         return out
 
     def _counts(self, text: str, pieces: list[tuple[int, int]]) -> list[int]:

@@ -2,7 +2,15 @@
 
 from embedder.aggregate import AGGREGATIONS, Aggregation, aggregate
 from embedder.matryoshka import allowed_dims, check_dim, normalize, truncate
-from embedder.model import DEFAULT_MODEL, Embedder, EmbedderConfig, ModelLoadError, load_embedder, resolve_model
+from embedder.model import (
+    DEFAULT_MODEL,
+    Embedder,
+    EmbedderConfig,
+    Encoder,
+    ModelLoadError,
+    load_embedder,
+    resolve_model,
+)
 
 __all__ = [
     "AGGREGATIONS",
@@ -10,6 +18,7 @@ __all__ = [
     "Aggregation",
     "Embedder",
     "EmbedderConfig",
+    "Encoder",
     "ModelLoadError",
     "aggregate",
     "allowed_dims",

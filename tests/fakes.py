@@ -1,0 +1,40 @@
+"""Test doubles with exact, predictable behaviour."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from chunking import TokenCounter
+from embedder import normalize
+
+VOCAB = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
+
+
+class KeywordEmbedder:
+    """One dimension per keyword in ``VOCAB``: a text's vector counts its keywords, so rankings are exact."""
+
+    model_id = "keyword-fake"
+    fingerprint = "keyword-fake-v1"
+    dim = len(VOCAB)
+
+    def __init__(self, counter: TokenCounter, max_tokens: int = 32) -> None:
+        self.counter = counter
+        self.max_tokens = max_tokens
+        self.calls: list[int] = []
+
+    def _vectors(self, texts: list[str]) -> np.ndarray:
+        self.calls.append(len(texts))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in re.findall(r"[a-z]+", t.lower()):
+                if w in VOCAB:
+                    out[i, VOCAB.index(w)] += 1
+        return normalize(out)
+
+    def encode_documents(self, texts: list[str], dim: int | None = None) -> np.ndarray:
+        return self._vectors(texts)
+
+    def encode_queries(self, texts: list[str], dim: int | None = None) -> np.ndarray:
+        return self._vectors(texts)

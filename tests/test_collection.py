@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from index import (
+    Collection,
+    CollectionLockedError,
+    CollectionNotFoundError,
+    Document,
+    DocumentNotFoundError,
+    InvalidInputError,
+    ModelMismatchError,
+)
+
+from fakes import KeywordEmbedder
+
+FILLER = "This sentence is neutral filler text for the chunker. "
+
+
+def doc(doc_id: str, keyword: str, position: int = 0, n_filler: int = 12) -> Document:
+    parts = [FILLER] * n_filler
+    parts.insert(position, f"The {keyword} section is here. ")
+    return Document(doc_id, "".join(parts))
+
+
+@pytest.fixture
+def coll(tmp_path, fake_embedder):
+    c = Collection.create(tmp_path / "c", embedder=fake_embedder)
+    yield c
+    c.close()
+
+
+def test_search_ranks_exactly_and_returns_spans(coll):
+    coll.add([doc("a", "alpha", 0), doc("b", "beta", 5), doc("g", "gamma", 11)])
+    hits = coll.search("beta", k=3)
+    assert hits[0].doc_id == "b"
+    assert hits[0].score == pytest.approx(1.0)
+    best = hits[0].chunks[0]
+    text = coll.get("b").text
+    assert "beta" in text[best.start : best.end]
+    assert [h.doc_id for h in coll.search("gamma", k=1)] == ["g"]
+    # a keyword deep inside a long document is found: chunking, not truncation
+    assert coll.get("g").n_chunks > 1
+
+
+def test_k_larger_than_collection_is_clamped(coll):
+    coll.add([doc("a", "alpha"), doc("b", "beta")])
+    assert {h.doc_id for h in coll.search("alpha", k=50)} == {"a", "b"}
+
+
+def test_upsert_replaces_chunks(coll, fake_embedder):
+    coll.add([doc("a", "alpha")])
+    coll.add([doc("a", "delta")])
+    assert coll.search("delta", k=1)[0].score == pytest.approx(1.0)
+    assert coll.search("alpha", k=1)[0].score < 0.5
+    info = coll.info()
+    assert info["documents"] == 1 and info["chunks"] == coll.get("a").n_chunks
+
+
+def test_unchanged_documents_are_skipped_without_encoding(coll, fake_embedder):
+    first = coll.add([doc("a", "alpha"), doc("b", "beta")])
+    assert (first.added, first.unchanged) == (2, 0)
+    calls = len(fake_embedder.calls)
+    again = coll.add([doc("a", "alpha"), doc("b", "beta")])
+    assert (again.added, again.updated, again.unchanged) == (0, 0, 2)
+    assert len(fake_embedder.calls) == calls + 1 and fake_embedder.calls[-1] == 0
+
+
+def test_metadata_change_updates_without_reembedding(coll, fake_embedder):
+    coll.add([Document("a", "alpha text", metadata={"v": 1})])
+    before = sum(fake_embedder.calls)
+    result = coll.add([Document("a", "alpha text", metadata={"v": 2})])
+    assert result.unchanged == 1 and sum(fake_embedder.calls) == before
+    assert coll.get("a").metadata == {"v": 2}
+
+
+def test_delete(coll):
+    coll.add([doc("a", "alpha"), doc("b", "beta")])
+    coll.delete("a")
+    assert [h.doc_id for h in coll.search("alpha", k=5)] == ["b"]
+    with pytest.raises(DocumentNotFoundError, match="no document 'a'"):
+        coll.get("a")
+    with pytest.raises(DocumentNotFoundError):
+        coll.delete("a")
+
+
+def test_reopen_gives_identical_results(tmp_path, fake_embedder):
+    root = tmp_path / "c"
+    docs = [doc(f"d{i}", ["alpha", "beta", "gamma", "delta"][i % 4], i % 12) for i in range(40)]
+    with Collection.create(root, embedder=fake_embedder) as c:
+        c.add(docs)
+        before = c.search_many(["alpha", "gamma delta"], k=10)
+    with Collection.open(root, embedder=fake_embedder) as c:
+        assert c.search_many(["alpha", "gamma delta"], k=10) == before
+    # a stale or missing FAISS cache is rebuilt from the store
+    (root / "vectors.json").unlink()
+    with Collection.open(root, embedder=fake_embedder, readonly=True) as c:
+        assert c.search_many(["alpha", "gamma delta"], k=10) == before
+
+
+def test_open_with_another_model_is_an_error(tmp_path, fake_embedder, counter):
+    root = tmp_path / "c"
+    Collection.create(root, embedder=fake_embedder).close()
+    other = KeywordEmbedder(counter)
+    other.fingerprint = "another-model"
+    with pytest.raises(ModelMismatchError, match="built with model 'keyword-fake'"):
+        Collection.open(root, embedder=other)
+
+
+def test_open_missing_collection(tmp_path):
+    with pytest.raises(CollectionNotFoundError, match="no collection at"):
+        Collection.open(tmp_path / "nope")
+
+
+def test_single_writer(tmp_path, fake_embedder):
+    root = tmp_path / "c"
+    with Collection.create(root, embedder=fake_embedder):
+        with pytest.raises(CollectionLockedError, match="open for writing in another process"):
+            Collection.open(root, embedder=fake_embedder)
+        Collection.open(root, embedder=fake_embedder, readonly=True).close()
+
+
+def test_bad_requests(coll):
+    coll.add([doc("a", "alpha")])
+    with pytest.raises(InvalidInputError, match=r"k must be in \[1, 1000\]"):
+        coll.search("alpha", k=0)
+    with pytest.raises(InvalidInputError, match="non-empty string"):
+        coll.search("   ")
+    with pytest.raises(InvalidInputError, match="doc_id must be a non-empty string"):
+        Document("", "x")
+
+
+def test_truncate_strategy_keeps_only_the_head(tmp_path, fake_embedder):
+    with Collection.create(tmp_path / "t", embedder=fake_embedder, strategy="truncate") as c:
+        c.add([doc("head", "alpha", 0), doc("tail", "beta", 12)])
+        assert c.get("tail").n_chunks == 1
+        assert c.search("beta", k=2)[0].score < 0.5  # the tail was cut off: the truncation baseline
+        assert c.search("alpha", k=1)[0].doc_id == "head"
+
+
+def test_empty_document_is_stored_but_not_searchable(coll):
+    coll.add([Document("empty", ""), doc("a", "alpha")])
+    assert coll.get("empty").n_chunks == 0
+    assert [h.doc_id for h in coll.search("alpha", k=5)] == ["a"]
+
+
+def test_manifest_records_settings(tmp_path, fake_embedder):
+    with Collection.create(tmp_path / "c", embedder=fake_embedder, overlap_tokens=4):
+        pass
+    m = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert m["model"] == "keyword-fake" and m["dim"] == 8 and m["strategy"] == "chunk"
+    assert m["max_tokens"] == 32 and m["overlap_tokens"] == 4 and m["format_version"] == 1
+
+
+def test_vectors_are_contiguous_float32_in_store(tmp_path, fake_embedder):
+    with Collection.create(tmp_path / "c", embedder=fake_embedder) as c:
+        c.add([doc("a", "alpha")])
+        ids, vectors = c._store.all_vectors(8)
+    assert vectors.dtype == np.float32 and vectors.shape == (len(ids), 8)
