@@ -48,9 +48,7 @@ def create_app(collection: Collection, *, close_on_shutdown: bool = True) -> Fas
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors()
-        )
+        details = "; ".join(f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors())
         body = {"error": {"type": "ValidationError", "message": details or "invalid request"}}
         return JSONResponse(status_code=422, content=body)
 

@@ -52,11 +52,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="print a collection's manifest and counts as JSON")
     _add_collection(p)
+
+    p = sub.add_parser("eval", help="measure retrieval quality against baselines on built-in datasets")
+    p.add_argument("--datasets", default="code,pydoc,passkey,needle", help="comma-separated dataset names")
+    p.add_argument(
+        "--systems",
+        nargs="+",
+        metavar="SPEC",
+        help="KIND[:key=value,...] with KIND in chunk, truncate, st, windows, bm25 (default: all baselines)",
+    )
+    p.add_argument("--small", action="store_true", help="smoke-sized datasets (seconds, for tests)")
+    p.add_argument("--lengths", help="synthetic lengths to run, e.g. 256,512,1024 (default: all)")
+    p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "longvec" / "eval")
+    p.add_argument("--model", help="model path or hub name (default: the packaged all-MiniLM-L6-v2)")
+    p.add_argument("--output", type=Path, help="write all results as JSON here")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_model_loading()
     from embedder import ModelLoadError
     from index import LongvecError
 
@@ -66,6 +81,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LongvecError, ModelLoadError, ValueError, OSError) as exc:
         print(f"longvec {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _quiet_model_loading() -> None:
+    """No weight-loading progress bars in command output."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -189,9 +213,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from index import Collection
 
     collection = Collection.open(args.collection)
-    print(
-        f"serving {args.collection} on http://{args.host}:{args.port} (POST /search, GET /info)", flush=True
-    )
+    print(f"serving {args.collection} on http://{args.host}:{args.port} (POST /search, GET /info)", flush=True)
     uvicorn.run(create_app(collection), host=args.host, port=args.port, log_level="info")
     return 0
 
@@ -204,11 +226,33 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from api.evaluation import DATASET_NAMES
+    from api.evaluation.report import render, run_eval, write_results
+    from api.evaluation.systems import DEFAULT_SYSTEMS, SystemSpec
+
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    unknown = sorted(set(datasets) - set(DATASET_NAMES))
+    if unknown or not datasets:
+        raise ValueError(f"unknown datasets {unknown}; choose from {DATASET_NAMES}")
+    systems = [SystemSpec.parse(s) for s in (args.systems or DEFAULT_SYSTEMS)]
+    try:
+        lengths = {int(x) for x in args.lengths.split(",")} if args.lengths else None
+    except ValueError:
+        raise ValueError(f"--lengths must be comma-separated integers, got {args.lengths!r}") from None
+    results = run_eval(datasets, systems, cache_dir=args.cache_dir, small=args.small, lengths=lengths, model=args.model)
+    print(render(results))
+    if args.output is not None:
+        write_results(args.output, results, ["longvec", *sys.argv[1:]])
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "index": cmd_index,
     "search": cmd_search,
     "serve": cmd_serve,
     "info": cmd_info,
+    "eval": cmd_eval,
 }
 
 if __name__ == "__main__":

@@ -12,9 +12,7 @@ Aggregation = Literal["mean", "max", "weighted"]
 AGGREGATIONS: tuple[Aggregation, ...] = ("mean", "max", "weighted")
 
 
-def aggregate(
-    vectors: np.ndarray, how: Aggregation = "mean", weights: np.ndarray | None = None
-) -> np.ndarray:
+def aggregate(vectors: np.ndarray, how: Aggregation = "mean", weights: np.ndarray | None = None) -> np.ndarray:
     """One unit vector from ``vectors`` (n, d).
 
     ``mean`` averages, ``max`` takes the coordinate-wise maximum, ``weighted`` averages with ``weights``

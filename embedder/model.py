@@ -75,9 +75,7 @@ class Embedder:
         self.config = config
         location = resolve_model(config.model)
         try:
-            st = SentenceTransformer(
-                location, device=config.device, local_files_only=not config.allow_download
-            )
+            st = SentenceTransformer(location, device=config.device, local_files_only=not config.allow_download)
         except (OSError, ValueError) as exc:
             hint = "" if config.allow_download else " (offline: pass a local path or allow downloads)"
             raise ModelLoadError(f"cannot load model {config.model!r}{hint}: {exc}") from exc
@@ -88,9 +86,7 @@ class Embedder:
         self.position_limit = int(getattr(st[0].auto_model.config, "max_position_embeddings", 512))
         if config.max_tokens is not None:
             if not 8 <= config.max_tokens <= self.position_limit:
-                raise ValueError(
-                    f"max_tokens {config.max_tokens} not in [8, {self.position_limit}] for this model"
-                )
+                raise ValueError(f"max_tokens {config.max_tokens} not in [8, {self.position_limit}] for this model")
             st.max_seq_length = config.max_tokens
         self._st: SentenceTransformer = st
         self._lock = threading.Lock()
@@ -118,9 +114,7 @@ class Embedder:
         dim = check_dim(dim, self.dim)
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)
-        prompt_name = (
-            role if role in (self._st.prompts or {}) and not self._has_explicit_prefix(role) else None
-        )
+        prompt_name = role if role in (self._st.prompts or {}) and not self._has_explicit_prefix(role) else None
         with self._lock:
             out = self._st.encode(
                 texts,

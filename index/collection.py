@@ -148,9 +148,7 @@ class Collection:
                 base = replace(base, model=model)
             embedder = load_embedder(replace(base, max_tokens=max_tokens))
         elif max_tokens is not None and max_tokens != embedder.max_tokens:
-            raise InvalidInputError(
-                f"max_tokens {max_tokens} differs from the embedder's {embedder.max_tokens}"
-            )
+            raise InvalidInputError(f"max_tokens {max_tokens} differs from the embedder's {embedder.max_tokens}")
         probe = embedder
         manifest = Manifest(
             model=probe.model_id,
@@ -275,9 +273,7 @@ class Collection:
             part = vectors[offset : offset + len(chunks)]
             offset += len(chunks)
             writes.append(
-                DocumentWrite(
-                    doc.doc_id, doc.text, h, doc.path, doc.effective_language, doc.metadata, chunks, part
-                )
+                DocumentWrite(doc.doc_id, doc.text, h, doc.path, doc.effective_language, doc.metadata, chunks, part)
             )
             result.chunks += len(chunks)
             result.tokens += sum(c.n_tokens for c in chunks)
@@ -366,6 +362,19 @@ class Collection:
             ranked = sorted(hits.items(), key=lambda kv: -kv[1][0].score)[:k]
             results.append([Hit(doc_id, chunks[0].score, chunks) for doc_id, chunks in ranked])
         return results
+
+    def chunk_vectors(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored chunk vector: ``(doc_ids, row_doc, vectors, n_tokens)``.
+
+        Row ``i`` of ``vectors`` belongs to document ``doc_ids[row_doc[i]]`` and has ``n_tokens[i]`` tokens
+        (the weights of a length-weighted aggregation). For experiments and exports.
+        """
+        with self._lock:
+            row_ids, tokens, vectors = self._store.chunk_table(self.manifest.dim)
+        doc_ids = list(dict.fromkeys(row_ids))
+        position = {d: i for i, d in enumerate(doc_ids)}
+        row_doc = np.fromiter((position[d] for d in row_ids), dtype=np.int64, count=len(row_ids))
+        return doc_ids, row_doc, vectors, tokens
 
     def info(self) -> dict[str, Any]:
         with self._lock:

@@ -12,9 +12,7 @@ from pathlib import Path
 from index.collection import Document
 from index.errors import InvalidInputError
 
-SKIP_DIRS = frozenset(
-    {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache"}
-)
+SKIP_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache"})
 MAX_FILE_BYTES = 2_000_000
 
 

@@ -173,9 +173,7 @@ class Store:
             ids.append(int(cur.lastrowid))  # type: ignore[arg-type]
         return ids
 
-    def update_fields(
-        self, db: sqlite3.Connection, doc_id: str, path: str | None, metadata: dict[str, Any]
-    ) -> None:
+    def update_fields(self, db: sqlite3.Connection, doc_id: str, path: str | None, metadata: dict[str, Any]) -> None:
         db.execute(
             "UPDATE documents SET path = ?, metadata = ? WHERE doc_id = ?",
             (path, json.dumps(metadata, sort_keys=True), doc_id),
@@ -214,9 +212,14 @@ class Store:
         vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
         return ids, vectors
 
+    def chunk_table(self, dim: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """``(doc_id per chunk, n_tokens per chunk, vectors)`` of every chunk, in id order."""
+        rows = self._db.execute("SELECT doc_id, n_tokens, vector FROM chunks ORDER BY id").fetchall()
+        tokens = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+        return [r[0] for r in rows], tokens, vectors
+
     def counts(self) -> dict[str, int]:
-        docs, tokens = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(n_tokens), 0) FROM documents"
-        ).fetchone()
+        docs, tokens = self._db.execute("SELECT COUNT(*), COALESCE(SUM(n_tokens), 0) FROM documents").fetchone()
         (chunks,) = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()
         return {"documents": int(docs), "chunks": int(chunks), "tokens": int(tokens)}

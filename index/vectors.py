@@ -81,9 +81,7 @@ class VectorIndex:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _write_json(
-            path.with_suffix(".json"), {"generation": generation, "ntotal": self.ntotal, "dim": self.dim}
-        )
+        _write_json(path.with_suffix(".json"), {"generation": generation, "ntotal": self.ntotal, "dim": self.dim})
 
     @classmethod
     def load(cls, path: Path, generation: int, dim: int) -> VectorIndex | None:

@@ -32,10 +32,7 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 @pytest.fixture
 def indexed(tmp_path, capsys):
     coll = tmp_path / "coll"
-    assert (
-        main(["index", "--collection", str(coll), "--input", str(write_jsonl(tmp_path / "d.jsonl", CORPUS))])
-        == 0
-    )
+    assert main(["index", "--collection", str(coll), "--input", str(write_jsonl(tmp_path / "d.jsonl", CORPUS))]) == 0
     summary = capsys.readouterr().out
     assert "docs=3" in summary and "chunks=" in summary and "tokens=" in summary and "seconds=" in summary
     return coll
@@ -99,9 +96,7 @@ def test_index_walks_directories(tmp_path, capsys):
     (src / "pkg").mkdir(parents=True)
     (src / ".git").mkdir()
     (src / "node_modules").mkdir()
-    (src / "pkg" / "mod.py").write_text(
-        "class Stack:\n    def push(self, x):\n        self.items.append(x)\n"
-    )
+    (src / "pkg" / "mod.py").write_text("class Stack:\n    def push(self, x):\n        self.items.append(x)\n")
     (src / "README.md").write_text("# Stack\nA tiny stack.\n")
     (src / ".git" / "config").write_text("[core]\n")
     (src / "node_modules" / "x.js").write_text("module.exports = 1;\n")
@@ -109,8 +104,6 @@ def test_index_walks_directories(tmp_path, capsys):
     coll = tmp_path / "coll"
     assert main(["index", "--collection", str(coll), str(src)]) == 0
     assert "skipped files 1" in capsys.readouterr().out
-    assert (
-        main(["search", "--collection", str(coll), "--query", "push onto a stack", "--json", "--k", "5"]) == 0
-    )
+    assert main(["search", "--collection", str(coll), "--query", "push onto a stack", "--json", "--k", "5"]) == 0
     hits = json.loads(capsys.readouterr().out)["hits"]
     assert {h["doc_id"] for h in hits} == {"pkg/mod.py", "README.md"}

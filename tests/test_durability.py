@@ -100,9 +100,7 @@ def test_acknowledged_rest_writes_survive_kill(tmp_path):
                 pass
             assert time.monotonic() < deadline and server.poll() is None, "server did not start"
             time.sleep(0.1)
-        docs = [
-            {"doc_id": f"acked{i}", "text": f"Acknowledged write number {i}. " + PROSE * 5} for i in range(5)
-        ]
+        docs = [{"doc_id": f"acked{i}", "text": f"Acknowledged write number {i}. " + PROSE * 5} for i in range(5)]
         r = httpx.post(f"{base}/documents", json={"documents": docs}, timeout=60)
         assert r.status_code == 200 and r.json()["added"] == 5
         r = httpx.delete(f"{base}/documents/seed", timeout=60)

@@ -71,9 +71,7 @@ def test_prefixes_change_the_input(counter):
     prefixed = load_embedder(EmbedderConfig(query_prefix="query: ", document_prefix="passage: "))
     q = "sort a list"
     assert not np.allclose(plain.encode_queries([q]), prefixed.encode_queries([q]))
-    np.testing.assert_allclose(
-        prefixed.encode_queries([q]), plain.encode_documents(["query: " + q]), atol=1e-5
-    )
+    np.testing.assert_allclose(prefixed.encode_queries([q]), plain.encode_documents(["query: " + q]), atol=1e-5)
 
 
 def test_missing_model_is_a_clear_offline_error():

@@ -1,0 +1,178 @@
+"""Run retrieval systems over evaluation pools and collect metrics, throughput and index size."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from api.evaluation.metrics import Run, evaluate_run
+from api.evaluation.systems import SystemSpec
+from api.evaluation.types import Dataset
+from chunking import Span, TokenCounter
+from embedder import EmbedderConfig, aggregate, load_embedder, truncate
+from index import Collection, Document
+
+
+class TimedEncoder:
+    """Wraps an embedder: caches vectors by text (synthetic haystacks repeat prose) and times real encoding."""
+
+    def __init__(self, embedder) -> None:  # an embedder.Encoder
+        self.inner = embedder
+        self.model_id, self.fingerprint = embedder.model_id, embedder.fingerprint
+        self.dim, self.max_tokens, self.counter = embedder.dim, embedder.max_tokens, embedder.counter
+        self._cache: dict[str, np.ndarray] = {}
+        self.tokens = 0
+        self.seconds = 0.0
+
+    def encode_documents(self, texts: list[str], dim: int | None = None) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            start = time.perf_counter()
+            vectors = self.inner.encode_documents(missing)
+            self.seconds += time.perf_counter() - start
+            self.tokens += sum(min(n, self.max_tokens) for n in self.counter.count_many(missing))
+            self._cache.update(zip(missing, vectors, strict=True))
+        out = np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+        return truncate(out, dim) if dim and dim < self.dim else out
+
+    def encode_queries(self, texts: list[str], dim: int | None = None) -> np.ndarray:
+        return self.inner.encode_queries(texts, dim)
+
+
+@dataclass
+class SystemResult:
+    system: str
+    dataset: str
+    metrics: dict[str, dict[str, float]]
+    encode_tokens: int = 0
+    encode_seconds: float = 0.0
+    index_bytes: int = 0
+    seconds: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.encode_tokens / self.encode_seconds if self.encode_seconds else 0.0
+
+
+def top_k_by_doc(scores: np.ndarray, row_doc: np.ndarray, doc_ids: list[str], k: int) -> list[list[tuple[str, float]]]:
+    """Per query, the ``k`` best documents where a document scores as its best row (rows grouped by doc)."""
+    n_docs = len(doc_ids)
+    best = np.full((scores.shape[0], n_docs), -np.inf, dtype=np.float32)
+    for q in range(scores.shape[0]):
+        np.maximum.at(best[q], row_doc, scores[q])
+    k = min(k, n_docs)
+    order = np.argsort(-best, axis=1, kind="stable")[:, :k]
+    return [[(doc_ids[j], float(best[q, j])) for j in order[q] if np.isfinite(best[q, j])] for q in range(len(order))]
+
+
+def naive_windows(counter: TokenCounter, text: str, max_tokens: int) -> list[Span]:
+    """Fixed windows of ``max_tokens - specials`` token ids each, cut wherever the count falls."""
+    size = max_tokens - counter.n_special
+    offsets = counter.token_offsets(text)
+    return [Span(offsets[i][0], offsets[min(i + size, len(offsets)) - 1][1]) for i in range(0, len(offsets), size)]
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+class Runner:
+    """Runs systems on pools; one model per ``max_tokens`` is loaded once and shared."""
+
+    def __init__(self, *, k: int = 10, model: str | None = None, work_dir: Path | None = None) -> None:
+        self.k = k
+        self.model = model
+        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="longvec-eval-"))
+        self._encoders: dict[int, TimedEncoder] = {}
+
+    def encoder(self, max_tokens: int) -> TimedEncoder:
+        if max_tokens not in self._encoders:
+            config = EmbedderConfig(model=self.model or EmbedderConfig.model, max_tokens=max_tokens)
+            self._encoders[max_tokens] = TimedEncoder(load_embedder(config))
+        return self._encoders[max_tokens]
+
+    def run(self, spec: SystemSpec, ds: Dataset) -> SystemResult:
+        start = time.perf_counter()
+        enc = self.encoder(spec.max_tokens) if spec.dense else None
+        tokens0, seconds0 = (enc.tokens, enc.seconds) if enc else (0, 0.0)
+        if spec.kind in ("chunk", "truncate"):
+            run, index_bytes = self._run_longvec(spec, ds)
+        elif spec.kind == "st":
+            run, index_bytes = self._run_rows(spec, ds, whole=True)
+        elif spec.kind == "windows":
+            run, index_bytes = self._run_rows(spec, ds, whole=False)
+        else:
+            run, index_bytes = self._run_bm25(ds)
+        result = SystemResult(spec.name, ds.name, evaluate_run(run, ds.qrels, ds.queries))
+        if enc is not None:
+            result.encode_tokens, result.encode_seconds = enc.tokens - tokens0, enc.seconds - seconds0
+        result.index_bytes, result.seconds = index_bytes, time.perf_counter() - start
+        return result
+
+    def _run_longvec(self, spec: SystemSpec, ds: Dataset) -> tuple[Run, int]:
+        enc = self.encoder(spec.max_tokens)
+        root = self.work_dir / f"{ds.name}-{spec.name}".replace(" ", "_")
+        shutil.rmtree(root, ignore_errors=True)
+        queries = [q.text for q in ds.queries]
+        with Collection.create(root, embedder=enc, strategy=spec.kind, overlap_tokens=spec.overlap) as coll:
+            coll.add(Document(d.doc_id, d.text, language=d.language) for d in ds.docs)
+            if spec.agg == "maxsim" and spec.dim is None:
+                hits = coll.search_many(queries, k=self.k)
+                run = {q.qid: [(h.doc_id, h.score) for h in hs] for q, hs in zip(ds.queries, hits, strict=True)}
+            else:
+                doc_ids, row_doc, vectors, weights = coll.chunk_vectors()
+                run = self._score_variant(spec, ds, enc, doc_ids, row_doc, vectors, weights)
+        size = _dir_bytes(root)
+        shutil.rmtree(root, ignore_errors=True)
+        return run, size
+
+    def _score_variant(self, spec, ds, enc, doc_ids, row_doc, vectors, weights) -> Run:  # noqa: ANN001
+        dim = spec.dim or enc.dim
+        q = enc.encode_queries([x.text for x in ds.queries], dim=dim)
+        v = truncate(vectors, dim) if dim < enc.dim else vectors
+        if spec.agg != "maxsim":
+            docs = np.stack([aggregate(v[row_doc == i], spec.agg, weights[row_doc == i]) for i in range(len(doc_ids))])
+            v, row_doc = docs, np.arange(len(doc_ids))
+        ranked = top_k_by_doc(q @ v.T, row_doc, doc_ids, self.k)
+        return {x.qid: r for x, r in zip(ds.queries, ranked, strict=True)}
+
+    def _run_rows(self, spec: SystemSpec, ds: Dataset, *, whole: bool) -> tuple[Run, int]:
+        enc = self.encoder(spec.max_tokens)
+        texts: list[str] = []
+        row_doc: list[int] = []
+        for i, d in enumerate(ds.docs):
+            if whole:
+                pieces = [d.text]
+            else:
+                pieces = [d.text[s.start : s.end] for s in naive_windows(enc.counter, d.text, spec.max_tokens)]
+            texts += pieces
+            row_doc += [i] * len(pieces)
+        vectors = enc.encode_documents(texts)  # whole documents: the model truncates at max_tokens
+        q = enc.encode_queries([x.text for x in ds.queries])
+        ranked = top_k_by_doc(q @ vectors.T, np.asarray(row_doc), [d.doc_id for d in ds.docs], self.k)
+        return {x.qid: r for x, r in zip(ds.queries, ranked, strict=True)}, vectors.nbytes
+
+    def _run_bm25(self, ds: Dataset) -> tuple[Run, int]:
+        import bm25s
+
+        retriever = bm25s.BM25()
+        retriever.index(
+            bm25s.tokenize([d.text for d in ds.docs], stopwords="en", show_progress=False), show_progress=False
+        )
+        k = min(self.k, len(ds.docs))
+        tokens = bm25s.tokenize([q.text for q in ds.queries], stopwords="en", show_progress=False)
+        ids, scores = retriever.retrieve(tokens, k=k, show_progress=False)
+        run = {
+            q.qid: [(ds.docs[int(j)].doc_id, float(s)) for j, s in zip(ids[i], scores[i], strict=True)]
+            for i, q in enumerate(ds.queries)
+        }
+        size = (
+            sum(getattr(a, "nbytes", 0) for a in retriever.scores.values()) if isinstance(retriever.scores, dict) else 0
+        )
+        return run, size

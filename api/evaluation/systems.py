@@ -1,0 +1,70 @@
+"""Retrieval systems compared by the evaluation: longvec configurations and the baselines.
+
+A system is named by a spec string ``KIND[:key=value,...]``:
+
+- ``chunk`` / ``truncate``: a longvec collection (the product path: chunker, embedder, store, FAISS).
+  Keys: ``max_tokens`` (chunk budget), ``overlap`` (text overlap tokens), ``dim`` (Matryoshka prefix),
+  ``agg`` (``maxsim``: a document scores as its best chunk, the default; or ``mean``/``max``/``weighted``:
+  one aggregated vector per document).
+- ``st``: plain sentence-transformers + FAISS flat over whole documents, truncated by the model at
+  ``max_tokens`` (256 is the model's own limit) — what most stacks do.
+- ``windows``: fixed ``max_tokens``-token windows cut on token ids with no regard for structure, document
+  score = the best window's score — what a user would hand-write.
+- ``bm25``: lexical BM25 (``bm25s``) over whole documents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Literal
+
+Kind = Literal["chunk", "truncate", "st", "windows", "bm25"]
+KINDS: tuple[Kind, ...] = ("chunk", "truncate", "st", "windows", "bm25")
+Agg = Literal["maxsim", "mean", "max", "weighted"]
+AGGS: tuple[Agg, ...] = ("maxsim", "mean", "max", "weighted")
+
+DEFAULT_SYSTEMS = ("chunk", "truncate", "st:max_tokens=256", "st:max_tokens=512", "windows", "bm25")
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    kind: Kind
+    max_tokens: int = 256
+    overlap: int = 0
+    dim: int | None = None
+    agg: Agg = "maxsim"
+
+    @classmethod
+    def parse(cls, spec: str) -> SystemSpec:
+        kind, _, rest = spec.partition(":")
+        if kind not in KINDS:
+            raise ValueError(f"system {spec!r}: kind {kind!r} not in {KINDS}")
+        known = {f.name: f for f in fields(cls) if f.name != "kind"}
+        values: dict[str, object] = {}
+        for item in filter(None, rest.split(",")):
+            key, sep, value = item.partition("=")
+            if not sep or key not in known:
+                raise ValueError(f"system {spec!r}: expected key=value with key in {sorted(known)}")
+            values[key] = value if key == "agg" else int(value)
+        if values.get("agg", "maxsim") not in AGGS:
+            raise ValueError(f"system {spec!r}: agg not in {AGGS}")
+        return cls(kind=kind, **values)  # type: ignore[arg-type]
+
+    @property
+    def name(self) -> str:
+        if self.kind == "bm25":
+            return "bm25"
+        parts = [f"{self.kind}-{self.max_tokens}"]
+        if self.kind in ("chunk", "truncate"):
+            parts[0] = f"longvec {parts[0]}"
+        if self.overlap:
+            parts.append(f"overlap {self.overlap}")
+        if self.agg != "maxsim":
+            parts.append(f"agg {self.agg}")
+        if self.dim:
+            parts.append(f"dim {self.dim}")
+        return " ".join(parts)
+
+    @property
+    def dense(self) -> bool:
+        return self.kind != "bm25"

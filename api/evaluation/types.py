@@ -1,0 +1,33 @@
+"""Records of the evaluation suite: documents, queries and retrieval pools."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EvalDoc:
+    """One retrievable document; ``language`` is ``"python"`` for code and ``None`` for prose."""
+
+    doc_id: str
+    text: str
+    language: str | None
+
+
+@dataclass(frozen=True)
+class EvalQuery:
+    """One query; ``bucket`` groups queries for per-bucket metrics ("short", "deep", "len1024", ...)."""
+
+    qid: str
+    text: str
+    bucket: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One retrieval pool: every query searches all of ``docs``; ``qrels`` maps qid -> relevant doc_ids."""
+
+    name: str
+    docs: list[EvalDoc]
+    queries: list[EvalQuery]
+    qrels: dict[str, set[str]]
