@@ -29,9 +29,7 @@ class Chunker:
         # Validate eagerly with the same messages as the chunkers themselves.
         TextChunker(self.counter, self.max_tokens, self.overlap_tokens)
 
-    def chunk(
-        self, doc_id: str, text: str, *, path: str | None = None, language: str | None = None
-    ) -> list[Chunk]:
+    def chunk(self, doc_id: str, text: str, *, path: str | None = None, language: str | None = None) -> list[Chunk]:
         """Chunks of ``text``; ``language`` (``py`` -> ``python``) or else ``path`` picks the chunker."""
         lang = normalize_language(language) if language else (language_for_path(path) if path else None)
         if lang in CODE_LANGUAGES:

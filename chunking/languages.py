@@ -101,9 +101,7 @@ CODE_LANGUAGES: dict[str, LanguageSpec] = {
             loader="language_typescript",
             wrappers=_TS_WRAPPERS,
         ),
-        _spec(
-            "tsx", (".tsx",), "tree_sitter_typescript", _TS_DEFS, loader="language_tsx", wrappers=_TS_WRAPPERS
-        ),
+        _spec("tsx", (".tsx",), "tree_sitter_typescript", _TS_DEFS, loader="language_tsx", wrappers=_TS_WRAPPERS),
         _spec(
             "java",
             (".java",),

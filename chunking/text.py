@@ -9,7 +9,11 @@ from chunking.budget import TokenCounter
 from chunking.types import Chunk, ChunkKind, Span, spans_to_chunks
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?。！？])[\"')\]]*\s+|\n\s*")
+# Whitespace after a sentence end, which may be followed by up to two closing quotes or brackets. Only the
+# whitespace is matched (lookbehinds), so the punctuation stays inside the sentence.
+_END = "[.!?。！？]"
+_CLOSE = "[\"')\\]]"
+_SENTENCE_BREAK = re.compile(rf"(?:(?<={_END})|(?<={_END}{_CLOSE})|(?<={_END}{_CLOSE}{_CLOSE}))\s+|\n\s*")
 
 
 def _trimmed(text: str, start: int, end: int) -> tuple[int, int] | None:
@@ -87,13 +91,9 @@ class TextChunker:
         if self.max_tokens <= self.counter.n_special:
             raise ValueError(f"max_tokens must exceed {self.counter.n_special}, got {self.max_tokens}")
         if not 0 <= self.overlap_tokens < self.max_tokens // 2:
-            raise ValueError(
-                f"overlap_tokens must be in [0, {self.max_tokens // 2}), got {self.overlap_tokens}"
-            )
+            raise ValueError(f"overlap_tokens must be in [0, {self.max_tokens // 2}), got {self.overlap_tokens}")
 
-    def chunk(
-        self, doc_id: str, text: str, *, kind: ChunkKind = "text", language: str | None = None
-    ) -> list[Chunk]:
+    def chunk(self, doc_id: str, text: str, *, kind: ChunkKind = "text", language: str | None = None) -> list[Chunk]:
         spans = self.spans(text, 0, len(text))
         counts = self.counter.count_many([text[s.start : s.end] for s in spans])
         return spans_to_chunks(doc_id, text, spans, counts, kind, language)
@@ -111,9 +111,7 @@ class TextChunker:
                 if m <= self.max_tokens:
                     out.append((c, d))
                 else:
-                    out.extend(
-                        (w.start, w.end) for w in token_windows(self.counter, text, c, d, self.max_tokens)
-                    )
+                    out.extend((w.start, w.end) for w in token_windows(self.counter, text, c, d, self.max_tokens))
         return out
 
     def _counts(self, text: str, pieces: list[tuple[int, int]]) -> list[int]:

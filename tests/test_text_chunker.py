@@ -79,3 +79,9 @@ def test_budget_must_leave_room_for_content(counter):
         TextChunker(counter, 2)
     with pytest.raises(ValueError, match="overlap_tokens must be in"):
         TextChunker(counter, 64, overlap_tokens=40)
+
+
+def test_closing_punctuation_after_sentence_end_is_kept(counter):
+    text = ('He said "stop." Then (quietly!) she left.) The end?" ' * 30) + "Tensor(a!)\nNext line."
+    chunks = TextChunker(counter, 16).chunk("d", text)
+    assert_invariants(text, chunks, counter, 16)
