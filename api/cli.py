@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=("chunk", "truncate"), help="chunk (default) or truncate (baseline)")
     p.add_argument("--model", help="model path or hub name (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--max-tokens", type=int, help="chunk budget in model tokens (default: the model's limit)")
-    p.add_argument("--overlap-tokens", type=int, default=0, help="text chunk overlap in tokens")
+    p.add_argument("--overlap-tokens", type=int, help="text chunk overlap in tokens (default 0)")
     p.add_argument("--batch-docs", type=int, default=32, help="documents per transaction")
     p.add_argument("--allow-download", action="store_true", help="let a hub model be downloaded")
 
@@ -116,13 +116,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     with Collection.open_or_create(
         args.collection,
         model=args.model,
-        strategy=args.strategy or "chunk",
+        strategy=args.strategy,
         max_tokens=args.max_tokens,
         overlap_tokens=args.overlap_tokens,
         embedder_config=config,
     ) as collection:
-        if args.strategy is None:
-            args.strategy = collection.manifest.strategy
         bar = _progress()
         result = collection.add(documents(), batch_docs=args.batch_docs, on_batch=bar)
         bar.close()

@@ -192,16 +192,16 @@ class Collection:
         """Open ``root``; create it if absent. Settings given for an existing one must match its manifest."""
         root = Path(root)
         if not (root / "manifest.json").exists():
-            return cls.create(root, **kwargs)
-        strategy, max_tokens = kwargs.pop("strategy", None), kwargs.pop("max_tokens", None)
-        kwargs.pop("overlap_tokens", None)
+            return cls.create(root, **{k: v for k, v in kwargs.items() if v is not None})
+        wanted = {k: kwargs.pop(k, None) for k in ("strategy", "max_tokens", "overlap_tokens")}
         collection = cls.open(root, **kwargs)
         m = collection.manifest
-        if (strategy and strategy != m.strategy) or (max_tokens and max_tokens != m.max_tokens):
+        stored = {"strategy": m.strategy, "max_tokens": m.max_tokens, "overlap_tokens": m.overlap_tokens}
+        differ = {k: v for k, v in wanted.items() if v is not None and v != stored[k]}
+        if differ:
             collection.close()
             raise ModelMismatchError(
-                f"collection at {root} uses strategy {m.strategy!r} with max_tokens {m.max_tokens}; "
-                f"got strategy {strategy!r}, max_tokens {max_tokens} (use a new --collection directory)"
+                f"collection at {root} was built with {stored}; got {differ} (use a new --collection directory)"
             )
         return collection
 

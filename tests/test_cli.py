@@ -84,7 +84,11 @@ def test_malformed_jsonl_names_the_line_and_keeps_stored_docs(indexed, tmp_path,
 def test_mismatching_settings_are_exit_2(indexed, tmp_path, capsys):
     data = str(write_jsonl(tmp_path / "d.jsonl", CORPUS))
     assert main(["index", "--collection", str(indexed), "--input", data, "--strategy", "truncate"]) == 2
-    assert "uses strategy 'chunk'" in capsys.readouterr().err
+    assert "was built with {'strategy': 'chunk'" in capsys.readouterr().err
+    assert main(["index", "--collection", str(indexed), "--input", data, "--overlap-tokens", "8"]) == 2
+    assert "got {'overlap_tokens': 8}" in capsys.readouterr().err
+    assert main(["index", "--collection", str(indexed), "--input", data]) == 0  # same settings: fine
+    assert "unchanged 3" in capsys.readouterr().out
     assert main(["search", "--collection", str(tmp_path / "none"), "--query", "x"]) == 2
     assert "no collection at" in capsys.readouterr().err
     assert main(["index", "--collection", str(indexed)]) == 2

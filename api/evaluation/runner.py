@@ -14,14 +14,14 @@ from api.evaluation.metrics import Run, evaluate_run
 from api.evaluation.systems import SystemSpec
 from api.evaluation.types import Dataset
 from chunking import Span, TokenCounter
-from embedder import EmbedderConfig, aggregate, load_embedder, truncate
+from embedder import DEFAULT_MODEL, EmbedderConfig, Encoder, aggregate, load_embedder, truncate
 from index import Collection, Document
 
 
 class TimedEncoder:
     """Wraps an embedder: caches vectors by text (synthetic haystacks repeat prose) and times real encoding."""
 
-    def __init__(self, embedder) -> None:  # an embedder.Encoder
+    def __init__(self, embedder: Encoder) -> None:
         self.inner = embedder
         self.model_id, self.fingerprint = embedder.model_id, embedder.fingerprint
         self.dim, self.max_tokens, self.counter = embedder.dim, embedder.max_tokens, embedder.counter
@@ -93,7 +93,7 @@ class Runner:
 
     def encoder(self, max_tokens: int) -> TimedEncoder:
         if max_tokens not in self._encoders:
-            config = EmbedderConfig(model=self.model or EmbedderConfig.model, max_tokens=max_tokens)
+            config = EmbedderConfig(model=self.model or DEFAULT_MODEL, max_tokens=max_tokens)
             self._encoders[max_tokens] = TimedEncoder(load_embedder(config))
         return self._encoders[max_tokens]
 
@@ -132,7 +132,17 @@ class Runner:
         shutil.rmtree(root, ignore_errors=True)
         return run, size
 
-    def _score_variant(self, spec, ds, enc, doc_ids, row_doc, vectors, weights) -> Run:  # noqa: ANN001
+    def _score_variant(
+        self,
+        spec: SystemSpec,
+        ds: Dataset,
+        enc: TimedEncoder,
+        doc_ids: list[str],
+        row_doc: np.ndarray,
+        vectors: np.ndarray,
+        weights: np.ndarray,
+    ) -> Run:
+        """Rank with a Matryoshka prefix and/or one aggregated vector per document, from stored chunk vectors."""
         dim = spec.dim or enc.dim
         q = enc.encode_queries([x.text for x in ds.queries], dim=dim)
         v = truncate(vectors, dim) if dim < enc.dim else vectors

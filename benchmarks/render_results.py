@@ -1,0 +1,29 @@
+"""Render the markdown tables of docs/BENCHMARKS.md from `longvec eval --output` JSON files.
+
+Usage: python benchmarks/render_results.py benchmarks/results/eval-code.json [more.json ...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from api.evaluation.report import render
+from api.evaluation.runner import SystemResult
+
+
+def load(path: Path) -> tuple[dict, list[SystemResult]]:
+    data = json.loads(path.read_text())
+    results = []
+    for r in data["results"]:
+        r.pop("tokens_per_second", None)
+        results.append(SystemResult(**r))
+    return data["meta"], results
+
+
+if __name__ == "__main__":
+    for arg in sys.argv[1:]:
+        meta, results = load(Path(arg))
+        print(f"<!-- {arg}: {meta['command']} | {meta['date']} | {meta['machine']} -->\n")
+        print(render(results))
