@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from chunking.budget import TokenCounter
 from chunking.languages import CODE_LANGUAGES, LanguageSpec, definition_name, parser_for, wrapped_chain
-from chunking.text import TextChunker, token_windows
+from chunking.text import TextChunker, token_windows, trimmed
 from chunking.types import Chunk, Span, spans_to_chunks
 
 if TYPE_CHECKING:
@@ -55,14 +55,6 @@ _HEADER_TYPES = re.compile(
     r"modifier|qualifier|storage_class|virtual|explicit|decorator|annotation|attribute|heritage|clause"
     r"|throws|parameters|field_initializer_list"
 )
-
-
-def _trimmed(text: str, start: int, end: int) -> tuple[int, int] | None:
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    return (start, end) if start < end else None
 
 
 def _byte_to_char(text: str, data: bytes) -> Callable[[int], int]:
@@ -218,7 +210,7 @@ class _Doc:
         return _symbol(path)
 
     def emit(self, start: int, end: int, symbol: str | None) -> None:
-        if (span := _trimmed(self.text, start, end)) is not None:
+        if (span := trimmed(self.text, start, end)) is not None:
             self.out.append(Span(*span, symbol))
 
     def cut(self, at: int) -> None:
@@ -414,8 +406,8 @@ class CodeChunker:
                 best = c
                 if n >= small:
                     break
-        head = _trimmed(doc.text, prev.start, best) if best is not None else None
-        tail = _trimmed(doc.text, best, w.end) if best is not None else None
+        head = trimmed(doc.text, prev.start, best) if best is not None else None
+        tail = trimmed(doc.text, best, w.end) if best is not None else None
         if head is None or tail is None:
             return
         if max(self.counter.count_many([doc.text[a:b] for a, b in (head, tail)])) > self.max_tokens:
@@ -425,7 +417,7 @@ class CodeChunker:
 
     def _fits(self, doc: _Doc, start: int, end: int) -> bool:
         """Whether ``text[start:end]``, trimmed, fits the budget on its own."""
-        span = _trimmed(doc.text, start, end)
+        span = trimmed(doc.text, start, end)
         if span is None:
             return True
         if doc.estimate(*span) + self.counter.n_special > self.max_tokens + _ESTIMATE_SLACK:
@@ -441,7 +433,7 @@ class CodeChunker:
         j = bisect_right(f.bounds, limit, lo=i + 1) - 1
         # Token counts are not exactly additive across joins: verify on the joined text, shrink if over.
         while j > i:
-            span = _trimmed(doc.text, lo, f.bounds[j])
+            span = trimmed(doc.text, lo, f.bounds[j])
             if span is None or self.counter.count(doc.text[span[0] : span[1]]) <= self.max_tokens:
                 return j
             j -= 1

@@ -16,7 +16,7 @@ _CLOSE = "[\"')\\]]"
 _SENTENCE_BREAK = re.compile(rf"(?:(?<={_END})|(?<={_END}{_CLOSE})|(?<={_END}{_CLOSE}{_CLOSE}))\s+|\n\s*")
 
 
-def _trimmed(text: str, start: int, end: int) -> tuple[int, int] | None:
+def trimmed(text: str, start: int, end: int) -> tuple[int, int] | None:
     """Shrink ``[start, end)`` to exclude surrounding whitespace; ``None`` if nothing is left."""
     while start < end and text[start].isspace():
         start += 1
@@ -29,10 +29,10 @@ def split_on(pattern: re.Pattern[str], text: str, start: int, end: int) -> list[
     """Trimmed pieces of ``text[start:end]`` between matches of ``pattern`` (whitespace-only pieces dropped)."""
     pieces, cursor = [], start
     for m in pattern.finditer(text, start, end):
-        if (piece := _trimmed(text, cursor, m.start())) is not None:
+        if (piece := trimmed(text, cursor, m.start())) is not None:
             pieces.append(piece)
         cursor = m.end()
-    if (piece := _trimmed(text, cursor, end)) is not None:
+    if (piece := trimmed(text, cursor, end)) is not None:
         pieces.append(piece)
     return pieces
 
@@ -50,8 +50,8 @@ def token_windows(counter: TokenCounter, text: str, start: int, end: int, max_to
         raise ValueError(f"max_tokens {max_tokens} leaves no room beside {counter.n_special} special tokens")
     offsets = [(start + a, start + b) for a, b in counter.token_offsets(text[start:end])]
     if not offsets:
-        trimmed = _trimmed(text, start, end)
-        return [Span(*trimmed)] if trimmed else []
+        whole = trimmed(text, start, end)
+        return [Span(*whole)] if whole else []
     spans: list[Span] = []
     i = 0
     while i < len(offsets):
@@ -65,12 +65,12 @@ def token_windows(counter: TokenCounter, text: str, start: int, end: int, max_to
                         break
             w_start = offsets[i][0]
             w_end = offsets[j][0] if j < len(offsets) else end
-            trimmed = _trimmed(text, w_start, w_end)
-            assert trimmed is not None
-            if j - i == 1 or counter.count(text[trimmed[0] : trimmed[1]]) <= max_tokens:
+            window = trimmed(text, w_start, w_end)
+            assert window is not None
+            if j - i == 1 or counter.count(text[window[0] : window[1]]) <= max_tokens:
                 break
             j -= 1
-        spans.append(Span(*trimmed))
+        spans.append(Span(*window))
         i = j
     return spans
 
