@@ -16,6 +16,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
@@ -59,6 +60,12 @@ class Document:
             raise InvalidInputError(f"text of {self.doc_id!r} must be a string")
         if not isinstance(self.metadata, dict):
             raise InvalidInputError(f"metadata of {self.doc_id!r} must be an object")
+        check_utf8(self.doc_id, "doc_id")
+        check_utf8(self.text, f"text of {self.doc_id!r}")
+        try:
+            json.dumps(self.metadata)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"metadata of {self.doc_id!r} is not JSON-serialisable: {exc}") from None
 
     @property
     def effective_language(self) -> str | None:
@@ -68,7 +75,7 @@ class Document:
         """What decides re-embedding: the text and the language it is chunked as."""
         h = hashlib.sha256((self.effective_language or "").encode())
         h.update(b"\0")
-        h.update(self.text.encode("utf-8", "surrogatepass"))
+        h.update(self.text.encode("utf-8"))
         return h.hexdigest()
 
 
@@ -103,6 +110,14 @@ class AddResult:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
+def check_utf8(text: str, what: str) -> None:
+    """Reject strings that cannot be encoded as UTF-8 (lone surrogates), which the tokenizer cannot take."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(f"{what} is not valid Unicode ({exc.reason} at position {exc.start})") from None
+
+
 def _batched(items: Iterable[Document], n: int) -> Iterator[list[Document]]:
     it = iter(items)
     while batch := list(islice(it, n)):
@@ -120,8 +135,14 @@ class Collection:
         self.root, self.manifest, self.embedder, self.readonly = root, manifest, embedder, readonly
         self._lock = threading.RLock()
         self._lock_file = None if readonly else _take_writer_lock(root)
-        self._store = Store(root / "store.sqlite", readonly=readonly)
-        self._vectors = self._load_vectors()
+        self._vectors_stale = False
+        try:
+            self._store = Store(root / "store.sqlite", readonly=readonly)
+            self._vectors = self._load_vectors()
+        except BaseException:
+            if self._lock_file is not None:
+                self._lock_file.close()
+            raise
         self._chunker = Chunker(embedder.counter, manifest.max_tokens, manifest.overlap_tokens)
 
     # -- opening ---------------------------------------------------------------------------------------
@@ -211,11 +232,15 @@ class Collection:
         loaded = VectorIndex.load(path, generation, self.manifest.dim)
         if loaded is not None:
             return loaded
+        index = self._rebuild_vectors()
+        if not self.readonly:
+            index.save(path, generation)
+        return index
+
+    def _rebuild_vectors(self) -> VectorIndex:
         index = VectorIndex(self.manifest.dim)
         ids, vectors = self._store.all_vectors(self.manifest.dim)
         index.add(ids, vectors)
-        if not self.readonly:
-            index.save(path, generation)
         return index
 
     # -- writing ---------------------------------------------------------------------------------------
@@ -292,9 +317,10 @@ class Collection:
                 for w in writes:
                     removed += self._store.delete(db, w.doc_id)
                     added.append((self._store.write(db, w), w.vectors))
-            self._vectors.remove(removed)
-            for ids, vecs in added:
-                self._vectors.add(np.asarray(ids, dtype=np.int64), vecs)
+            with self._updating_vectors():
+                self._vectors.remove(removed)
+                for ids, vecs in added:
+                    self._vectors.add(np.asarray(ids, dtype=np.int64), vecs)
         return result
 
     def delete(self, doc_id: str) -> None:
@@ -305,14 +331,35 @@ class Collection:
                 raise DocumentNotFoundError(f"no document {doc_id!r}")
             with self._store.transaction() as db:
                 removed = self._store.delete(db, doc_id)
-            self._vectors.remove(removed)
+            with self._updating_vectors():
+                self._vectors.remove(removed)
+
+    @contextmanager
+    def _updating_vectors(self) -> Iterator[None]:
+        """Apply a committed change to FAISS; if that is interrupted, rebuild from the store before next use.
+
+        The store has already committed, so an index left half-updated must never be searched or saved
+        under the store's generation (it would be taken as fresh on the next open).
+        """
+        try:
+            yield
+        except BaseException:
+            self._vectors_stale = True
+            raise
+
+    def _fresh_vectors(self) -> VectorIndex:
+        """The FAISS index, rebuilt from the store first if an update to it was interrupted."""
+        if self._vectors_stale:
+            self._vectors = self._rebuild_vectors()
+            self._vectors_stale = False
+        return self._vectors
 
     def flush(self) -> None:
         """Persist the FAISS index with the store generation it reflects (the store itself is always durable)."""
         if self.readonly:
             return
         with self._lock:
-            self._vectors.save(self.root / "vectors.faiss", self._store.generation())
+            self._fresh_vectors().save(self.root / "vectors.faiss", self._store.generation())
 
     # -- reading ---------------------------------------------------------------------------------------
 
@@ -333,12 +380,13 @@ class Collection:
         for q in queries:
             if not isinstance(q, str) or not q.strip():
                 raise InvalidInputError("query must be a non-empty string")
+            check_utf8(q, "query")
         qv = self.embedder.encode_queries(queries)
         with self._lock:
             return self._rank(qv, k, chunks_per_doc)
 
     def _rank(self, qv: np.ndarray, k: int, chunks_per_doc: int) -> list[list[Hit]]:
-        n = self._vectors.ntotal
+        n = self._fresh_vectors().ntotal
         if n == 0:
             return [[] for _ in range(len(qv))]
         fetch = min(n, max(4 * k, 64))

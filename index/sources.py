@@ -21,14 +21,18 @@ def read_jsonl(path: str | Path) -> Iterator[Document]:
 
     Errors name the file and line. Blank lines are skipped.
     """
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
             try:
-                yield parse_record(json.loads(line))
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
+                doc = parse_record(json.loads(line))
+            except UnicodeDecodeError as exc:
+                raise InvalidInputError(f"{path}:{lineno}: not UTF-8 ({exc.reason})") from None
             except (json.JSONDecodeError, InvalidInputError) as exc:
                 raise InvalidInputError(f"{path}:{lineno}: {exc}") from None
+            yield doc
 
 
 def parse_record(record: object) -> Document:
@@ -51,7 +55,7 @@ def parse_record(record: object) -> Document:
         text=record["text"],
         path=record.get("path"),
         language=record.get("language"),
-        metadata=record.get("metadata") or {},
+        metadata={} if record.get("metadata") is None else record["metadata"],
     )
 
 

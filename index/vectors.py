@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+GPU_MAX_K = 2048  # GPU FAISS's largest k; larger searches run on the CPU copy
+
 
 def _faiss() -> Any:
     import faiss
@@ -57,7 +59,7 @@ class VectorIndex:
         k = max(1, min(k, self.ntotal))
         if self.ntotal == 0:
             return np.full((len(queries), 1), -np.inf, np.float32), np.full((len(queries), 1), -1, np.int64)
-        if not self.use_gpu:
+        if not self.use_gpu or k > GPU_MAX_K:
             return self._cpu.search(queries, k)
         if self._gpu is None:
             self._to_gpu()

@@ -111,3 +111,21 @@ def test_index_walks_directories(tmp_path, capsys):
     assert main(["search", "--collection", str(coll), "--query", "push onto a stack", "--json", "--k", "5"]) == 0
     hits = json.loads(capsys.readouterr().out)["hits"]
     assert {h["doc_id"] for h in hits} == {"pkg/mod.py", "README.md"}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"id": "u", "text": "bad \\ud800 x"}\n', ":1: text of 'u' is not valid Unicode"),
+        (b'{"id": "ok", "text": "fine"}\n\xff\xfe\n', ":2: not UTF-8"),
+        (b"[1, 2]\n", ":1: expected a JSON object"),
+        (b'{"id": "m", "text": "x", "metadata": [1]}\n', ":1: metadata of 'm' must be an object"),
+    ],
+)
+def test_invalid_records_exit_2_naming_the_line(indexed, tmp_path, capsys, content, message):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(content)
+    assert main(["index", "--collection", str(indexed), "--input", str(bad)]) == 2
+    assert message in capsys.readouterr().err
+    assert main(["info", "--collection", str(indexed)]) == 0
+    assert json.loads(capsys.readouterr().out)["documents"] == 3

@@ -160,3 +160,29 @@ def test_vectors_are_contiguous_float32_in_store(tmp_path, fake_embedder):
         c.add([doc("a", "alpha")])
         ids, vectors = c._store.all_vectors(8)
     assert vectors.dtype == np.float32 and vectors.shape == (len(ids), 8)
+
+
+def test_interrupted_vector_update_is_rebuilt_not_saved_as_fresh(tmp_path, fake_embedder, monkeypatch):
+    root = tmp_path / "c"
+    with Collection.create(root, embedder=fake_embedder) as c:
+        c.add([doc("a", "alpha")])
+        original_add = c._vectors.add
+
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(c._vectors, "add", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            c.add([doc("g", "gamma")])  # committed to the store, FAISS update interrupted
+        monkeypatch.setattr(c._vectors, "add", original_add)
+        assert c.search("gamma", k=1)[0].doc_id == "g"  # rebuilt before searching
+    with Collection.open(root, embedder=fake_embedder) as c:  # the saved index is complete
+        assert c._vectors.ntotal == c.info()["chunks"]
+        assert c.search("gamma", k=1)[0].doc_id == "g"
+
+
+def test_invalid_unicode_and_metadata_are_input_errors():
+    with pytest.raises(InvalidInputError, match="text of 'x' is not valid Unicode"):
+        Document("x", "bad \ud800")
+    with pytest.raises(InvalidInputError, match="not JSON-serialisable"):
+        Document("x", "ok", metadata={"s": {1, 2}})

@@ -71,3 +71,25 @@ def test_gpu_path_maps_positions_back_to_ids(data, monkeypatch):
     want_scores, want_ids = brute_force(ids[10:], vectors[10:], queries, 10)
     np.testing.assert_array_equal(got, want_ids)
     np.testing.assert_allclose(scores, want_scores, rtol=1e-5)
+
+
+def test_gpu_k_limit_falls_back_to_cpu(monkeypatch):
+    class NoLargeK:
+        def __init__(self, res, dim):
+            self.inner = faiss.IndexFlatIP(dim)
+
+        def add(self, x):
+            self.inner.add(x)
+
+        def search(self, x, k):
+            assert k <= 2048, "GPU FAISS rejects k > 2048"
+            return self.inner.search(x, k)
+
+    monkeypatch.setattr(faiss, "StandardGpuResources", lambda: None, raising=False)
+    monkeypatch.setattr(faiss, "GpuIndexFlatIP", NoLargeK, raising=False)
+    rng = np.random.default_rng(1)
+    vectors = normalize(rng.normal(size=(3000, 8)))
+    index = VectorIndex(8, use_gpu=True)
+    index.add(np.arange(3000, dtype=np.int64), vectors)
+    assert index.search(vectors[:2], 3000)[1].shape == (2, 3000)
+    assert index.search(vectors[:2], 10)[1][:, 0].tolist() == [0, 1]
