@@ -170,19 +170,18 @@ class Collection:
             embedder = load_embedder(replace(base, max_tokens=max_tokens))
         elif max_tokens is not None and max_tokens != embedder.max_tokens:
             raise InvalidInputError(f"max_tokens {max_tokens} differs from the embedder's {embedder.max_tokens}")
-        probe = embedder
         manifest = Manifest(
-            model=probe.model_id,
-            model_fingerprint=probe.fingerprint,
-            dim=probe.dim,
+            model=embedder.model_id,
+            model_fingerprint=embedder.fingerprint,
+            dim=embedder.dim,
             strategy=strategy,
-            max_tokens=probe.max_tokens,
+            max_tokens=embedder.max_tokens,
             overlap_tokens=overlap_tokens,
             longvec_version=VERSION,
             created=now_iso(),
         )
         root.mkdir(parents=True, exist_ok=True)
-        collection = cls(root, manifest, probe, readonly=False)
+        collection = cls(root, manifest, embedder, readonly=False)
         manifest.save(root / "manifest.json")
         return collection
 
@@ -418,7 +417,7 @@ class Collection:
         (the weights of a length-weighted aggregation). For experiments and exports.
         """
         with self._lock:
-            row_ids, tokens, vectors = self._store.chunk_table(self.manifest.dim)
+            _, row_ids, tokens, vectors = self._store.chunk_table(self.manifest.dim)
         doc_ids = list(dict.fromkeys(row_ids))
         position = {d: i for i, d in enumerate(doc_ids)}
         row_doc = np.fromiter((position[d] for d in row_ids), dtype=np.int64, count=len(row_ids))

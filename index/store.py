@@ -137,8 +137,7 @@ class Store:
         return ids
 
     def write(self, db: sqlite3.Connection, doc: DocumentWrite) -> list[int]:
-        """Replace ``doc`` (inside an open transaction); returns the new chunk row ids."""
-        db.execute("DELETE FROM documents WHERE doc_id = ?", (doc.doc_id,))
+        """Insert ``doc`` (inside an open transaction, after :meth:`delete`); returns the new chunk row ids."""
         db.execute(
             "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -207,17 +206,16 @@ class Store:
 
     def all_vectors(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
         """``(ids, vectors)`` of every chunk, in id order, for rebuilding the vector index."""
-        rows = self._db.execute("SELECT id, vector FROM chunks ORDER BY id").fetchall()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+        ids, _, _, vectors = self.chunk_table(dim)
         return ids, vectors
 
-    def chunk_table(self, dim: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """``(doc_id per chunk, n_tokens per chunk, vectors)`` of every chunk, in id order."""
-        rows = self._db.execute("SELECT doc_id, n_tokens, vector FROM chunks ORDER BY id").fetchall()
-        tokens = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
-        vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dim)
-        return [r[0] for r in rows], tokens, vectors
+    def chunk_table(self, dim: int) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+        """``(id, doc_id, n_tokens, vector)`` of every chunk as columns, in id order."""
+        rows = self._db.execute("SELECT id, doc_id, n_tokens, vector FROM chunks ORDER BY id").fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        tokens = np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows))
+        vectors = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+        return ids, [r[1] for r in rows], tokens, vectors
 
     def counts(self) -> dict[str, int]:
         docs, tokens = self._db.execute("SELECT COUNT(*), COALESCE(SUM(n_tokens), 0) FROM documents").fetchone()
