@@ -4,7 +4,7 @@ from chunking.budget import TokenCounter
 from chunking.chunker import Chunker
 from chunking.code import CodeChunker
 from chunking.languages import language_for_path
-from chunking.text import TextChunker, token_windows
+from chunking.text import TextChunker, first_window, token_windows
 from chunking.types import Chunk, ChunkKind, Span
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "Span",
     "TextChunker",
     "TokenCounter",
+    "first_window",
     "language_for_path",
     "token_windows",
 ]

@@ -12,28 +12,39 @@ and a same-line comment, so no chunk mixes a split definition with its neighbour
 or minified token run) is hard-split into token windows, the first of which continues the open window
 and the last of which stays open. Each child owns the text between its previous sibling and itself, and
 the last child owns the tail, so nothing but whitespace is ever dropped.
+
+A file longer than ``SECTION_CHARS`` characters is cut into sections at top-level boundaries (a blank line
+followed by code at column 0), each parsed, tokenised and packed on its own, so memory follows the section,
+not the file: a section whose cut falls inside a construct is cut again before it, and one that still does
+not parse is text-chunked.
 """
 
 from __future__ import annotations
 
 import re
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import accumulate
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from chunking.budget import TokenCounter
 from chunking.languages import CODE_LANGUAGES, LanguageSpec, definition_name, parser_for, wrapped_chain
-from chunking.text import TextChunker, token_windows, trimmed
+from chunking.text import TextChunker, count_spans, token_starts, token_windows, trimmed
 from chunking.types import Chunk, Span, spans_to_chunks
 
 if TYPE_CHECKING:
     from tree_sitter import Node
 
 # A node whose estimated count exceeds the budget by more than this is treated as oversize without an
-# exact count (estimates come from one tokenisation of the whole file and differ only at the cut points).
+# exact count (estimates come from one tokenisation of the whole section and differ only at the cut points).
 _ESTIMATE_SLACK = 16
+# Files longer than this are chunked in sections of at least this many characters (the last one excepted).
+SECTION_CHARS = 1 << 20
+_TOP_LEVEL = re.compile(r"\n[ \t\r\f\v]*\n(?=[^\s)\]}])")  # a blank line, then code at column 0
+_COLUMN_0 = re.compile(r"\n(?=[^\s)\]}])")
+_CLOSERS = re.compile(rb"[\s)\]};,]*")
 _WORD = re.compile(r"\w")
 # Named nodes that do not stop a window from being "exactly one definition" (besides comments).
 _ANNOTATIONS = frozenset({"access_specifier", "attribute_item", "inner_attribute_item", "empty_statement"})
@@ -57,17 +68,85 @@ _HEADER_TYPES = re.compile(
 )
 
 
-def _byte_to_char(text: str, data: bytes) -> Callable[[int], int]:
-    """Map utf-8 byte offsets (tree-sitter's) to character offsets into ``text``."""
-    if len(data) == len(text):
-        return _identity  # ASCII: bytes are characters
+def _byte_to_char(data: bytes, base: int, n_chars: int) -> Callable[[int], int]:
+    """Map utf-8 byte offsets into ``data`` (tree-sitter's) to character offsets into the text it was cut from.
+
+    ``data`` encodes the ``n_chars`` characters from character ``base`` on.
+    """
+    if len(data) == n_chars:
+        return base.__add__  # ASCII: bytes are characters
     # Character index of byte offset b == number of utf-8 lead (non-continuation) bytes before b.
-    table = list(accumulate(((x & 0xC0) != 0x80 for x in data), initial=0))
-    return table.__getitem__
+    table = np.zeros(len(data) + 1, dtype=np.int32 if base + n_chars < 2**31 else np.int64)
+    np.cumsum((np.frombuffer(data, dtype=np.uint8) & 0xC0) != 0x80, out=table[1:])
+    table += base
+    return lambda offset: int(table[offset])
 
 
-def _identity(offset: int) -> int:
-    return offset
+def _section_end(text: str, lo: int) -> int:
+    """End of the section from ``lo``: the text's end if near, else the first top-level boundary after
+    ``SECTION_CHARS`` characters (or a line start, or any cut, within twice that)."""
+    if len(text) - lo <= SECTION_CHARS:
+        return len(text)
+    start, stop = lo + SECTION_CHARS, min(len(text), lo + 2 * SECTION_CHARS)
+    for boundary in (_TOP_LEVEL, _COLUMN_0):
+        if (m := boundary.search(text, start, stop)) is not None:
+            return m.end()
+    return text.rfind("\n", start, stop) + 1 or stop
+
+
+def _parse(spec: LanguageSpec, text: str, lo: int, hi: int) -> tuple[Node, Callable[[int], int]] | None:
+    """The syntax tree of ``text[lo:hi]`` (its root) and its byte-to-character map; ``None`` if parsing raised."""
+    try:
+        data = text[lo:hi].encode("utf-8")
+        root = parser_for(spec.name).parse(data).root_node
+    except (ImportError, UnicodeError, ValueError, RuntimeError):
+        return None
+    return root, _byte_to_char(data, lo, hi - lo)
+
+
+def _parse_section(spec: LanguageSpec, text: str, lo: int, hi: int) -> tuple[Node | None, Callable[[int], int], int]:
+    """Parse the section ``text[lo:hi]``: its root (``None`` on a syntax error), byte map and end.
+
+    A whole file must parse cleanly. A section may have the errors a cut makes around a construct that
+    encloses it (a namespace): closers missing at its end, stray closers. One with other errors that does
+    not end the file may have been cut inside a construct (a string): it is cut again before its first
+    erroneous top-level node, if that leaves at least half a section.
+    """
+    seams = not (lo == 0 and hi == len(text))
+    parsed = _parse(spec, text, lo, hi)
+    if parsed is not None and hi < len(text) and not _parsed_cleanly(parsed[0], seams):
+        root, to_char = parsed
+        bad = next((child for child in root.children if child.has_error), None)
+        cut = to_char(bad.start_byte) if bad is not None else lo
+        del root, bad, parsed  # free this tree before parsing again
+        parsed = _parse(spec, text, lo, cut) if cut - lo >= SECTION_CHARS // 2 else None
+        hi = cut if parsed is not None else hi
+    if parsed is None or not _parsed_cleanly(parsed[0], seams):
+        return None, lo.__add__, hi
+    return parsed[0], parsed[1], hi
+
+
+def _parsed_cleanly(root: Node, seams: bool) -> bool:
+    """No syntax error in the tree; or, for a section (``seams``), only those a cut makes around a construct
+    that encloses the section: closers missing at its end, and stray closers (``}``, ``)``, ...)."""
+    if not root.has_error:
+        return True
+    if not seams:
+        return False
+    content = [child for child in root.children if not child.is_extra]
+    end = content[-1].end_byte if content else 0
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node.is_missing:
+            if node.end_byte < end:
+                return False
+        elif node.is_error:
+            if node.end_byte - node.start_byte > 64 or _CLOSERS.fullmatch(node.text or b"") is None:
+                return False
+        else:
+            stack.extend(child for child in node.children if child.has_error or child.is_missing)
+    return True
 
 
 def _body_index(parent: Node | None, nodes: list[Node]) -> int:
@@ -134,20 +213,32 @@ class _Window:
 
 @dataclass
 class _Doc:
-    """One file being chunked: its text, byte->char map and the token starts of the whole file."""
+    """One section ``text[lo:hi]`` of a file being chunked: byte->char map, the section's token starts and
+    the exact counts made so far (most chunks were counted while packing: their counts are not redone)."""
 
     text: str
     to_char: Callable[[int], int]
-    starts: list[int]
+    starts: np.ndarray
     spec: LanguageSpec
+    lo: int
+    hi: int
+    counter: TokenCounter
+    counts: dict[tuple[int, int], int] = field(default_factory=dict)
     out: list[Span] = field(default_factory=list)
     w: _Window = field(default_factory=_Window)
     # The cuts of the last span of ``out`` while it is a full window of the scope still being packed.
     prev: list[int] | None = None
 
     def estimate(self, start: int, end: int) -> int:
-        """Content tokens of ``text[start:end]`` estimated from the whole-file tokenisation."""
-        return bisect_left(self.starts, end) - bisect_left(self.starts, start)
+        """Content tokens of ``text[start:end]`` estimated from the whole-section tokenisation."""
+        first, last = np.searchsorted(self.starts, (start, end))
+        return int(last - first)
+
+    def count(self, start: int, end: int) -> int:
+        """Exact token count of ``text[start:end]``, special tokens included (remembered)."""
+        if (n := self.counts.get((start, end))) is None:
+            n = self.counts[start, end] = self.counter.count(self.text[start:end])
+        return n
 
     def frame(
         self,
@@ -199,7 +290,7 @@ class _Doc:
     def own_line(self, node: Node) -> bool:
         """Whether only whitespace precedes ``node`` on its line."""
         start = self.to_char(node.start_byte)
-        return not self.text[self.text.rfind("\n", 0, start) + 1 : start].strip()
+        return not self.text[max(self.lo, self.text.rfind("\n", self.lo, start) + 1) : start].strip()
 
     def symbol(self) -> str | None:
         """Full path if the window is exactly one definition (comments aside), else its scope's path."""
@@ -263,35 +354,59 @@ class CodeChunker:
         """Chunks of ``text`` (kind ``"code"``); unknown languages and syntax errors use the text chunker."""
         if not text.strip():
             return []
-        spans = self.spans(text, language)
-        if spans is None:
+        counted = self._counted_spans(text, language)
+        if counted is None:
             fallback = TextChunker(self.counter, self.max_tokens)
             return fallback.chunk(doc_id, text, kind="code", language=language)
-        counts = self.counter.count_many([text[s.start : s.end] for s in spans])
-        return spans_to_chunks(doc_id, text, spans, counts, "code", language)
+        return spans_to_chunks(doc_id, text, *counted, "code", language)
 
     def spans(self, text: str, language: str | None) -> list[Span] | None:
-        """AST-aligned spans of ``text``, or ``None`` if ``language`` has no grammar or the parse failed."""
+        """AST-aligned spans of ``text``, or ``None`` if ``language`` has no grammar or the parse failed.
+
+        A file of several sections fails only section by section: a section that does not parse is
+        text-chunked. Spans on either side of a section cut merge like those of one tree (see ``_merge``).
+        """
+        counted = self._counted_spans(text, language)
+        return None if counted is None else counted[0]
+
+    def _counted_spans(self, text: str, language: str | None) -> tuple[list[Span], list[int]] | None:
+        """``spans`` and their token counts."""
         spec = CODE_LANGUAGES.get(language or "")
         if spec is None:
             return None
-        try:
-            data = text.encode("utf-8")
-            tree = parser_for(spec.name).parse(data)
-        except (ImportError, UnicodeError, ValueError, RuntimeError):
-            return None
-        root = tree.root_node
-        if root.has_error:
-            return None
-        starts = [a for a, _ in self.counter.token_offsets(text)]
-        doc = _Doc(text, _byte_to_char(text, data), starts, spec)
-        self._walk(doc, root)
-        return self._merge(doc, doc.out)
+        out: list[Span] = []
+        counts: list[int] = []
+        lo = 0
+        while lo < len(text):
+            root, to_char, hi = _parse_section(spec, text, lo, _section_end(text, lo))
+            if root is not None:
+                doc = _Doc(text, to_char, token_starts(self.counter, text, lo, hi), spec, lo, hi, self.counter)
+                self._walk(doc, root)
+                spans = self._merge(doc, doc.out)
+                known: list[int | None] = [doc.counts.get((s.start, s.end)) for s in spans]
+                del doc, root  # free this section's tree before parsing the next
+            elif lo == 0 and hi == len(text):
+                return None
+            else:
+                packed = list(TextChunker(self.counter, self.max_tokens).packed(text, lo, hi))
+                spans = [Span(a, b) for a, b, _ in packed]
+                known = [n for _, _, n in packed]
+            missing = count_spans(
+                self.counter, text, ((s.start, s.end) for s, n in zip(spans, known, strict=True) if n is None)
+            )
+            section = [n if n is not None else next(missing) for n in known]
+            if out and spans and (joined := self._joined(text, out[-1], spans[0])) is not None:
+                out[-1], counts[-1] = joined
+                spans, section = spans[1:], section[1:]
+            out.extend(spans)
+            counts.extend(section)
+            lo = hi
+        return out, counts
 
     def _walk(self, doc: _Doc, root: Node) -> None:
         """Pack segments greedily, depth first, with an explicit stack (minified code nests very deep)."""
         nodes = root.children or [root]
-        stack = [doc.frame(root if root.children else None, nodes, 0, len(doc.text), (), frozenset())]
+        stack = [doc.frame(root if root.children else None, nodes, doc.lo, doc.hi, (), frozenset())]
         while stack:
             f = stack[-1]
             if f.i >= len(f.nodes):
@@ -410,7 +525,7 @@ class CodeChunker:
         tail = trimmed(doc.text, best, w.end) if best is not None else None
         if head is None or tail is None:
             return
-        if max(self.counter.count_many([doc.text[a:b] for a, b in (head, tail)])) > self.max_tokens:
+        if max(doc.count(*head), doc.count(*tail)) > self.max_tokens:
             return
         doc.out[-1] = Span(*head, prev.symbol)
         w.start, w.headed, w.named, w.last = best, False, 2, None  # several statements: the scope's path
@@ -422,19 +537,19 @@ class CodeChunker:
             return True
         if doc.estimate(*span) + self.counter.n_special > self.max_tokens + _ESTIMATE_SLACK:
             return False
-        return self.counter.count(doc.text[span[0] : span[1]]) <= self.max_tokens
+        return doc.count(*span) <= self.max_tokens
 
     def _window_end(self, doc: _Doc, f: _Frame, i: int) -> int:
         """End (exclusive) of the segments from ``i`` that fit into the open window (``i`` if none does)."""
         lo = f.bounds[i] if doc.w.start is None else doc.w.start
         budget = self.max_tokens - self.counter.n_special
-        first = bisect_left(doc.starts, lo)
-        limit = doc.starts[first + budget] if first + budget < len(doc.starts) else len(doc.text)
+        first = int(np.searchsorted(doc.starts, lo))
+        limit = int(doc.starts[first + budget]) if first + budget < len(doc.starts) else doc.hi
         j = bisect_right(f.bounds, limit, lo=i + 1) - 1
         # Token counts are not exactly additive across joins: verify on the joined text, shrink if over.
         while j > i:
             span = trimmed(doc.text, lo, f.bounds[j])
-            if span is None or self.counter.count(doc.text[span[0] : span[1]]) <= self.max_tokens:
+            if span is None or doc.count(*span) <= self.max_tokens:
                 return j
             j -= 1
         if doc.w.start is None and self._fits(doc, f.bounds[i], f.bounds[i + 1]):
@@ -449,18 +564,25 @@ class CodeChunker:
         """
         out: list[Span] = []
         for s in spans:
-            if out:
-                prev = out[-1]
-                lone_prev = _is_punctuation(doc.text, prev)
-                if (
-                    (prev.symbol == s.symbol or lone_prev or _is_punctuation(doc.text, s))
-                    and doc.estimate(prev.start, s.end) + self.counter.n_special <= self.max_tokens
-                    and self.counter.count(doc.text[prev.start : s.end]) <= self.max_tokens
-                ):
-                    out[-1] = Span(prev.start, s.end, s.symbol if lone_prev else prev.symbol)
-                    continue
-            out.append(s)
+            if out and (joined := self._joined(doc.text, out[-1], s, doc)) is not None:
+                out[-1] = joined[0]
+            else:
+                out.append(s)
         return out
+
+    def _joined(self, text: str, prev: Span, s: Span, doc: _Doc | None = None) -> tuple[Span, int] | None:
+        """``prev`` and ``s`` as one span, with its count, if ``_merge`` joins them (``doc``: the section of
+        both, whose estimates skip hopeless counts)."""
+        lone_prev = _is_punctuation(text, prev)
+        if not (prev.symbol == s.symbol or lone_prev or _is_punctuation(text, s)):
+            return None
+        if doc is None:
+            n = self.counter.count(text[prev.start : s.end])
+        elif doc.estimate(prev.start, s.end) + self.counter.n_special > self.max_tokens:
+            return None
+        else:
+            n = doc.count(prev.start, s.end)
+        return (Span(prev.start, s.end, s.symbol if lone_prev else prev.symbol), n) if n <= self.max_tokens else None
 
 
 def _is_punctuation(text: str, span: Span) -> bool:

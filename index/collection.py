@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from chunking import Chunk, Chunker, language_for_path, token_windows
+from chunking import Chunk, Chunker, first_window, language_for_path
 from chunking.types import spans_to_chunks
 from embedder import EmbedderConfig, Encoder, allowed_dims, load_embedder
 from index.errors import (
@@ -249,7 +249,8 @@ class Collection:
         language = doc.effective_language
         if self.manifest.strategy == "truncate":
             counter = self.embedder.counter
-            spans = token_windows(counter, doc.text, 0, len(doc.text), self.manifest.max_tokens)[:1]
+            first = first_window(counter, doc.text, self.manifest.max_tokens)  # tokenises only a prefix
+            spans = [] if first is None else [first]
             counts = counter.count_many([doc.text[s.start : s.end] for s in spans])
             kind = "code" if language else "text"
             return spans_to_chunks(doc.doc_id, doc.text, spans, counts, kind, language)

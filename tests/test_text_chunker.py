@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from chunking import TextChunker, token_windows
+import chunking.text as text_module
+from chunking import TextChunker, first_window, token_windows
+from chunking.text import token_starts
 
 UNICODE_TEXT = (
     "Ünïcödé paragraph one. It has ßharp letters, emoji 🚀🚀 and CJK 日本語のテキスト。\n\n"
@@ -85,3 +87,109 @@ def test_closing_punctuation_after_sentence_end_is_kept(counter):
     text = ('He said "stop." Then (quietly!) she left.) The end?" ' * 30) + "Tensor(a!)\nNext line."
     chunks = TextChunker(counter, 16).chunk("d", text)
     assert_invariants(text, chunks, counter, 16)
+
+
+# Characters the tokenizer drops (no token covers them): soft hyphen, zero-width space, a lone combining
+# mark, a byte-order mark.
+DROPPED = ["\u00ad", "\u200b", "\u0301", "\ufeff"]
+
+
+def uncovered(text: str, spans, start: int = 0, end: int | None = None) -> list[int]:
+    """Non-whitespace characters of ``text[start:end]`` that no span covers."""
+    covered = set()
+    for s in spans:
+        covered.update(range(s.start, s.end))
+    return [i for i in range(start, len(text) if end is None else end) if not text[i].isspace() and i not in covered]
+
+
+@pytest.mark.parametrize("char", DROPPED)
+def test_token_windows_keep_tokenless_characters_at_every_edge(counter, char):
+    base = "tokenization works " * 30
+    windows = token_windows(counter, base, 0, len(base), 16)
+    assert len(windows) > 3
+    # The range's own edges, each window's start and end, the tokens around them.
+    edges = {0, len(base)} | {e + d for s in windows for e in (s.start, s.end) for d in (-1, 0, 1)}
+    for at in sorted(e for e in edges if 0 <= e <= len(base)):
+        for inserted in (char, char * 3, f"{char} ", f" {char}"):
+            text = base[:at] + inserted + base[at:]
+            spans = token_windows(counter, text, 0, len(text), 16)
+            assert uncovered(text, spans) == [], (at, inserted)
+            assert all(counter.count(text[s.start : s.end]) <= 16 for s in spans)
+            assert [s.start for s in spans] == sorted(s.start for s in spans)
+
+
+@pytest.mark.parametrize("char", DROPPED)
+def test_text_chunker_keeps_tokenless_characters(counter, char):
+    # At the start of a document, of an oversize paragraph, of an oversize sentence, and of a sub-range.
+    text = f"{char}Intro.\n\n{char}" + "word " * 60 + f"\n\nShort one. {char}" + "more words " * 40
+    chunks = TextChunker(counter, 16).chunk("d", text)
+    assert_invariants(text, chunks, counter, 16)
+    start = text.index("more")
+    spans = token_windows(counter, text, start - 1, len(text), 16)
+    assert uncovered(text, spans, start - 1) == []
+
+
+def test_token_windows_on_tokenless_text(counter):
+    text = "\u200b" * 70_000 + " \u00ad "  # longer than one tokenisation piece, without a single token
+    spans = token_windows(counter, text, 0, len(text), 16)
+    assert uncovered(text, spans) == []
+    assert all(s.end - s.start <= text_module.PIECE_CHARS for s in spans)
+
+
+def test_pieces_tokenise_like_the_whole_text(counter, monkeypatch):
+    text = UNICODE_TEXT * 40  # ~180k characters: several pieces
+    assert len(text) > 2 * text_module.PIECE_CHARS
+    assert list(token_starts(counter, text, 0, len(text))) == [a for a, _ in counter.token_offsets(text)]
+    in_pieces = token_windows(counter, text, 5, len(text) - 5, 64)
+    monkeypatch.setattr(text_module, "PIECE_CHARS", 10**9)  # one tokenisation of the whole range
+    assert token_windows(counter, text, 5, len(text) - 5, 64) == in_pieces
+
+
+def test_long_run_without_whitespace(counter):
+    text = "a.b(c);" * 8_000 + "x" * 70_000  # minified code, then one 70k-character "word"
+    spans = token_windows(counter, text, 0, len(text), 64)
+    assert uncovered(text, spans) == []
+    assert all(counter.count(text[s.start : s.end]) <= 64 for s in spans)
+    chunks = TextChunker(counter, 64).chunk("d", text)
+    assert_invariants(text, chunks, counter, 64)
+
+
+FIRST_TEXTS = [
+    "",
+    "  \n ",
+    "\u200b",
+    "short text",
+    "tokenization " * 300,
+    UNICODE_TEXT,
+    "\u00ad" + "word " * 300,
+    "x" * 5000 + " tail",
+    "a.b(c);" * 3000,
+    "日本語のテキスト。" * 400,
+]
+
+
+@pytest.mark.parametrize("budget", [16, 128, 256])
+@pytest.mark.parametrize("text", FIRST_TEXTS)
+def test_first_window_is_the_first_token_window(counter, text, budget):
+    windows = token_windows(counter, text, 0, len(text), budget)
+    assert first_window(counter, text, budget) == (windows[0] if windows else None)
+
+
+def test_first_window_at_the_prefix_boundary(counter):
+    text = "Retrieval over long documents, one window at a time. " * 60
+    windows = token_windows(counter, text, 0, len(text), 32)
+    first, after = windows[0], windows[1].start
+    # The tokenised prefix ends inside the window's last word, exactly at its end, on the whitespace after
+    # it, at the next token's start, and just after.
+    for prefix in range(first.end - 4, after + 4):
+        assert first_window(counter, text, 32, prefix_chars=prefix) == first, prefix
+
+
+def test_first_window_tokenises_only_a_prefix(counter, monkeypatch):
+    text = "tokenization " * 100_000  # 1.3M characters
+    seen: list[int] = []
+    token_offsets = counter.token_offsets
+    monkeypatch.setattr(counter, "token_offsets", lambda t: seen.append(len(t)) or token_offsets(t))
+    window = first_window(counter, text, 256)
+    assert window is not None and window.start == 0 and counter.count(text[: window.end]) <= 256
+    assert sum(seen) < 10_000
