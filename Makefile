@@ -34,8 +34,8 @@ test-all: install  ## every test, slow ones included
 	$(BIN)/python -m pytest -q -m ''
 
 lint: install  ## ruff lint and format check
-	$(BIN)/ruff check chunking embedder index api tests benchmarks
-	$(BIN)/ruff format --check chunking embedder index api tests benchmarks
+	$(BIN)/ruff check chunking embedder index evaluation api tests benchmarks
+	$(BIN)/ruff format --check chunking embedder index evaluation api tests benchmarks
 
 bench: install  ## the full evaluation table (long: see docs/BENCHMARKS.md)
 	$(BIN)/python benchmarks/run_eval.py

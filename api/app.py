@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api.errors import HANDLED, error_body, http_status
+from api.errors import HANDLED, error_body, http_status, internal_error_body
 from api.schemas import (
     MAX_DOC_CHARS,
     MAX_DOCS_PER_REQUEST,
@@ -23,7 +23,7 @@ from api.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from index import Collection, Document
+from index import Collection, Document, longvec_version
 
 
 def get_collection(request: Request) -> Collection:
@@ -43,7 +43,7 @@ def create_app(collection: Collection, *, close_on_shutdown: bool = True) -> Fas
         if close_on_shutdown:
             collection.close()
 
-    app = FastAPI(title="longvec", version=collection.manifest.longvec_version, lifespan=lifespan)
+    app = FastAPI(title="longvec", version=longvec_version(), lifespan=lifespan)
     app.state.collection = collection
 
     @app.exception_handler(RequestValidationError)
@@ -57,6 +57,11 @@ def create_app(collection: Collection, *, close_on_shutdown: bool = True) -> Fas
         @app.exception_handler(kind)
         async def on_error(_: Request, exc: Exception) -> JSONResponse:
             return JSONResponse(status_code=http_status(exc), content=error_body(exc))
+
+    @app.exception_handler(Exception)
+    async def on_internal_error(_: Request, exc: Exception) -> JSONResponse:
+        # Starlette re-raises the exception after this answer, so the server logs it with its traceback.
+        return JSONResponse(status_code=500, content=internal_error_body())
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -75,8 +80,8 @@ def create_app(collection: Collection, *, close_on_shutdown: bool = True) -> Fas
 
     @app.post("/search")
     def search(req: SearchRequest, c: CollectionDep) -> SearchResponse:
-        hits = c.search(req.query, k=req.k)
-        return SearchResponse.model_validate({"hits": [asdict(h) for h in hits]})
+        hits = c.search(req.query, k=req.k, dim=req.dim, agg=req.agg)
+        return SearchResponse.model_validate({"hits": [h.to_dict() for h in hits]})
 
     @app.post("/documents")
     def add_documents(req: AddRequest, c: CollectionDep) -> AddResponse:

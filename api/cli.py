@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, help="chunk budget in model tokens (default: the model's limit)")
     p.add_argument("--overlap-tokens", type=int, help="text chunk overlap in tokens (default 0)")
     p.add_argument("--batch-docs", type=int, default=32, help="documents per transaction")
+    p.add_argument("--query-prefix", default="", help='text put before every query (e.g. "query: ")')
+    p.add_argument("--document-prefix", default="", help='text put before every document (e.g. "passage: ")')
     p.add_argument("--allow-download", action="store_true", help="let a hub model be downloaded")
 
     p = sub.add_parser("search", help="search a collection")
@@ -42,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--query", help="one query text")
     q.add_argument("--queries", type=Path, help='JSONL of {"qid", "text"}')
     p.add_argument("--k", type=int, default=10, help="documents per query")
+    p.add_argument("--dim", type=int, help="search a Matryoshka prefix of the vectors (see `longvec info`)")
+    p.add_argument(
+        "--agg",
+        choices=("maxsim", "mean", "max", "weighted"),
+        default="maxsim",
+        help="maxsim: a document scores as its best chunk (default); else one aggregated vector per document",
+    )
     p.add_argument("--output", type=Path, help="write JSON lines here instead of stdout")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout (default for --queries)")
 
@@ -53,8 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="print a collection's manifest and counts as JSON")
     _add_collection(p)
 
-    p = sub.add_parser("eval", help="measure retrieval quality against baselines on built-in datasets")
-    p.add_argument("--datasets", default="code,pydoc,passkey,needle", help="comma-separated dataset names")
+    p = sub.add_parser("eval", help="measure retrieval quality against baselines (built-in or BEIR-format data)")
+    p.add_argument(
+        "--datasets",
+        help="comma-separated built-in datasets: code, pydoc, passkey, needle (default: all, or none with --beir)",
+    )
+    p.add_argument("--beir", type=Path, action="append", metavar="DIR", help="a BEIR-format test set (repeatable)")
+    p.add_argument("--split", default="test", help="the BEIR qrels split to evaluate (qrels/SPLIT.tsv)")
     p.add_argument(
         "--systems",
         nargs="+",
@@ -65,20 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lengths", help="synthetic lengths to run, e.g. 256,512,1024 (default: all)")
     p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "longvec" / "eval")
     p.add_argument("--model", help="model path or hub name (default: the packaged all-MiniLM-L6-v2)")
-    p.add_argument("--output", type=Path, help="write all results as JSON here")
+    p.add_argument("--output", type=Path, help="write all results (with per-query metrics) as JSON here")
+    p.add_argument("--runs", type=Path, metavar="DIR", help="write each system's ranking as TREC and JSONL runs")
+    p.add_argument("--k", type=int, default=100, help="documents ranked per query (default 100, for recall@100)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_model_loading()
-    from embedder import ModelLoadError
+    from embedder import InvalidSettingError, ModelLoadError
     from index import LongvecError
 
     handler: Callable[[argparse.Namespace], int] = COMMANDS[args.command]
     try:
         return handler(args)
-    except (LongvecError, ModelLoadError, ValueError, OSError) as exc:
+    except (LongvecError, ModelLoadError, InvalidSettingError, OSError) as exc:
         print(f"longvec {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
@@ -93,25 +109,28 @@ def _quiet_model_loading() -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from index import Collection
+    from index import Collection, InvalidInputError
     from index.sources import WalkStats, read_jsonl, walk_paths
 
     if args.input is None and not args.paths:
-        raise ValueError("nothing to index: give --input FILE and/or PATHs")
-    if args.input is not None:
-        for _ in read_jsonl(args.input):  # validate every line before writing anything
-            pass
+        raise InvalidInputError("nothing to index: give --input FILE and/or PATHs")
+    # Every source is checked before the first write: bad input changes nothing stored.
     stats = WalkStats()
+    files = walk_paths(args.paths, stats, include=args.include, exclude=args.exclude) if args.paths else iter(())
+    if args.input is not None:
+        for _ in read_jsonl(args.input):
+            pass
 
     def documents() -> Iterator[Any]:
         if args.input is not None:
             yield from read_jsonl(args.input)
-        if args.paths:
-            yield from walk_paths(args.paths, stats, include=args.include, exclude=args.exclude)
+        yield from files
 
     from embedder import EmbedderConfig
 
-    config = EmbedderConfig(allow_download=args.allow_download)
+    config = EmbedderConfig(
+        allow_download=args.allow_download, query_prefix=args.query_prefix, document_prefix=args.document_prefix
+    )
     start = time.perf_counter()
     with Collection.open_or_create(
         args.collection,
@@ -125,7 +144,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         result = collection.add(documents(), batch_docs=args.batch_docs, on_batch=bar)
         bar.close()
     seconds = time.perf_counter() - start
-    skipped = stats.skipped_binary + stats.skipped_large
+    skipped = stats.skipped
     print(
         f"indexed docs={result.added + result.updated} (added {result.added}, updated {result.updated}, "
         f"unchanged {result.unchanged}, skipped files {skipped}) chunks={result.chunks} "
@@ -155,7 +174,10 @@ class _progress:
 
 
 def read_queries(path: Path) -> list[tuple[str, str]]:
-    """``(qid, text)`` pairs from JSONL ``{"qid", "text"}``; errors name the line."""
+    """``(qid, text)`` pairs from JSONL ``{"qid", "text"}`` (or BEIR queries, ``{"_id", "text"}``); errors
+    name the line."""
+    from index import InvalidInputError
+
     out = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -164,10 +186,11 @@ def read_queries(path: Path) -> list[tuple[str, str]]:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: {exc}") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or "qid" not in rec:
-                raise ValueError(f'{path}:{lineno}: expected {{"qid", "text"}}')
-            out.append((str(rec["qid"]), rec["text"]))
+                raise InvalidInputError(f"{path}:{lineno}: {exc}") from None
+            qid = rec.get("qid", rec.get("_id")) if isinstance(rec, dict) else None  # "_id": BEIR queries
+            if qid is None or not isinstance(rec.get("text"), str):
+                raise InvalidInputError(f'{path}:{lineno}: expected {{"qid", "text"}} (or BEIR\'s {{"_id", "text"}})')
+            out.append((str(qid), rec["text"]))
     return out
 
 
@@ -176,13 +199,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     queries = [("q", args.query)] if args.query is not None else read_queries(args.queries)
     with Collection.open(args.collection, readonly=True) as collection:
-        results = collection.search_many([t for _, t in queries], k=args.k) if queries else []
+        texts = [t for _, t in queries]
+        results = collection.search_many(texts, k=args.k, dim=args.dim, agg=args.agg) if queries else []
     as_json = args.json or args.queries is not None or args.output is not None
     out: IO[str] = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     try:
         for (qid, text), hits in zip(queries, results, strict=True):
             if as_json:
-                out.write(json.dumps({"qid": qid, "hits": [_hit_json(h) for h in hits]}) + "\n")
+                out.write(json.dumps({"qid": qid, "hits": [h.to_dict() for h in hits]}) + "\n")
             else:
                 _print_hits(text, hits, out)
     finally:
@@ -191,17 +215,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _hit_json(hit: Any) -> dict[str, Any]:
-    chunks = [{"start": c.start, "end": c.end, "score": round(c.score, 6)} for c in hit.chunks]
-    return {"doc_id": hit.doc_id, "score": round(hit.score, 6), "chunks": chunks}
-
-
 def _print_hits(query: str, hits: list[Any], out: TextIO) -> None:
     out.write(f"query: {query}\n")
     for rank, h in enumerate(hits, 1):
-        best = h.chunks[0]
-        where = f" {best.symbol}" if best.symbol else ""
-        out.write(f"{rank:3d}. {h.score:.4f}  {h.doc_id}  [{best.start}:{best.end}]{where}\n")
+        where = ""
+        if h.chunks:  # aggregated scoring has no chunk spans
+            best = h.chunks[0]
+            where = f"  [{best.start}:{best.end}]" + (f" {best.symbol}" if best.symbol else "")
+        out.write(f"{rank:3d}. {h.score:.4f}  {h.doc_id}{where}\n")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -225,23 +246,40 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from api.evaluation import DATASET_NAMES
-    from api.evaluation.report import render, run_eval, write_results
-    from api.evaluation.systems import DEFAULT_SYSTEMS, SystemSpec
+    from evaluation import DATASET_NAMES
+    from evaluation.beir import load_beir
+    from evaluation.report import render, run_eval, write_results, write_runs
+    from evaluation.systems import DEFAULT_SYSTEMS, SystemSpec
+    from index import InvalidInputError
 
-    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    default = "" if args.beir else ",".join(DATASET_NAMES)
+    datasets = [d.strip() for d in (args.datasets if args.datasets is not None else default).split(",") if d.strip()]
     unknown = sorted(set(datasets) - set(DATASET_NAMES))
-    if unknown or not datasets:
-        raise ValueError(f"unknown datasets {unknown}; choose from {DATASET_NAMES}")
+    if unknown or not (datasets or args.beir):
+        raise InvalidInputError(f"unknown datasets {unknown}; choose from {DATASET_NAMES} or give --beir DIR")
+    if not 1 <= args.k <= 1000:
+        raise InvalidInputError(f"--k must be in [1, 1000], got {args.k}")
+    beir = [load_beir(d, args.split) for d in args.beir or []]  # read and checked before any system runs
     systems = [SystemSpec.parse(s) for s in (args.systems or DEFAULT_SYSTEMS)]
     try:
         lengths = {int(x) for x in args.lengths.split(",")} if args.lengths else None
     except ValueError:
-        raise ValueError(f"--lengths must be comma-separated integers, got {args.lengths!r}") from None
-    results = run_eval(datasets, systems, cache_dir=args.cache_dir, small=args.small, lengths=lengths, model=args.model)
+        raise InvalidInputError(f"--lengths must be comma-separated integers, got {args.lengths!r}") from None
+    results = run_eval(
+        datasets,
+        systems,
+        cache_dir=args.cache_dir,
+        small=args.small,
+        lengths=lengths,
+        model=args.model,
+        extra_pools=beir,
+        k=args.k,
+    )
     print(render(results))
     if args.output is not None:
         write_results(args.output, results, ["longvec", *sys.argv[1:]])
+    if args.runs is not None:
+        write_runs(args.runs, results)
     return 0
 
 

@@ -1,9 +1,14 @@
-"""One table from error type to HTTP status; the CLI exits 2 on any of them."""
+"""One table from error type to HTTP status; the CLI exits 2 on any of them.
+
+Only our own typed errors are mapped: anything else is a bug, answered with a logged 500, never a 4xx
+that would blame the caller.
+"""
 
 from __future__ import annotations
 
-from embedder import ModelLoadError
+from embedder import InvalidSettingError, ModelLoadError
 from index.errors import (
+    CollectionClosedError,
     CollectionExistsError,
     CollectionLockedError,
     CollectionNotFoundError,
@@ -19,9 +24,10 @@ HTTP_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (ModelMismatchError, 409),
     (CollectionExistsError, 409),
     (CollectionLockedError, 409),
+    (CollectionClosedError, 503),
     (ModelLoadError, 503),
     (InvalidInputError, 400),
-    (ValueError, 400),
+    (InvalidSettingError, 400),
 )
 
 HANDLED: tuple[type[Exception], ...] = tuple(t for t, _ in HTTP_STATUS)
@@ -36,3 +42,7 @@ def http_status(exc: Exception) -> int:
 
 def error_body(exc: Exception) -> dict[str, dict[str, str]]:
     return {"error": {"type": type(exc).__name__, "message": str(exc)}}
+
+
+def internal_error_body() -> dict[str, dict[str, str]]:
+    return {"error": {"type": "InternalError", "message": "internal server error (logged on the server)"}}

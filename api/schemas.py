@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from index import AggMode
+
 MAX_QUERY_CHARS = 8_192
 MAX_DOCS_PER_REQUEST = 256
 MAX_DOC_CHARS = 2_000_000
@@ -15,6 +17,8 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     k: int = Field(default=10, ge=1, le=1000)
+    dim: int | None = Field(default=None, description="Matryoshka prefix size; one of /info's dims")
+    agg: AggMode = "maxsim"
 
 
 class ChunkOut(BaseModel):

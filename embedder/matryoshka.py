@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from embedder.errors import InvalidSettingError
+
 _LADDER = (32, 64, 128, 256, 512, 768, 1024, 1536, 2048, 3072, 4096)
 
 
@@ -18,7 +20,7 @@ def check_dim(dim: int | None, full_dim: int) -> int:
         return full_dim
     allowed = allowed_dims(full_dim)
     if dim not in allowed:
-        raise ValueError(f"dim {dim} not in {allowed}")
+        raise InvalidSettingError(f"dim {dim} not in {allowed}")
     return dim
 
 

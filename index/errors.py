@@ -27,5 +27,9 @@ class CollectionLockedError(LongvecError):
     """Another process holds the collection's writer lock."""
 
 
+class CollectionClosedError(LongvecError):
+    """The collection was used after :meth:`Collection.close`."""
+
+
 class DocumentNotFoundError(LongvecError, LookupError):
     """No document with that ``doc_id`` is stored."""

@@ -3,22 +3,37 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
+from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
 from index.errors import InvalidInputError, ModelMismatchError
+from index.vectors import write_json_atomic
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 Strategy = Literal["chunk", "truncate"]
 STRATEGIES: tuple[Strategy, ...] = ("chunk", "truncate")
 
 
+@cache
+def longvec_version() -> str:
+    """The installed package's version (one source: pyproject.toml)."""
+    try:
+        return metadata.version("longvec")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
 @dataclass(frozen=True)
 class Manifest:
-    """Everything that must match for stored vectors and new query vectors to be comparable."""
+    """Everything that must match for stored vectors and new query vectors to be comparable.
+
+    ``chunker_version`` is the chunker that created the collection; each document's content hash carries
+    the version that chunked it, so re-indexing the same inputs re-chunks documents an older one stored.
+    """
 
     model: str
     model_fingerprint: str
@@ -26,6 +41,9 @@ class Manifest:
     strategy: Strategy
     max_tokens: int
     overlap_tokens: int = 0
+    document_prompt: str = ""
+    query_prompt: str = ""
+    chunker_version: str = ""
     format_version: int = FORMAT_VERSION
     longvec_version: str = ""
     created: str = ""
@@ -35,32 +53,47 @@ class Manifest:
             raise InvalidInputError(f"strategy {self.strategy!r} not in {STRATEGIES}")
 
     def save(self, path: Path) -> None:
-        """Write atomically (temp file, fsync, rename)."""
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(asdict(self), f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        """Write atomically (temp file, fsync, rename, fsync of the directory)."""
+        write_json_atomic(path, asdict(self))
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
         data = json.loads(path.read_text(encoding="utf-8"))
-        known = {f.name for f in fields(cls)}
-        manifest = cls(**{k: v for k, v in data.items() if k in known})
-        if manifest.format_version > FORMAT_VERSION:
+        version = data.get("format_version", 1)
+        if version != FORMAT_VERSION:
+            newer = "newer" if version > FORMAT_VERSION else "older"
             raise ModelMismatchError(
-                f"collection format {manifest.format_version} is newer than this longvec ({FORMAT_VERSION})"
+                f"collection at {path.parent} has format {version}, {newer} than this longvec's "
+                f"({FORMAT_VERSION}): re-index its documents into a new --collection directory"
             )
-        return manifest
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
-    def check(self, *, model_fingerprint: str, dim: int, model: str) -> None:
-        """Raise :class:`ModelMismatchError` unless the embedder matches the one that built the collection."""
-        if model_fingerprint != self.model_fingerprint or dim != self.dim:
+    def check(
+        self, *, model: str, model_fingerprint: str, dim: int, max_tokens: int, document_prompt: str, query_prompt: str
+    ) -> None:
+        """Raise :class:`ModelMismatchError` unless the embedder is the one that built the collection."""
+        mine = {
+            "fingerprint": self.model_fingerprint,
+            "dim": self.dim,
+            "max_tokens": self.max_tokens,
+            "document_prompt": self.document_prompt,
+            "query_prompt": self.query_prompt,
+        }
+        theirs = {
+            "fingerprint": model_fingerprint,
+            "dim": dim,
+            "max_tokens": max_tokens,
+            "document_prompt": document_prompt,
+            "query_prompt": query_prompt,
+        }
+        differ = [k for k in mine if mine[k] != theirs[k]]
+        if differ:
+            built = ", ".join(f"{k} {mine[k]!r}" for k in differ)
+            got = ", ".join(f"{k} {theirs[k]!r}" for k in differ)
             raise ModelMismatchError(
-                f"collection was built with model {self.model!r} (dim {self.dim}, fingerprint "
-                f"{self.model_fingerprint}); got {model!r} (dim {dim}, fingerprint {model_fingerprint})"
+                f"collection was built with model {self.model!r} ({built}); got {model!r} ({got}). "
+                f"Open it with the model and settings it was built with, or index into a new --collection directory"
             )
 
 

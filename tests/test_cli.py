@@ -53,7 +53,7 @@ def test_index_then_search_contract(indexed, tmp_path):
         assert len(line["hits"]) == 2
         for hit in line["hits"]:
             assert set(hit) == {"doc_id", "score", "chunks"}
-            assert all(set(c) == {"start", "end", "score"} for c in hit["chunks"])
+            assert all(set(c) == {"chunk_id", "start", "end", "score", "symbol"} for c in hit["chunks"])
     # reopening the collection gives identical results
     assert main([*args, "--output", str(run2)]) == 0
     assert run1.read_text() == run2.read_text()

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from chunking import CHUNKER_VERSION
 from index import (
     Collection,
     CollectionLockedError,
@@ -101,12 +102,12 @@ def test_reopen_gives_identical_results(tmp_path, fake_embedder):
         assert c.search_many(["alpha", "gamma delta"], k=10) == before
 
 
-def test_open_with_another_model_is_an_error(tmp_path, fake_embedder, counter):
+def test_open_with_another_model_is_an_error(tmp_path, fake_embedder, tokenizer):
     root = tmp_path / "c"
     Collection.create(root, embedder=fake_embedder).close()
-    other = KeywordEmbedder(counter)
+    other = KeywordEmbedder(tokenizer)
     other.fingerprint = "another-model"
-    with pytest.raises(ModelMismatchError, match="built with model 'keyword-fake'"):
+    with pytest.raises(ModelMismatchError, match="built with model 'keyword-fake' \\(fingerprint 'keyword-fake-v1'"):
         Collection.open(root, embedder=other)
 
 
@@ -152,13 +153,14 @@ def test_manifest_records_settings(tmp_path, fake_embedder):
         pass
     m = json.loads((tmp_path / "c" / "manifest.json").read_text())
     assert m["model"] == "keyword-fake" and m["dim"] == 8 and m["strategy"] == "chunk"
-    assert m["max_tokens"] == 32 and m["overlap_tokens"] == 4 and m["format_version"] == 1
+    assert m["max_tokens"] == 32 and m["overlap_tokens"] == 4 and m["format_version"] == 2
+    assert m["chunker_version"] == CHUNKER_VERSION and m["document_prompt"] == "" and m["longvec_version"]
 
 
 def test_vectors_are_contiguous_float32_in_store(tmp_path, fake_embedder):
     with Collection.create(tmp_path / "c", embedder=fake_embedder) as c:
         c.add([doc("a", "alpha")])
-        ids, vectors = c._store.all_vectors(8)
+        ((ids, vectors),) = c._store.iter_vectors(8)
     assert vectors.dtype == np.float32 and vectors.shape == (len(ids), 8)
 
 
@@ -166,19 +168,22 @@ def test_interrupted_vector_update_is_rebuilt_not_saved_as_fresh(tmp_path, fake_
     root = tmp_path / "c"
     with Collection.create(root, embedder=fake_embedder) as c:
         c.add([doc("a", "alpha")])
-        original_add = c._vectors.add
+        assert c.search("alpha", k=1)[0].doc_id == "a"
+        index = c._vectors.index
+        original_add = index.add
 
         def interrupted(*args, **kwargs):
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(c._vectors, "add", interrupted)
+        c.add([doc("g", "gamma")])  # committed to the store; the index catches up on the next search
+        monkeypatch.setattr(index, "add", interrupted)
         with pytest.raises(KeyboardInterrupt):
-            c.add([doc("g", "gamma")])  # committed to the store, FAISS update interrupted
-        monkeypatch.setattr(c._vectors, "add", original_add)
-        assert c.search("gamma", k=1)[0].doc_id == "g"  # rebuilt before searching
+            c.search("gamma", k=1)
+        monkeypatch.setattr(index, "add", original_add)
+        assert c.search("gamma", k=1)[0].doc_id == "g"  # started over, not left half-updated
     with Collection.open(root, embedder=fake_embedder) as c:  # the saved index is complete
-        assert c._vectors.ntotal == c.info()["chunks"]
         assert c.search("gamma", k=1)[0].doc_id == "g"
+        assert c._vectors.index.ntotal == c.info()["chunks"]
 
 
 def test_invalid_unicode_and_metadata_are_input_errors():

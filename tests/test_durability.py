@@ -42,7 +42,8 @@ def _assert_consistent(root: Path) -> int:
             (rows,) = db.execute("SELECT COUNT(*) FROM chunks WHERE doc_id = ?", (doc_id,)).fetchone()
             assert rows == n_chunks > 0, doc_id
         info = c.info()
-        assert c._vectors.ntotal == info["chunks"]
+        c.search("retrieval", k=1)  # loads the index
+        assert c._vectors.index.ntotal == info["chunks"]
         return info["documents"]
 
 
@@ -77,11 +78,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_acknowledged_rest_writes_survive_kill(tmp_path):
-    root = tmp_path / "coll"
-    seed = tmp_path / "seed.jsonl"
-    seed.write_text(json.dumps({"id": "seed", "text": "seed document"}) + "\n")
-    assert main(["index", "--collection", str(root), "--input", str(seed)]) == 0
+def _serve(root: Path) -> tuple[subprocess.Popen, str]:
+    """``longvec serve`` on a free port, once it answers ``/health``; the caller kills its process group."""
     port = _free_port()
     server = subprocess.Popen(
         _cli("serve", "--collection", str(root), "--port", str(port)),
@@ -89,17 +87,56 @@ def test_acknowledged_rest_writes_survive_kill(tmp_path):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return server, base
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            os.killpg(server.pid, signal.SIGKILL)
+            raise AssertionError("server did not start")
+        time.sleep(0.1)
+
+
+def test_cli_search_beside_a_serving_writer(tmp_path):
+    """`longvec search` and `info` on a collection that `longvec serve` is writing to: results, no traceback."""
+    root = tmp_path / "coll"
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text("".join(json.dumps({"id": f"s{i}", "text": f"Seed {i}. " + PROSE * 3}) + "\n" for i in range(3)))
+    assert main(["index", "--collection", str(root), "--input", str(seed)]) == 0
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(_cli(*args), capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        return done.stdout
+
+    search = ("search", "--collection", str(root), "--k", "5", "--json", "--query")
+    server, base = _serve(root)
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, "server did not start"
-            time.sleep(0.1)
+        assert {h["doc_id"] for h in json.loads(cli(*search, "seed retrieval"))["hits"]} == {"s0", "s1", "s2"}
+        docs = [{"doc_id": "s1", "text": "Pelicans glide over the harbour at dawn."}]
+        docs.append({"doc_id": "fresh", "text": "A volcano erupted on the island, covering it with ash."})
+        assert httpx.post(f"{base}/documents", json={"documents": docs}, timeout=60).status_code == 200
+        assert httpx.delete(f"{base}/documents/s2", timeout=60).status_code == 200
+        hits = json.loads(cli(*search, "volcanic eruption ash"))["hits"]  # the spine raised KeyError here
+        assert hits[0]["doc_id"] == "fresh" and {h["doc_id"] for h in hits} == {"s0", "s1", "fresh"}
+        assert json.loads(cli(*search, "pelicans over a harbour"))["hits"][0]["doc_id"] == "s1"
+        assert json.loads(cli("info", "--collection", str(root)))["documents"] == 3
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+def test_acknowledged_rest_writes_survive_kill(tmp_path):
+    root = tmp_path / "coll"
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text(json.dumps({"id": "seed", "text": "seed document"}) + "\n")
+    assert main(["index", "--collection", str(root), "--input", str(seed)]) == 0
+    server, base = _serve(root)
+    try:
         docs = [{"doc_id": f"acked{i}", "text": f"Acknowledged write number {i}. " + PROSE * 5} for i in range(5)]
         r = httpx.post(f"{base}/documents", json={"documents": docs}, timeout=60)
         assert r.status_code == 200 and r.json()["added"] == 5

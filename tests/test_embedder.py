@@ -60,7 +60,8 @@ def test_real_model_prefix_dim_matches_truncated_full(real_embedder):
 def test_real_model_metadata(real_embedder):
     assert real_embedder.dim == 384
     assert real_embedder.max_tokens == 256
-    assert real_embedder.counter.count("hello world") == 4
+    assert len(real_embedder.tokenizer.encode("hello world").ids) == 4
+    assert (real_embedder.document_prompt, real_embedder.query_prompt) == ("", "")
     assert real_embedder.encode_queries([]).shape == (0, 384)
 
 
@@ -82,7 +83,7 @@ def test_missing_model_is_a_clear_offline_error():
 
 
 def test_max_tokens_beyond_positions_is_rejected():
-    from embedder import EmbedderConfig, load_embedder
+    from embedder import EmbedderConfig, InvalidSettingError, load_embedder
 
-    with pytest.raises(ValueError, match=r"max_tokens 4096 not in \[8, 512\]"):
+    with pytest.raises(InvalidSettingError, match=r"max_tokens 4096 not in \[8, 512\]"):
         load_embedder(EmbedderConfig(max_tokens=4096))

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from api.evaluation import DATASET_NAMES, Dataset, EvalQuery, evaluate_run, format_table, load_dataset
-from api.evaluation.datasets import cache_path
-from api.evaluation.pydoc_text import remove_sentence
 from chunking.budget import TokenCounter
+from evaluation import DATASET_NAMES, Dataset, EvalQuery, evaluate_run, format_table, load_dataset
+from evaluation.datasets import cache_path
+from evaluation.pydoc_text import remove_sentence
 
 # ---------------------------------------------------------------------------------------------- metrics
 
@@ -21,13 +21,21 @@ QRELS = {"q1": {"a"}, "q2": {"b"}, "q3": {"c"}}
 
 def test_perfect_run_scores_one() -> None:
     run = {"q1": [("a", 0.9), ("x", 0.1)], "q2": [("b", 0.8)], "q3": [("c", 0.5), ("a", 0.4)]}
-    result = evaluate_run(run, QRELS, QUERIES)
-    assert result["all"] == {"ndcg@10": 1.0, "mrr@10": 1.0, "recall@1": 1.0, "recall@10": 1.0, "n": 3}
+    result, per_query = evaluate_run(run, QRELS, QUERIES)
+    assert result["all"] == {
+        "ndcg@10": 1.0,
+        "mrr@10": 1.0,
+        "recall@1": 1.0,
+        "recall@10": 1.0,
+        "recall@100": 1.0,
+        "n": 3,
+    }
+    assert set(per_query) == {"q1", "q2", "q3"}
 
 
 def test_relevant_at_rank_two() -> None:
     run = {"q1": [("x", 0.9), ("a", 0.8), ("y", 0.1)]}
-    m = evaluate_run(run, QRELS, QUERIES[:1])["all"]
+    m = evaluate_run(run, QRELS, QUERIES[:1])[0]["all"]
     assert m["mrr@10"] == 0.5
     assert m["ndcg@10"] == pytest.approx(1 / math.log2(3))
     assert (m["recall@1"], m["recall@10"]) == (0.0, 1.0)
@@ -35,13 +43,20 @@ def test_relevant_at_rank_two() -> None:
 
 def test_missing_query_and_rank_beyond_ten_score_zero() -> None:
     run = {"q1": [(f"x{i}", 1.0 - i / 100) for i in range(10)] + [("a", 0.0)]}
-    result = evaluate_run(run, QRELS, QUERIES)
-    assert result["all"] == {"ndcg@10": 0.0, "mrr@10": 0.0, "recall@1": 0.0, "recall@10": 0.0, "n": 3}
+    result, _ = evaluate_run(run, QRELS, QUERIES)
+    assert result["all"] == {
+        "ndcg@10": 0.0,
+        "mrr@10": 0.0,
+        "recall@1": 0.0,
+        "recall@10": 0.0,
+        "recall@100": 1 / 3,
+        "n": 3,
+    }
 
 
 def test_buckets_split_and_average() -> None:
     run = {"q1": [("a", 1.0)], "q2": [("x", 1.0), ("b", 0.5)]}  # q3 missing
-    result = evaluate_run(run, QRELS, QUERIES)
+    result, _ = evaluate_run(run, QRELS, QUERIES)
     assert list(result) == ["all", "long", "short"]
     assert result["short"]["mrr@10"] == 1.0 and result["short"]["n"] == 1
     assert result["long"]["mrr@10"] == pytest.approx(0.25) and result["long"]["n"] == 2
@@ -51,13 +66,13 @@ def test_buckets_split_and_average() -> None:
 
 def test_multiple_relevant_and_duplicates() -> None:
     qrels = {"q1": {"a", "b"}}
-    m = evaluate_run({"q1": [("a", 1.0), ("a", 0.9), ("b", 0.8)]}, qrels, QUERIES[:1])["all"]
+    m = evaluate_run({"q1": [("a", 1.0), ("a", 0.9), ("b", 0.8)]}, qrels, QUERIES[:1])[0]["all"]
     assert m["ndcg@10"] == pytest.approx(1.0)  # the duplicate "a" is ignored, "b" is at rank 2
     assert m["recall@1"] == 0.5
 
 
-def test_query_without_relevant_docs_is_an_error() -> None:
-    with pytest.raises(ValueError, match="'q1' has no relevant documents"):
+def test_query_without_judgements_is_an_error() -> None:
+    with pytest.raises(ValueError, match="1 queries have no judgements in qrels, e.g. 'q1'"):
         evaluate_run({}, {}, QUERIES[:1])
 
 

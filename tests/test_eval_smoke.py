@@ -7,8 +7,8 @@ import json
 import pytest
 
 from api.cli import main
-from api.evaluation.report import render, run_eval, synthetic_rows
-from api.evaluation.systems import DEFAULT_SYSTEMS, SystemSpec
+from evaluation.report import render, run_eval, synthetic_rows
+from evaluation.systems import DEFAULT_SYSTEMS, SystemSpec
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_tables_render(results):
     ("args", "message"),
     [
         (["--datasets", "nope"], "unknown datasets ['nope']"),
-        (["--systems", "chunk:dim=x"], "invalid literal"),
+        (["--systems", "chunk:dim=x"], "dim must be a non-negative integer, got 'x'"),
         (["--systems", "magic"], "kind 'magic' not in"),
         (["--lengths", "a,b"], "--lengths must be comma-separated integers"),
     ],

@@ -44,15 +44,29 @@ def test_remove_and_k_clamped(data):
     assert index.ntotal == 2 and got.shape == (1, 2) and set(got[0]) == set(ids[1:3])
 
 
-def test_save_load_checks_the_generation_stamp(data, tmp_path):
+def test_save_load_round_trip_with_generation_stamp(data, tmp_path):
     ids, vectors, queries = data
     index = VectorIndex(32, use_gpu=False)
     index.add(ids, vectors)
-    index.save(tmp_path / "v.faiss", generation=4)
-    assert VectorIndex.load(tmp_path / "v.faiss", generation=5, dim=32) is None  # stale: rebuild
-    loaded = VectorIndex.load(tmp_path / "v.faiss", generation=4, dim=32)
-    assert loaded is not None
+    index.save(tmp_path, generation=4, seq=10_000)
+    index.save(tmp_path, generation=5, seq=10_000)
+    assert sorted(p.name for p in tmp_path.glob("vectors-*")) == ["vectors-5.faiss"]  # the older file is gone
+    assert VectorIndex.load(tmp_path, dim=16) is None  # another dimension: rebuild
+    loaded, stamp = VectorIndex.load(tmp_path, dim=32)
+    assert (stamp.generation, stamp.seq, stamp.ntotal) == (5, 10_000, 300)
     np.testing.assert_array_equal(loaded.search(queries, 10)[1], index.search(queries, 10)[1])
+
+
+def test_allowed_bitmap_excludes_ids(data):
+    ids, vectors, queries = data
+    index = VectorIndex(32, use_gpu=False)
+    index.add(ids, vectors)
+    allowed = np.ones(10_000, dtype=bool)
+    allowed[ids[:150]] = False
+    scores, got = index.search(queries, 10, allowed=np.packbits(allowed, bitorder="little"))
+    want_scores, want_ids = brute_force(ids[150:], vectors[150:], queries, 10)
+    np.testing.assert_array_equal(got, want_ids)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5)
 
 
 def test_gpu_path_maps_positions_back_to_ids(data, monkeypatch):

@@ -18,10 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Literal
 
+from index import AGG_MODES, AggMode, InvalidInputError
+
 Kind = Literal["chunk", "truncate", "st", "windows", "bm25"]
 KINDS: tuple[Kind, ...] = ("chunk", "truncate", "st", "windows", "bm25")
-Agg = Literal["maxsim", "mean", "max", "weighted"]
-AGGS: tuple[Agg, ...] = ("maxsim", "mean", "max", "weighted")
 
 DEFAULT_SYSTEMS = ("chunk", "truncate", "st:max_tokens=256", "st:max_tokens=512", "windows", "bm25")
 
@@ -32,22 +32,24 @@ class SystemSpec:
     max_tokens: int = 256
     overlap: int = 0
     dim: int | None = None
-    agg: Agg = "maxsim"
+    agg: AggMode = "maxsim"
 
     @classmethod
     def parse(cls, spec: str) -> SystemSpec:
         kind, _, rest = spec.partition(":")
         if kind not in KINDS:
-            raise ValueError(f"system {spec!r}: kind {kind!r} not in {KINDS}")
+            raise InvalidInputError(f"system {spec!r}: kind {kind!r} not in {KINDS}")
         known = {f.name: f for f in fields(cls) if f.name != "kind"}
         values: dict[str, object] = {}
         for item in filter(None, rest.split(",")):
             key, sep, value = item.partition("=")
             if not sep or key not in known:
-                raise ValueError(f"system {spec!r}: expected key=value with key in {sorted(known)}")
+                raise InvalidInputError(f"system {spec!r}: expected key=value with key in {sorted(known)}")
+            if key != "agg" and not value.isdigit():
+                raise InvalidInputError(f"system {spec!r}: {key} must be a non-negative integer, got {value!r}")
             values[key] = value if key == "agg" else int(value)
-        if values.get("agg", "maxsim") not in AGGS:
-            raise ValueError(f"system {spec!r}: agg not in {AGGS}")
+        if values.get("agg", "maxsim") not in AGG_MODES:
+            raise InvalidInputError(f"system {spec!r}: agg not in {AGG_MODES}")
         return cls(kind=kind, **values)  # type: ignore[arg-type]
 
     @property

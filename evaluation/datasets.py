@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from api.evaluation.types import Dataset, EvalDoc, EvalQuery
 from chunking.budget import TokenCounter
+from evaluation.types import Dataset, EvalDoc, EvalQuery
+from index import InvalidInputError
 
 DATASET_NAMES = ("code", "pydoc", "passkey", "needle")
 CACHE_FORMAT = 1
@@ -47,14 +48,14 @@ def _header(name: str, counter: TokenCounter, small: bool, seed: int) -> dict[st
 def _builder(name: str) -> Callable[..., tuple[list[Dataset], dict[str, Any]]]:
     """The builder of ``name``, imported lazily (the code builder parses the whole standard library)."""
     if name == "code":
-        from api.evaluation.code_search import build_code
+        from evaluation.code_search import build_code
 
         return build_code
     if name == "pydoc":
-        from api.evaluation.pydoc_text import build_pydoc
+        from evaluation.pydoc_text import build_pydoc
 
         return build_pydoc
-    from api.evaluation.synthetic import build_synthetic
+    from evaluation.synthetic import build_synthetic
 
     return lambda counter, **kw: build_synthetic(name, counter, **kw)
 
@@ -98,7 +99,7 @@ def read_cache(path: Path) -> tuple[dict[str, Any], list[Dataset]]:
                 datasets[-1].queries.append(EvalQuery(r["qid"], r["text"], r["bucket"]))
                 datasets[-1].qrels[r["qid"]] = set(r["relevant"])
             else:
-                raise ValueError(f"{path}: unknown record type {kind!r}")
+                raise InvalidInputError(f"{path}: unknown record type {kind!r}")
     return header, datasets
 
 
@@ -111,7 +112,7 @@ def load_dataset(
     and 512 only). ``counter`` measures every token length (buckets, synthetic document lengths).
     """
     if name not in DATASET_NAMES:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
+        raise InvalidInputError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
     path = cache_path(cache_dir, name, small=small, seed=seed)
     header = _header(name, counter, small, seed)
     if path.exists():

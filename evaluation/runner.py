@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from api.evaluation.metrics import Run, evaluate_run
-from api.evaluation.systems import SystemSpec
-from api.evaluation.types import Dataset
 from chunking import Span, TokenCounter
-from embedder import DEFAULT_MODEL, EmbedderConfig, Encoder, aggregate, load_embedder, truncate
-from index import Collection, Document
+from embedder import DEFAULT_MODEL, EmbedderConfig, Encoder, load_embedder, truncate
+from evaluation.metrics import Run, evaluate_run
+from evaluation.systems import SystemSpec
+from evaluation.types import Dataset
+from index import Collection, Document, token_counter
 
 
 class TimedEncoder:
@@ -24,7 +24,13 @@ class TimedEncoder:
     def __init__(self, embedder: Encoder) -> None:
         self.inner = embedder
         self.model_id, self.fingerprint = embedder.model_id, embedder.fingerprint
-        self.dim, self.max_tokens, self.counter = embedder.dim, embedder.max_tokens, embedder.counter
+        self.dim, self.max_tokens = embedder.dim, embedder.max_tokens
+        self.tokenizer, self.document_prompt, self.query_prompt = (
+            embedder.tokenizer,
+            embedder.document_prompt,
+            embedder.query_prompt,
+        )
+        self.counter = token_counter(embedder)
         self._cache: dict[str, np.ndarray] = {}
         self.tokens = 0
         self.seconds = 0.0
@@ -46,9 +52,14 @@ class TimedEncoder:
 
 @dataclass
 class SystemResult:
+    """One system on one pool: mean metrics per bucket, per-query metrics (for paired tests), cost; ``run``
+    is the ranking itself (written as TREC or JSONL run files, not into the results JSON)."""
+
     system: str
     dataset: str
     metrics: dict[str, dict[str, float]]
+    per_query: dict[str, dict[str, float]] = field(default_factory=dict)
+    run: Run = field(default_factory=dict, repr=False)
     encode_tokens: int = 0
     encode_seconds: float = 0.0
     index_bytes: int = 0
@@ -109,7 +120,8 @@ class Runner:
             run, index_bytes = self._run_rows(spec, ds, whole=False)
         else:
             run, index_bytes = self._run_bm25(ds)
-        result = SystemResult(spec.name, ds.name, evaluate_run(run, ds.qrels, ds.queries))
+        means, per_query = evaluate_run(run, ds.qrels, ds.queries)
+        result = SystemResult(spec.name, ds.name, means, per_query, run)
         if enc is not None:
             result.encode_tokens, result.encode_seconds = enc.tokens - tokens0, enc.seconds - seconds0
         result.index_bytes, result.seconds = index_bytes, time.perf_counter() - start
@@ -120,37 +132,14 @@ class Runner:
         root = self.work_dir / f"{ds.name}-{spec.name}".replace(" ", "_")
         shutil.rmtree(root, ignore_errors=True)
         queries = [q.text for q in ds.queries]
+        # The product path, as a user's call: index the documents, then search with the system's options.
         with Collection.create(root, embedder=enc, strategy=spec.kind, overlap_tokens=spec.overlap) as coll:
             coll.add(Document(d.doc_id, d.text, language=d.language) for d in ds.docs)
-            if spec.agg == "maxsim" and spec.dim is None:
-                hits = coll.search_many(queries, k=self.k)
-                run = {q.qid: [(h.doc_id, h.score) for h in hs] for q, hs in zip(ds.queries, hits, strict=True)}
-            else:
-                doc_ids, row_doc, vectors, weights = coll.chunk_vectors()
-                run = self._score_variant(spec, ds, enc, doc_ids, row_doc, vectors, weights)
+            hits = coll.search_many(queries, k=self.k, dim=spec.dim, agg=spec.agg)
+        run = {q.qid: [(h.doc_id, h.score) for h in hs] for q, hs in zip(ds.queries, hits, strict=True)}
         size = _dir_bytes(root)
         shutil.rmtree(root, ignore_errors=True)
         return run, size
-
-    def _score_variant(
-        self,
-        spec: SystemSpec,
-        ds: Dataset,
-        enc: TimedEncoder,
-        doc_ids: list[str],
-        row_doc: np.ndarray,
-        vectors: np.ndarray,
-        weights: np.ndarray,
-    ) -> Run:
-        """Rank with a Matryoshka prefix and/or one aggregated vector per document, from stored chunk vectors."""
-        dim = spec.dim or enc.dim
-        q = enc.encode_queries([x.text for x in ds.queries], dim=dim)
-        v = truncate(vectors, dim) if dim < enc.dim else vectors
-        if spec.agg != "maxsim":
-            docs = np.stack([aggregate(v[row_doc == i], spec.agg, weights[row_doc == i]) for i in range(len(doc_ids))])
-            v, row_doc = docs, np.arange(len(doc_ids))
-        ranked = top_k_by_doc(q @ v.T, row_doc, doc_ids, self.k)
-        return {x.qid: r for x, r in zip(ds.queries, ranked, strict=True)}
 
     def _run_rows(self, spec: SystemSpec, ds: Dataset, *, whole: bool) -> tuple[Run, int]:
         enc = self.encoder(spec.max_tokens)

@@ -25,9 +25,10 @@ class EvalQuery:
 
 @dataclass(frozen=True)
 class Dataset:
-    """One retrieval pool: every query searches all of ``docs``; ``qrels`` maps qid -> relevant doc_ids."""
+    """One retrieval pool: every query searches all of ``docs``; ``qrels`` maps qid -> its relevant doc_ids
+    (a set: grade 1 each) or doc_id -> graded relevance (BEIR: 0 judged not relevant, higher more relevant)."""
 
     name: str
     docs: list[EvalDoc]
     queries: list[EvalQuery]
-    qrels: dict[str, set[str]]
+    qrels: dict[str, set[str]] | dict[str, dict[str, int]]

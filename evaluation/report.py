@@ -1,9 +1,10 @@
-"""``longvec eval``: build the pools, run every system on each, print tables and write JSON results."""
+"""``longvec eval``: build the pools, run every system on each, print tables, write results and run files."""
 
 from __future__ import annotations
 
 import json
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -11,13 +12,14 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from api.evaluation.datasets import load_dataset
-from api.evaluation.metrics import format_table
-from api.evaluation.runner import Runner, SystemResult
-from api.evaluation.systems import SystemSpec
-from api.evaluation.types import Dataset
+from evaluation.datasets import load_dataset
+from evaluation.metrics import format_table, paired_test
+from evaluation.runner import Runner, SystemResult
+from evaluation.systems import SystemSpec
+from evaluation.types import Dataset
 
 SYNTHETIC = ("passkey", "needle")
+_WHITESPACE = re.compile(r"\s")
 
 
 def select_pools(pools: list[Dataset], lengths: set[int] | None) -> list[Dataset]:
@@ -35,14 +37,19 @@ def run_eval(
     small: bool = False,
     lengths: set[int] | None = None,
     model: str | None = None,
+    extra_pools: list[Dataset] | None = None,
+    k: int = 100,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
 ) -> list[SystemResult]:
-    runner = Runner(model=model)
+    """Every system on every pool of ``datasets`` (built-in names) and of ``extra_pools`` (e.g. BEIR sets)."""
+    runner = Runner(model=model, k=k)
     counter = runner.encoder(256).counter
     results = []
-    for name in datasets:
+    groups = [(name, lambda name=name: load_dataset(name, cache_dir, counter, small=small)) for name in datasets]
+    groups += [(pool.name, lambda pool=pool: [pool]) for pool in extra_pools or []]
+    for name, load in groups:
         start = time.perf_counter()
-        pools = select_pools(load_dataset(name, cache_dir, counter, small=small), lengths)
+        pools = select_pools(load(), lengths)
         log(f"[eval] {name}: {len(pools)} pool(s) ready in {time.perf_counter() - start:.0f}s")
         for pool in pools:
             for spec in systems:
@@ -71,6 +78,7 @@ def quality_rows(results: list[SystemResult]) -> list[dict[str, object]]:
                     "MRR@10": m["mrr@10"],
                     "R@1": m["recall@1"],
                     "R@10": m["recall@10"],
+                    "R@100": m["recall@100"],
                     "n": int(m["n"]),
                 }
             )
@@ -109,10 +117,30 @@ def cost_rows(results: list[SystemResult]) -> list[dict[str, object]]:
     return rows
 
 
+def significance_rows(results: list[SystemResult], metric: str = "ndcg@10") -> list[dict[str, object]]:
+    """Each system against the first one run on the same pool: mean difference in ``metric`` per query and
+    the p-value of a paired two-sided t-test (non-synthetic pools)."""
+    rows = []
+    first: dict[str, SystemResult] = {}
+    for r in results:
+        if r.dataset.split("-")[0] in SYNTHETIC:
+            continue
+        ref = first.setdefault(r.dataset, r)
+        if ref is r:
+            continue
+        base = {q: m[metric] for q, m in ref.per_query.items()}
+        delta, p = paired_test(base, {q: m[metric] for q, m in r.per_query.items()})
+        rows.append(
+            {"dataset": r.dataset, "system": r.system, "vs": ref.system, f"Δ {metric}": delta, "p": p, "n": len(base)}
+        )
+    return rows
+
+
 def render(results: list[SystemResult]) -> str:
     parts = []
     for title, rows in (
         ("Retrieval quality", quality_rows(results)),
+        ("Paired t-test against the first system (nDCG@10 per query)", significance_rows(results)),
         ("Synthetic long-context tasks (acc@1 by document length in tokens)", synthetic_rows(results)),
         ("Cost", cost_rows(results)),
     ):
@@ -128,5 +156,34 @@ def write_results(path: Path, results: list[SystemResult], argv: list[str]) -> N
         "python": sys.version.split()[0],
         "machine": platform.platform(),
     }
-    data = {"meta": meta, "results": [asdict(r) | {"tokens_per_second": r.tokens_per_second} for r in results]}
-    path.write_text(json.dumps(data, indent=1))
+    rows = [
+        {k: v for k, v in asdict(r).items() if k != "run"} | {"tokens_per_second": r.tokens_per_second} for r in results
+    ]
+    path.write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_")
+
+
+def write_runs(directory: Path, results: list[SystemResult]) -> list[Path]:
+    """Each result's ranking as ``<pool>__<system>.trec`` (``qid Q0 doc_id rank score tag``, for trec_eval,
+    ir-measures, ranx) and ``.jsonl`` (``{"qid", "hits": [{"doc_id", "score"}]}``, as ``longvec search``).
+
+    Whitespace inside a doc_id is written as ``%20`` in the TREC file (its columns are space-separated).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for r in results:
+        stem = directory / f"{_slug(r.dataset)}__{_slug(r.system)}"
+        tag = _slug(r.system)
+        with open(stem.with_suffix(".trec"), "w", encoding="utf-8") as trec:
+            for qid, ranking in r.run.items():
+                for rank, (doc_id, score) in enumerate(ranking, 1):
+                    trec.write(f"{qid} Q0 {_WHITESPACE.sub('%20', doc_id)} {rank} {score:.6f} {tag}\n")
+        with open(stem.with_suffix(".jsonl"), "w", encoding="utf-8") as jsonl:
+            for qid, ranking in r.run.items():
+                hits = [{"doc_id": d, "score": s} for d, s in ranking]
+                jsonl.write(json.dumps({"qid": qid, "hits": hits}) + "\n")
+        written += [stem.with_suffix(".trec"), stem.with_suffix(".jsonl")]
+    return written

@@ -1,0 +1,105 @@
+"""Ranking documents by their chunks: a document scores as its best chunk (max-sim), with bounded work.
+
+A first FAISS search fetches a few times ``k`` chunks for every query of a batch. A query whose fetch held
+fewer than ``k`` distinct documents (one document owns most of its nearest chunks) goes on alone: each
+further round excludes every document it has already found, via a bitmap over chunk ids, so it only ever
+fetches chunks of new documents. The ranking stays exact: a document first seen in a later round scores
+below the last chunk of the round before, so below every document already found. Work per query is at
+most one search per document returned, each of at most :data:`MAX_FETCH` chunks, whatever the other
+queries of the batch or the sizes of the documents.
+
+A hit's chunk list holds its document's best chunks among those fetched (up to ``chunks_per_doc``): its
+first chunk is always the document's best, later ones may be missing when they ranked beyond the fetch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from index.store import ChunkRow
+from index.types import ChunkHit, Hit
+from index.vectors import VectorIndex
+
+MIN_FETCH = 64
+MAX_FETCH = 4096
+
+Lookup = Callable[[Sequence[int]], dict[int, ChunkRow]]
+Ranges = Callable[[Sequence[str]], list[tuple[int, int]]]
+
+
+class _Ranking:
+    """One query's documents in score order, each with up to ``chunks_per_doc`` of its best chunks."""
+
+    def __init__(self, k: int, chunks_per_doc: int) -> None:
+        self.k, self.chunks_per_doc = k, chunks_per_doc
+        self.docs: dict[str, list[ChunkHit]] = {}  # insertion order is score order
+        self.scores: dict[str, float] = {}
+
+    def take(self, scores: np.ndarray, ids: np.ndarray, rows: dict[int, ChunkRow]) -> list[str]:
+        """Add a fetch (best first) to the ranking; returns the documents it found that were new."""
+        new = []
+        for s, i in zip(scores, ids, strict=True):
+            if i < 0:
+                break
+            r = rows[int(i)]
+            chunks = self.docs.get(r.doc_id)
+            if chunks is None:
+                if len(self.docs) == self.k:
+                    continue  # ranked below the first k documents
+                chunks = self.docs[r.doc_id] = []
+                self.scores[r.doc_id] = float(s)
+                new.append(r.doc_id)
+            if len(chunks) < self.chunks_per_doc:
+                chunks.append(ChunkHit(r.chunk_id, r.start, r.end, float(s), r.symbol))
+        return new
+
+    @property
+    def full(self) -> bool:
+        return len(self.docs) >= self.k
+
+    def hits(self) -> list[Hit]:
+        return [Hit(doc_id, self.scores[doc_id], chunks) for doc_id, chunks in self.docs.items()]
+
+
+def rank(
+    index: VectorIndex,
+    queries: np.ndarray,
+    k: int,
+    *,
+    chunks_per_doc: int,
+    max_id: int,
+    lookup: Lookup,
+    ranges: Ranges,
+) -> list[list[Hit]]:
+    """The top ``k`` documents per row of ``queries``; ``lookup`` maps chunk ids to rows, ``ranges`` gives
+    each document's chunk id range (for excluding it), ``max_id`` bounds the chunk ids.
+
+    ``chunks_per_doc=0`` is for an index of one vector per document (keyed by its first chunk id): the hits
+    then carry no chunk spans, and no exclusion round is ever needed.
+    """
+    n = index.ntotal
+    if n == 0:
+        return [[] for _ in range(len(queries))]
+    fetch = min(n, max(4 * k, MIN_FETCH), MAX_FETCH)
+    scores, ids = index.search(queries, fetch)
+    rows = lookup(np.unique(ids[ids >= 0]).tolist())
+    results = []
+    for q in range(len(queries)):
+        ranking = _Ranking(k, chunks_per_doc)
+        new = ranking.take(scores[q], ids[q], rows)
+        exhausted = int((ids[q] >= 0).sum()) < fetch or fetch >= n
+        size, allowed = fetch, None
+        while not ranking.full and not exhausted:
+            if allowed is None:
+                allowed = np.ones(max_id + 1, dtype=bool)
+            for first, last in ranges(new):  # exclude what this query has found so far
+                allowed[first : last + 1] = False
+            size = min(2 * size, MAX_FETCH)
+            s, i = index.search(queries[q : q + 1], size, allowed=np.packbits(allowed, bitorder="little"))
+            got = i[0][i[0] >= 0]
+            new = ranking.take(s[0], i[0], lookup(got.tolist()))
+            exhausted = len(got) < size
+        results.append(ranking.hits())
+    return results

@@ -1,0 +1,145 @@
+"""Keeping the FAISS index in step with the store, in any process, without rebuilding it.
+
+Every search runs inside a store snapshot and first brings the index to that snapshot's generation: an
+index at an older generation adds the chunks with ids above its sequence number and drops the chunk ids
+tombstoned since; one with no usable past (first use, pruned tombstones, an interrupted update) starts
+from the saved file and catches up from there, or is rebuilt from the store in bounded batches. So a
+reader opened beside a writer sees each committed write on its next search, and never a chunk id the
+store no longer has.
+
+Besides the full chunk vectors (the saved index), a collection can search other views (:class:`View`) of the same
+store, built in memory on first use and kept in step the same way: Matryoshka prefixes of the chunk
+vectors, and one aggregated vector per document. A document's vector is keyed by its first chunk id, so it
+is added with the document's chunks and dropped with their tombstones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from embedder import AGGREGATIONS, Aggregation, aggregate, truncate
+from index.store import Store, StoreState
+from index.vectors import VectorIndex, read_stamp
+
+AggMode = Literal["maxsim", "mean", "max", "weighted"]
+AGG_MODES: tuple[AggMode, ...] = ("maxsim", *AGGREGATIONS)
+
+
+@dataclass(frozen=True)
+class View:
+    """What an index holds: chunk vectors cut to ``dim`` (``maxsim``: a document scores as its best chunk),
+    or one vector per document aggregated from them (``mean``, ``max``, ``weighted`` by token count)."""
+
+    dim: int
+    agg: AggMode = "maxsim"
+
+    @property
+    def per_document(self) -> bool:
+        return self.agg != "maxsim"
+
+
+def _rows(store: Store, full_dim: int, view: View, after: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(ids, vectors)`` for ``view`` from the chunks with id > ``after``, a store batch at a time."""
+    if not view.per_document:
+        for ids, vectors in store.iter_vectors(full_dim, after=after):
+            yield ids, (truncate(vectors, view.dim) if view.dim < full_dim else vectors)
+        return
+    how: Aggregation = view.agg  # type: ignore[assignment]
+    carry: tuple[np.ndarray, list[str], np.ndarray, np.ndarray] | None = None
+    for batch in store.iter_chunks(full_dim, after=after):
+        ids, doc_ids, tokens, vectors = batch if carry is None else _join(carry, batch)
+        # A document's chunks are contiguous: group runs of one doc_id; the last run may go on in the next batch.
+        starts = [0] + [i for i in range(1, len(doc_ids)) if doc_ids[i] != doc_ids[i - 1]]
+        carry = (ids[starts[-1] :], doc_ids[starts[-1] :], tokens[starts[-1] :], vectors[starts[-1] :])
+        if len(starts) > 1:
+            yield _aggregated(ids, tokens, vectors, starts, how, view.dim, full_dim)
+    if carry is not None:
+        ids, _, tokens, vectors = carry
+        yield _aggregated(ids, tokens, vectors, [0, len(ids)], how, view.dim, full_dim)
+
+
+def _join(a: tuple, b: tuple) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    return np.concatenate([a[0], b[0]]), [*a[1], *b[1]], np.concatenate([a[2], b[2]]), np.vstack([a[3], b[3]])
+
+
+def _aggregated(
+    ids: np.ndarray, tokens: np.ndarray, vectors: np.ndarray, bounds: list[int], how: Aggregation, dim: int, full: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One vector per run ``bounds[i]:bounds[i + 1]``, keyed by the run's first chunk id."""
+    v = truncate(vectors, dim) if dim < full else vectors
+    runs = list(zip(bounds[:-1], bounds[1:], strict=True))
+    out = np.stack([aggregate(v[a:b], how, tokens[a:b]) for a, b in runs])
+    return np.asarray([ids[a] for a, _ in runs], dtype=np.int64), out
+
+
+class SnapshotTooOld(Exception):
+    """The saved index is newer than the caller's snapshot: take a new snapshot and ask again."""
+
+
+class VectorCache:
+    """One view's FAISS index and the store generation it reflects (``None``: unknown, reload).
+
+    Only the full chunk view is saved and loaded (``root``); others are rebuilt in memory on first use.
+    """
+
+    def __init__(self, root: Path, dim: int, view: View | None = None) -> None:
+        self.root, self.full_dim = root, dim
+        self.view = view or View(dim)
+        self.saved = self.view == View(dim)
+        self.index: VectorIndex | None = None
+        self.generation: int | None = None
+        self.seq = 0
+
+    def current(self, store: Store, state: StoreState, *, may_retry: bool = False) -> VectorIndex:
+        """The index as of ``state`` (call inside the store snapshot that ``state`` came from).
+
+        With ``may_retry``, raises :class:`SnapshotTooOld` instead of rebuilding from the store when the saved
+        index is newer than ``state`` (a writer saved after the snapshot began).
+        """
+        if self.index is not None and self.generation == state.generation:
+            return self.index
+        if self.index is None or self.generation is None or self.generation < state.tombstones_from:
+            self._start(store, state, may_retry)
+        if self.generation != state.generation:
+            self._catch_up(store, state)
+        assert self.index is not None
+        return self.index
+
+    def _start(self, store: Store, state: StoreState, may_retry: bool) -> None:
+        """Load the saved index if it can catch up to ``state``, else rebuild from the store."""
+        self.index, self.generation = None, None
+        loaded = VectorIndex.load(self.root, self.full_dim) if self.saved else None
+        if loaded is not None and state.tombstones_from <= loaded[1].generation <= state.generation:
+            self.index, self.generation, self.seq = loaded[0], loaded[1].generation, loaded[1].seq
+            return
+        if loaded is not None and loaded[1].generation > state.generation and may_retry:
+            raise SnapshotTooOld
+        index = VectorIndex(self.view.dim)
+        for ids, vectors in _rows(store, self.full_dim, self.view, 0):
+            index.add(ids, vectors)
+        self.index, self.generation, self.seq = index, state.generation, state.seq
+
+    def _catch_up(self, store: Store, state: StoreState) -> None:
+        assert self.index is not None and self.generation is not None
+        since, index = self.generation, self.index
+        self.generation = None  # if this is interrupted, the next call starts over
+        for ids, vectors in _rows(store, self.full_dim, self.view, self.seq):
+            index.add(ids, vectors)
+        index.remove(store.removed_since(since))
+        self.generation, self.seq = state.generation, state.seq
+
+    def save(self, store: Store) -> None:
+        """Persist the index at the store's generation (skipped if the saved one is already that, intact),
+        then prune the tombstones it makes unnecessary. Writers only."""
+        assert self.saved, "only the full chunk view is saved"
+        with store.snapshot() as state:
+            stamp = read_stamp(self.root)
+            if stamp is not None and stamp.generation == state.generation and stamp.intact(self.root):
+                return
+            self.current(store, state).save(self.root, state.generation, state.seq)
+        store.prune_removed(state.generation)

@@ -1,0 +1,145 @@
+"""`longvec eval --beir`: BEIR-format test sets, graded metrics, run files, and the product path."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import ir_measures
+import pytest
+
+from api.cli import main
+from evaluation.beir import load_beir
+from evaluation.metrics import evaluate_run
+from evaluation.runner import Runner
+from evaluation.systems import SystemSpec
+from index import InvalidInputError
+
+CORPUS = [
+    {"_id": "d1", "title": "Binary search", "text": "Halve a sorted array until the key is found."},
+    {"_id": "d2", "title": "", "text": "Quicksort partitions around a pivot and recurses on both sides."},
+    {"_id": "d3", "text": "A hash map stores key value pairs in buckets."},
+    {"_id": "d4", "title": "Graphs", "text": "Breadth first search visits neighbours level by level."},
+]
+QUERIES = [
+    {"_id": "q1", "text": "find a key in a sorted array"},
+    {"_id": "q2", "text": "hash table buckets"},
+    {"_id": "q3", "text": "visit a graph level by level"},
+    {"_id": "q9", "text": "judged in another split only"},
+]
+QRELS = "query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t1\nq2\td3\t0\nq3\td4\t1\n"
+
+
+def write_beir(root):
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in CORPUS))
+    (root / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in QUERIES))
+    (root / "qrels" / "test.tsv").write_text(QRELS)
+    (root / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq9\td2\t1\n")
+    return root
+
+
+def test_loader_joins_titles_and_keeps_judged_queries(tmp_path):
+    ds = load_beir(write_beir(tmp_path / "tiny"))
+    assert ds.name == "tiny"
+    texts = {d.doc_id: d.text for d in ds.docs}
+    assert texts["d1"] == "Binary search Halve a sorted array until the key is found."
+    assert texts["d2"] == CORPUS[1]["text"] and texts["d3"] == CORPUS[2]["text"]
+    assert [q.qid for q in ds.queries] == ["q1", "q2", "q3"]  # q9 is judged in dev only
+    assert ds.qrels["q1"] == {"d1": 2, "d2": 1} and ds.qrels["q2"] == {"d3": 0}
+    assert [q.qid for q in load_beir(tmp_path / "tiny", "dev").queries] == ["q9"]
+
+
+def test_graded_metrics_by_hand(tmp_path):
+    ds = load_beir(write_beir(tmp_path / "tiny"))
+    run = {"q1": [("d2", 0.9), ("d1", 0.8), ("d3", 0.1)], "q2": [("d3", 0.5)], "q3": [("d1", 0.7), ("d2", 0.6)]}
+    means, per_query = evaluate_run(run, ds.qrels, ds.queries)
+    # q1: gains 1 (rank 1) and 2 (rank 2): DCG = 1 + 2/log2(3); ideal 2 + 1/log2(3)
+    ndcg_q1 = (1 + 2 / math.log2(3)) / (2 + 1 / math.log2(3))
+    assert per_query["q1"]["ndcg@10"] == pytest.approx(ndcg_q1, abs=1e-6)
+    assert per_query["q1"]["mrr@10"] == 1.0
+    assert (per_query["q1"]["recall@1"], per_query["q1"]["recall@10"]) == (0.5, 1.0)
+    assert per_query["q2"] == dict.fromkeys(per_query["q2"], 0.0)  # no relevant document: 0, still counted
+    assert per_query["q3"]["ndcg@10"] == 0.0 and per_query["q3"]["recall@100"] == 0.0
+    assert means["all"]["n"] == 3
+    assert means["all"]["ndcg@10"] == pytest.approx(ndcg_q1 / 3, abs=1e-6)
+    assert means["all"]["mrr@10"] == pytest.approx(1 / 3, abs=1e-6)
+    assert means["all"]["recall@1"] == pytest.approx(0.5 / 3, abs=1e-6)
+
+
+def test_ties_keep_the_order_given(tmp_path):
+    ds = load_beir(write_beir(tmp_path / "tiny"))
+    run = {"q3": [("d4", 0.5), ("d1", 0.5)], "q1": [], "q2": []}
+    _, per_query = evaluate_run(run, ds.qrels, ds.queries)
+    assert per_query["q3"]["mrr@10"] == 1.0  # trec_eval would reorder the tie by doc id (d4 after d1)
+
+
+@pytest.mark.parametrize(
+    ("qrels", "message"),
+    [
+        ("query-id\tcorpus-id\tscore\nq1\tnope\t1\n", "not in the corpus"),
+        ("query-id\tcorpus-id\tscore\nqx\td1\t1\n", "queries not in queries.jsonl"),
+        ("query-id\tcorpus-id\tscore\nq1\td1\thigh\n", "test.tsv:2: expected query-id"),
+    ],
+)
+def test_bad_beir_input_is_a_clear_error(tmp_path, qrels, message):
+    root = write_beir(tmp_path / "tiny")
+    (root / "qrels" / "test.tsv").write_text(qrels)
+    with pytest.raises(InvalidInputError, match=message):
+        load_beir(root)
+    with pytest.raises(InvalidInputError, match="no qrels file"):
+        load_beir(root, "train")
+
+
+def test_harness_row_is_longvec_search(tmp_path, capsys):
+    """The harness's longvec row and `longvec index` + `longvec search` on the same data rank identically."""
+    root = write_beir(tmp_path / "tiny")
+    ds = load_beir(root)
+    result = Runner(k=4, work_dir=tmp_path / "work").run(SystemSpec.parse("chunk"), ds)
+    coll = tmp_path / "coll"
+    assert main(["index", "--collection", str(coll), "--input", str(root / "corpus.jsonl")]) == 0
+    capsys.readouterr()
+    runs = tmp_path / "cli.jsonl"
+    args = ["search", "--collection", str(coll), "--queries", str(root / "queries.jsonl"), "--k", "4"]
+    assert main([*args, "--output", str(runs)]) == 0
+    cli = {line["qid"]: line["hits"] for line in map(json.loads, runs.read_text().splitlines())}
+    for qid, ranking in result.run.items():
+        assert [d for d, _ in ranking] == [h["doc_id"] for h in cli[qid]]
+        assert [s for _, s in ranking] == pytest.approx([h["score"] for h in cli[qid]], abs=1e-5)
+    assert main(["info", "--collection", str(coll)]) == 0
+    stored = json.loads(capsys.readouterr().out)
+    assert stored["documents"] == 4
+
+
+def test_beir_corpus_lines_index_with_offsets_into_the_joined_text(tmp_path, capsys):
+    root = write_beir(tmp_path / "tiny")
+    coll = tmp_path / "coll"
+    assert main(["index", "--collection", str(coll), "--input", str(root / "corpus.jsonl")]) == 0
+    from index import Collection
+
+    with Collection.open(coll, readonly=True) as c:
+        d1 = c.get("d1")
+        assert d1.text == "Binary search Halve a sorted array until the key is found."
+        assert d1.metadata == {"text_start": len("Binary search ")}
+        assert d1.text[d1.metadata["text_start"] :] == CORPUS[0]["text"]
+        hit = c.search("sorted array key", k=1)[0]
+        assert hit.doc_id == "d1" and d1.text[hit.chunks[0].start : hit.chunks[0].end].startswith("Binary")
+
+
+def test_eval_beir_cli_writes_results_and_runs(tmp_path, capsys):
+    root = write_beir(tmp_path / "tiny")
+    out, runs = tmp_path / "results.json", tmp_path / "runs"
+    args = ["eval", "--beir", str(root), "--systems", "chunk", "bm25", "--output", str(out), "--runs", str(runs)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| tiny | bm25 | longvec chunk-256 |" in printed  # the paired test against the first system
+    results = json.loads(out.read_text())["results"]
+    assert [r["system"] for r in results] == ["longvec chunk-256", "bm25"]
+    assert set(results[0]["per_query"]) == {"q1", "q2", "q3"} and "run" not in results[0]
+    qrels = [ir_measures.Qrel(q, d, g) for q, docs in load_beir(root).qrels.items() for d, g in docs.items()]
+    trec = runs / "tiny__longvec_chunk-256.trec"
+    from_file = ir_measures.calc_aggregate([ir_measures.nDCG @ 10], qrels, ir_measures.read_trec_run(str(trec)))
+    assert from_file[ir_measures.nDCG @ 10] == pytest.approx(results[0]["metrics"]["all"]["ndcg@10"], abs=1e-6)
+    assert (runs / "tiny__bm25.jsonl").read_text().count("\n") == 3
+    assert main(["eval", "--beir", str(tmp_path / "missing")]) == 2
+    assert "no BEIR directory" in capsys.readouterr().err
