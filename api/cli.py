@@ -257,8 +257,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     unknown = sorted(set(datasets) - set(DATASET_NAMES))
     if unknown or not (datasets or args.beir):
         raise InvalidInputError(f"unknown datasets {unknown}; choose from {DATASET_NAMES} or give --beir DIR")
-    if not 1 <= args.k <= 1000:
-        raise InvalidInputError(f"--k must be in [1, 1000], got {args.k}")
+    if not 100 <= args.k <= 1000:
+        raise InvalidInputError(f"--k must be in [100, 1000] (recall@100 is reported), got {args.k}")
     beir = [load_beir(d, args.split) for d in args.beir or []]  # read and checked before any system runs
     systems = [SystemSpec.parse(s) for s in (args.systems or DEFAULT_SYSTEMS)]
     try:

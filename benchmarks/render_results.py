@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from evaluation.report import render
+from evaluation.report import SYNTHETIC, render
 from evaluation.runner import SystemResult
 
 
@@ -18,6 +18,7 @@ def load(path: Path) -> tuple[dict, list[SystemResult]]:
     results = []
     for r in data["results"]:
         r.pop("tokens_per_second", None)
+        r.setdefault("synthetic", r["dataset"].split("-")[0] in SYNTHETIC)  # files written before the field
         results.append(SystemResult(**r))
     return data["meta"], results
 

@@ -1,9 +1,13 @@
 """Test sets in BEIR's format: a directory with ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``.
 
-- ``corpus.jsonl``: ``{"_id", "title"?, "text", "metadata"?}``; a document's text is its title and text
-  joined by one space, as sentence-transformers' BEIR evaluation embeds them (:func:`beir_text`).
+- ``corpus.jsonl``: ``{"_id", "title"?, "text", "metadata"?, ...}``, read exactly as ``longvec index --input``
+  reads it (``index.sources.parse_record``): the title and text joined by one space, as sentence-transformers'
+  BEIR evaluation embeds them; a ``language`` field picks the code chunker.
 - ``queries.jsonl``: ``{"_id", "text", ...}``; only queries judged in the split are evaluated.
-- ``qrels/<split>.tsv``: ``query-id  corpus-id  score`` with a header line; graded, 0 = judged not relevant.
+- ``qrels/<split>.tsv``: ``query-id  corpus-id  score``, graded (0 = judged not relevant), with or without a
+  header line.
+
+Everything is read and checked before any system runs: a bad line is an error naming its file and line.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 from evaluation.types import Dataset, EvalDoc, EvalQuery
 from index import InvalidInputError
-from index.sources import beir_text
+from index.sources import parse_record
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -40,13 +44,15 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     if not path.is_file():
         raise InvalidInputError(f"no qrels file {path} (choose the split with --split)")
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:
         for lineno, row in enumerate(csv.reader(f, delimiter="\t"), 1):
-            if not row or (lineno == 1 and row[0] == "query-id"):
+            if not row:
                 continue
             try:
                 qid, doc_id, grade = row[0], row[1], int(row[2])
             except (IndexError, ValueError):
+                if lineno == 1 and len(row) >= 3:
+                    continue  # a header line ("query-id  corpus-id  score" or another naming)
                 raise InvalidInputError(f"{path}:{lineno}: expected query-id<TAB>corpus-id<TAB>integer score") from None
             qrels.setdefault(qid, {})[doc_id] = grade
     return qrels
@@ -58,22 +64,27 @@ def load_beir(directory: str | Path, split: str = "test") -> Dataset:
     if not root.is_dir():
         raise InvalidInputError(f"no BEIR directory at {root}")
     qrels = read_qrels(root / "qrels" / f"{split}.tsv")
-    docs = []
+    docs, known = [], set()
     for lineno, record in _jsonl(root / "corpus.jsonl"):
-        if not isinstance(record.get("text", ""), str) or not isinstance(record.get("title", ""), str):
-            raise InvalidInputError(f"{root / 'corpus.jsonl'}:{lineno}: title and text must be strings")
-        text, _ = beir_text(record.get("title") or "", record.get("text") or "")
-        docs.append(EvalDoc(str(record["_id"]), text, None))
-    known = {d.doc_id for d in docs}
+        try:
+            doc = parse_record(record)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{root / 'corpus.jsonl'}:{lineno}: {exc}") from None
+        if doc.doc_id in known:  # longvec would keep the last copy, the baselines both: refuse instead
+            raise InvalidInputError(f"{root / 'corpus.jsonl'}:{lineno}: duplicate _id {doc.doc_id!r}")
+        known.add(doc.doc_id)
+        docs.append(EvalDoc(doc.doc_id, doc.text, doc.effective_language))
     unknown = sorted({d for judged in qrels.values() for d in judged} - known)
     if unknown:
         raise InvalidInputError(f"qrels name {len(unknown)} documents not in the corpus, e.g. {unknown[0]!r}")
-    queries = [
-        EvalQuery(str(r["_id"]), str(r.get("text", "")), "all")
-        for _, r in _jsonl(root / "queries.jsonl")
-        if str(r["_id"]) in qrels
-    ]
+    queries = []
+    for lineno, r in _jsonl(root / "queries.jsonl"):
+        if str(r["_id"]) not in qrels:
+            continue
+        if not isinstance(r.get("text"), str) or not r["text"].strip():
+            raise InvalidInputError(f"{root / 'queries.jsonl'}:{lineno}: query text must be a non-empty string")
+        queries.append(EvalQuery(str(r["_id"]), r["text"], "all"))
     missing = sorted(set(qrels) - {q.qid for q in queries})
     if missing:
         raise InvalidInputError(f"qrels judge {len(missing)} queries not in queries.jsonl, e.g. {missing[0]!r}")
-    return Dataset(root.name, docs, queries, qrels)
+    return Dataset(root.resolve().name, docs, queries, qrels)

@@ -8,15 +8,17 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from embedder import check_dim
 from evaluation.datasets import load_dataset
 from evaluation.metrics import format_table, paired_test
 from evaluation.runner import Runner, SystemResult
 from evaluation.systems import SystemSpec
 from evaluation.types import Dataset
+from index import InvalidInputError
 
 SYNTHETIC = ("passkey", "needle")
 _WHITESPACE = re.compile(r"\s")
@@ -26,7 +28,17 @@ def select_pools(pools: list[Dataset], lengths: set[int] | None) -> list[Dataset
     """Synthetic pools are named ``task-<length>``; keep those whose length is in ``lengths``."""
     if not lengths:
         return pools
-    return [p for p in pools if "-" not in p.name or int(p.name.rsplit("-", 1)[1]) in lengths]
+    return [p for p in pools if int(p.name.rsplit("-", 1)[1]) in lengths]
+
+
+def _unique(pool: Dataset, taken: set[str]) -> Dataset:
+    """``pool``, renamed ``name-2``, ``name-3``, ... if another pool of the run has its name."""
+    name, i = pool.name or "beir", 1
+    while name in taken:
+        i += 1
+        name = f"{pool.name or 'beir'}-{i}"
+    taken.add(name)
+    return pool if name == pool.name else replace(pool, name=name)
 
 
 def run_eval(
@@ -41,19 +53,28 @@ def run_eval(
     k: int = 100,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
 ) -> list[SystemResult]:
-    """Every system on every pool of ``datasets`` (built-in names) and of ``extra_pools`` (e.g. BEIR sets)."""
+    """Every system on every pool of ``datasets`` (built-in names) and of ``extra_pools`` (e.g. BEIR sets).
+
+    ``lengths`` selects the synthetic pools' lengths; pools are renamed where two would share a name.
+    """
     runner = Runner(model=model, k=k)
     counter = runner.encoder(256).counter
+    for spec in systems:  # a bad dim fails now, not after a corpus has been indexed
+        if spec.dense:
+            check_dim(spec.dim, runner.encoder(spec.max_tokens).dim)
     results = []
+    taken: set[str] = set()
     groups = [(name, lambda name=name: load_dataset(name, cache_dir, counter, small=small)) for name in datasets]
     groups += [(pool.name, lambda pool=pool: [pool]) for pool in extra_pools or []]
-    for name, load in groups:
+    for i, (name, load) in enumerate(groups):
         start = time.perf_counter()
-        pools = select_pools(load(), lengths)
+        synthetic = i < len(datasets) and name in SYNTHETIC
+        pools = [_unique(p, taken) for p in (select_pools(load(), lengths) if synthetic else load())]
         log(f"[eval] {name}: {len(pools)} pool(s) ready in {time.perf_counter() - start:.0f}s")
         for pool in pools:
             for spec in systems:
                 result = runner.run(spec, pool)
+                result.synthetic = synthetic
                 results.append(result)
                 log(
                     f"[eval] {pool.name:14s} {spec.name:28s} ndcg@10={result.metrics['all']['ndcg@10']:.3f} "
@@ -66,7 +87,7 @@ def quality_rows(results: list[SystemResult]) -> list[dict[str, object]]:
     """One row per (non-synthetic pool, bucket, system)."""
     rows = []
     for r in results:
-        if r.dataset.split("-")[0] in SYNTHETIC:
+        if r.synthetic:
             continue
         for bucket, m in r.metrics.items():
             rows.append(
@@ -78,7 +99,7 @@ def quality_rows(results: list[SystemResult]) -> list[dict[str, object]]:
                     "MRR@10": m["mrr@10"],
                     "R@1": m["recall@1"],
                     "R@10": m["recall@10"],
-                    "R@100": m["recall@100"],
+                    "R@100": m.get("recall@100", ""),  # blank in results written before it was measured
                     "n": int(m["n"]),
                 }
             )
@@ -90,9 +111,9 @@ def synthetic_rows(results: list[SystemResult]) -> list[dict[str, object]]:
     """acc@1 per (task, system) across lengths, with the average over lengths."""
     table: dict[tuple[str, str], dict[str, object]] = {}
     for r in results:
-        task, _, length = r.dataset.partition("-")
-        if task not in SYNTHETIC:
+        if not r.synthetic:
             continue
+        task, _, length = r.dataset.rpartition("-")
         row = table.setdefault((task, r.system), {"task": task, "system": r.system})
         row[length] = r.metrics["all"]["recall@1"]
     for row in table.values():
@@ -123,7 +144,7 @@ def significance_rows(results: list[SystemResult], metric: str = "ndcg@10") -> l
     rows = []
     first: dict[str, SystemResult] = {}
     for r in results:
-        if r.dataset.split("-")[0] in SYNTHETIC:
+        if r.synthetic:
             continue
         ref = first.setdefault(r.dataset, r)
         if ref is r:
@@ -170,8 +191,15 @@ def write_runs(directory: Path, results: list[SystemResult]) -> list[Path]:
     """Each result's ranking as ``<pool>__<system>.trec`` (``qid Q0 doc_id rank score tag``, for trec_eval,
     ir-measures, ranx) and ``.jsonl`` (``{"qid", "hits": [{"doc_id", "score"}]}``, as ``longvec search``).
 
-    Whitespace inside a doc_id is written as ``%20`` in the TREC file (its columns are space-separated).
+    The TREC score column is rank-derived (n, n-1, ..., 1): those tools re-sort by score and break ties by
+    doc_id, so the systems' own scores, which can tie, would not reproduce the reported metrics; the JSONL
+    keeps them. Ids holding whitespace cannot be written in the TREC format: an error, before any file.
     """
+    for r in results:
+        for qid, ranking in r.run.items():
+            for text in (qid, *(d for d, _ in ranking)):
+                if _WHITESPACE.search(text):
+                    raise InvalidInputError(f"cannot write a TREC run: id {text!r} in {r.dataset} holds whitespace")
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for r in results:
@@ -179,8 +207,8 @@ def write_runs(directory: Path, results: list[SystemResult]) -> list[Path]:
         tag = _slug(r.system)
         with open(stem.with_suffix(".trec"), "w", encoding="utf-8") as trec:
             for qid, ranking in r.run.items():
-                for rank, (doc_id, score) in enumerate(ranking, 1):
-                    trec.write(f"{qid} Q0 {_WHITESPACE.sub('%20', doc_id)} {rank} {score:.6f} {tag}\n")
+                for rank, (doc_id, _score) in enumerate(ranking, 1):
+                    trec.write(f"{qid} Q0 {doc_id} {rank} {len(ranking) - rank + 1} {tag}\n")
         with open(stem.with_suffix(".jsonl"), "w", encoding="utf-8") as jsonl:
             for qid, ranking in r.run.items():
                 hits = [{"doc_id": d, "score": s} for d, s in ranking]

@@ -65,6 +65,7 @@ class SystemResult:
     index_bytes: int = 0
     seconds: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
+    synthetic: bool = False  # a passkey/needle pool: reported as acc@1 by length
 
     @property
     def tokens_per_second(self) -> float:
@@ -121,7 +122,7 @@ class Runner:
         else:
             run, index_bytes = self._run_bm25(ds)
         means, per_query = evaluate_run(run, ds.qrels, ds.queries)
-        result = SystemResult(spec.name, ds.name, means, per_query, run)
+        result = SystemResult(spec.name, ds.name, means, per_query=per_query, run=run)
         if enc is not None:
             result.encode_tokens, result.encode_seconds = enc.tokens - tokens0, enc.seconds - seconds0
         result.index_bytes, result.seconds = index_bytes, time.perf_counter() - start

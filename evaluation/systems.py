@@ -6,7 +6,7 @@ A system is named by a spec string ``KIND[:key=value,...]``:
   Keys: ``max_tokens`` (chunk budget), ``overlap`` (text overlap tokens), ``dim`` (Matryoshka prefix),
   ``agg`` (``maxsim``: a document scores as its best chunk, the default; or ``mean``/``max``/``weighted``:
   one aggregated vector per document).
-- ``st``: plain sentence-transformers + FAISS flat over whole documents, truncated by the model at
+- ``st``: plain sentence-transformers + exact (brute-force) search over whole documents, truncated by the model at
   ``max_tokens`` (256 is the model's own limit) — what most stacks do.
 - ``windows``: fixed ``max_tokens``-token windows cut on token ids with no regard for structure, document
   score = the best window's score — what a user would hand-write.
@@ -15,7 +15,7 @@ A system is named by a spec string ``KIND[:key=value,...]``:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Literal
 
 from index import AGG_MODES, AggMode, InvalidInputError
@@ -24,6 +24,14 @@ Kind = Literal["chunk", "truncate", "st", "windows", "bm25"]
 KINDS: tuple[Kind, ...] = ("chunk", "truncate", "st", "windows", "bm25")
 
 DEFAULT_SYSTEMS = ("chunk", "truncate", "st:max_tokens=256", "st:max_tokens=512", "windows", "bm25")
+# The options each kind honours; any other key in a spec is an error, never silently ignored.
+KEYS: dict[str, tuple[str, ...]] = {
+    "chunk": ("max_tokens", "overlap", "dim", "agg"),
+    "truncate": ("max_tokens", "dim"),
+    "st": ("max_tokens",),
+    "windows": ("max_tokens",),
+    "bm25": (),
+}
 
 
 @dataclass(frozen=True)
@@ -39,12 +47,12 @@ class SystemSpec:
         kind, _, rest = spec.partition(":")
         if kind not in KINDS:
             raise InvalidInputError(f"system {spec!r}: kind {kind!r} not in {KINDS}")
-        known = {f.name: f for f in fields(cls) if f.name != "kind"}
+        known = KEYS[kind]
         values: dict[str, object] = {}
         for item in filter(None, rest.split(",")):
             key, sep, value = item.partition("=")
             if not sep or key not in known:
-                raise InvalidInputError(f"system {spec!r}: expected key=value with key in {sorted(known)}")
+                raise InvalidInputError(f"system {spec!r}: expected key=value with key in {list(known)}")
             if key != "agg" and not value.isdigit():
                 raise InvalidInputError(f"system {spec!r}: {key} must be a non-negative integer, got {value!r}")
             values[key] = value if key == "agg" else int(value)
@@ -63,7 +71,7 @@ class SystemSpec:
             parts.append(f"overlap {self.overlap}")
         if self.agg != "maxsim":
             parts.append(f"agg {self.agg}")
-        if self.dim:
+        if self.dim is not None:
             parts.append(f"dim {self.dim}")
         return " ".join(parts)
 

@@ -43,22 +43,24 @@ def beir_text(title: str, text: str) -> tuple[str, int]:
 
 
 def _parse_beir(record: dict) -> Document:
-    unknown = set(record) - {"_id", "title", "text", "metadata"}
-    if unknown:
-        raise InvalidInputError(f"unknown fields {sorted(unknown)} in a BEIR corpus line")
-    for name in ("title", "text"):
-        if not isinstance(record.get(name, ""), str):
+    """A BEIR corpus line. A string ``language`` field (BEIR-format code sets carry one) picks the chunker;
+    other extra fields go into the metadata beside BEIR's own ``metadata`` object."""
+    for name in ("title", "text", "language"):
+        if record.get(name) is not None and not isinstance(record[name], str):
             raise InvalidInputError(f"field {name!r} must be a string")
-    if "text" not in record:
+    if record.get("text") is None:
         raise InvalidInputError("missing field 'text'")
     doc_id = record["_id"]
     if isinstance(doc_id, int) and not isinstance(doc_id, bool):
         doc_id = str(doc_id)
     metadata = {} if record.get("metadata") is None else record["metadata"]
+    if not isinstance(metadata, dict):
+        raise InvalidInputError("field 'metadata' must be an object")
+    extra = {k: v for k, v in record.items() if k not in ("_id", "title", "text", "metadata", "language")}
     text, start = beir_text(record.get("title") or "", record["text"])
-    if start and isinstance(metadata, dict):
-        metadata = {**metadata, "text_start": start}  # the title is text[: text_start - 1]
-    return Document(doc_id=doc_id, text=text, metadata=metadata)
+    if start:
+        extra["beir_text_start"] = start  # the title is text[: beir_text_start - 1]
+    return Document(doc_id=doc_id, text=text, language=record.get("language"), metadata={**metadata, **extra})
 
 
 def parse_record(record: object) -> Document:

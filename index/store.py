@@ -275,9 +275,10 @@ class Store:
             out += [(int(a), int(b)) for a, b in self._db.execute(sql, part)]
         return out
 
-    def _batches(self, columns: str, after: int, batch: int) -> Iterator[list[tuple[Any, ...]]]:
+    def _batches(self, columns: str, after: int, batch: int | None) -> Iterator[list[tuple[Any, ...]]]:
         """Rows ``(id, *columns)`` of the chunks with id > ``after`` in id order, ``batch`` at a time (keyset
         pagination on the primary key: memory stays at one batch whatever the store's size)."""
+        batch = batch or _BATCH_ROWS
         while rows := self._db.execute(
             f"SELECT id, {columns} FROM chunks WHERE id > ? ORDER BY id LIMIT ?", (after, batch)
         ).fetchall():
@@ -290,14 +291,14 @@ class Store:
         return np.frombuffer(b"".join(r[-1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
 
     def iter_vectors(
-        self, dim: int, *, after: int = 0, batch: int = _BATCH_ROWS
+        self, dim: int, *, after: int = 0, batch: int | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(ids, vectors)`` of the chunks with id > ``after``, in id order, ``batch`` rows at a time."""
         for rows in self._batches("vector", after, batch):
             yield np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), self._vectors(rows, dim)
 
     def iter_chunks(
-        self, dim: int, *, after: int = 0, batch: int = _BATCH_ROWS
+        self, dim: int, *, after: int = 0, batch: int | None = None
     ) -> Iterator[tuple[np.ndarray, list[str], np.ndarray, np.ndarray]]:
         """``(ids, doc_ids, n_tokens, vectors)`` of the chunks with id > ``after``, like :meth:`iter_vectors`."""
         for rows in self._batches("doc_id, n_tokens, vector", after, batch):

@@ -128,9 +128,11 @@ class VectorCache:
         assert self.index is not None and self.generation is not None
         since, index = self.generation, self.index
         self.generation = None  # if this is interrupted, the next call starts over
+        # Removals first: FAISS shrinks its storage in place, so additions up to that size need no new buffer
+        # (growing it reallocates: a transient copy of every vector).
+        index.remove(store.removed_since(since))
         for ids, vectors in _rows(store, self.full_dim, self.view, self.seq):
             index.add(ids, vectors)
-        index.remove(store.removed_since(since))
         self.generation, self.seq = state.generation, state.seq
 
     def save(self, store: Store) -> None:

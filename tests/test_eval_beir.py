@@ -91,16 +91,25 @@ def test_bad_beir_input_is_a_clear_error(tmp_path, qrels, message):
         load_beir(root, "train")
 
 
-def test_harness_row_is_longvec_search(tmp_path, capsys):
+LONG = " ".join(f"Sentence {i} talks about topic {i % 7} in some detail." for i in range(60))
+
+
+@pytest.mark.parametrize(
+    ("spec", "flags"), [("chunk", []), ("chunk:dim=64,agg=mean", ["--dim", "64", "--agg", "mean"])]
+)
+def test_harness_row_is_longvec_search(tmp_path, capsys, spec, flags):
     """The harness's longvec row and `longvec index` + `longvec search` on the same data rank identically."""
     root = write_beir(tmp_path / "tiny")
+    with open(root / "corpus.jsonl", "a") as f:  # multi-chunk documents, where maxsim and aggregation differ
+        for i in range(3):
+            f.write(json.dumps({"_id": f"long{i}", "title": f"Part {i}", "text": LONG[i * 50 :] + LONG}) + "\n")
     ds = load_beir(root)
-    result = Runner(k=4, work_dir=tmp_path / "work").run(SystemSpec.parse("chunk"), ds)
+    result = Runner(k=6, work_dir=tmp_path / "work").run(SystemSpec.parse(spec), ds)
     coll = tmp_path / "coll"
     assert main(["index", "--collection", str(coll), "--input", str(root / "corpus.jsonl")]) == 0
     capsys.readouterr()
     runs = tmp_path / "cli.jsonl"
-    args = ["search", "--collection", str(coll), "--queries", str(root / "queries.jsonl"), "--k", "4"]
+    args = ["search", "--collection", str(coll), "--queries", str(root / "queries.jsonl"), "--k", "6", *flags]
     assert main([*args, "--output", str(runs)]) == 0
     cli = {line["qid"]: line["hits"] for line in map(json.loads, runs.read_text().splitlines())}
     for qid, ranking in result.run.items():
@@ -108,7 +117,7 @@ def test_harness_row_is_longvec_search(tmp_path, capsys):
         assert [s for _, s in ranking] == pytest.approx([h["score"] for h in cli[qid]], abs=1e-5)
     assert main(["info", "--collection", str(coll)]) == 0
     stored = json.loads(capsys.readouterr().out)
-    assert stored["documents"] == 4
+    assert stored["documents"] == 7 and stored["chunks"] > 7
 
 
 def test_beir_corpus_lines_index_with_offsets_into_the_joined_text(tmp_path, capsys):
@@ -120,8 +129,8 @@ def test_beir_corpus_lines_index_with_offsets_into_the_joined_text(tmp_path, cap
     with Collection.open(coll, readonly=True) as c:
         d1 = c.get("d1")
         assert d1.text == "Binary search Halve a sorted array until the key is found."
-        assert d1.metadata == {"text_start": len("Binary search ")}
-        assert d1.text[d1.metadata["text_start"] :] == CORPUS[0]["text"]
+        assert d1.metadata == {"beir_text_start": len("Binary search ")}
+        assert d1.text[d1.metadata["beir_text_start"] :] == CORPUS[0]["text"]
         hit = c.search("sorted array key", k=1)[0]
         assert hit.doc_id == "d1" and d1.text[hit.chunks[0].start : hit.chunks[0].end].startswith("Binary")
 
@@ -143,3 +152,65 @@ def test_eval_beir_cli_writes_results_and_runs(tmp_path, capsys):
     assert (runs / "tiny__bm25.jsonl").read_text().count("\n") == 3
     assert main(["eval", "--beir", str(tmp_path / "missing")]) == 2
     assert "no BEIR directory" in capsys.readouterr().err
+
+
+def test_trec_runs_reproduce_the_metrics_when_scores_tie(tmp_path):
+    from evaluation.report import write_runs
+    from evaluation.runner import SystemResult
+
+    ds = load_beir(write_beir(tmp_path / "tiny"))
+    run = {"q1": [("d2", 0.5), ("d1", 0.5), ("d3", 0.5)], "q2": [("d3", 0.1)], "q3": [("d4", 0.2), ("d1", 0.2)]}
+    means, per_query = evaluate_run(run, ds.qrels, ds.queries)
+    result = SystemResult("tied", "tiny", means, per_query=per_query, run=run)
+    (trec, _) = write_runs(tmp_path / "runs", [result])
+    qrels = [ir_measures.Qrel(q, d, g) for q, docs in ds.qrels.items() for d, g in docs.items()]
+    measures = [ir_measures.nDCG @ 10, ir_measures.RR @ 10]
+    got = ir_measures.calc_aggregate(measures, qrels, ir_measures.read_trec_run(str(trec)))
+    assert got[ir_measures.nDCG @ 10] == pytest.approx(means["all"]["ndcg@10"], abs=1e-9)
+    assert got[ir_measures.RR @ 10] == pytest.approx(means["all"]["mrr@10"], abs=1e-9)
+    spaced = SystemResult("x", "tiny", means, per_query=per_query, run={"q1": [("a doc", 1.0)]})
+    with pytest.raises(InvalidInputError, match="holds whitespace"):
+        write_runs(tmp_path / "more", [spaced])
+
+
+def test_beir_variants_int_ids_no_header_extra_fields(tmp_path):
+    root = tmp_path / "variant"
+    (root / "qrels").mkdir(parents=True)
+    corpus = [
+        {"_id": 1, "title": None, "text": "def add(a, b):\n    return a + b\n", "language": "python", "partition": "x"},
+        {"_id": 2, "text": "Notes about subtraction."},
+    ]
+    (root / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus))
+    (root / "queries.jsonl").write_text(json.dumps({"_id": 7, "text": "add two numbers"}) + "\n")
+    (root / "qrels" / "test.tsv").write_text("\ufeff7\t1\t1\n")  # a BOM, no header
+    ds = load_beir(root)
+    assert [(d.doc_id, d.language) for d in ds.docs] == [("1", "python"), ("2", None)]
+    assert ds.qrels == {"7": {"1": 1}} and [q.qid for q in ds.queries] == ["7"]
+    coll = tmp_path / "coll"
+    assert main(["index", "--collection", str(coll), "--input", str(root / "corpus.jsonl")]) == 0
+    from index import Collection
+
+    with Collection.open(coll, readonly=True) as c:
+        stored = c.get("1")
+        assert stored.language == "python" and stored.metadata == {"partition": "x"}
+        assert c.search("add two numbers", k=1)[0].chunks[0].symbol == "add"
+    (root / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*corpus, corpus[1]]))
+    with pytest.raises(InvalidInputError, match="corpus.jsonl:3: duplicate _id '2'"):
+        load_beir(root)
+
+
+def test_cli_agg_choices_are_the_products():
+    from api.cli import build_parser
+    from index import AGG_MODES
+
+    search = build_parser()._subparsers._group_actions[0].choices["search"]
+    (agg,) = [a for a in search._actions if a.dest == "agg"]
+    assert tuple(agg.choices) == AGG_MODES
+
+
+def test_bad_system_options_fail_before_any_indexing(tmp_path, capsys):
+    root = write_beir(tmp_path / "tiny")
+    assert main(["eval", "--beir", str(root), "--systems", "st:dim=128"]) == 2
+    assert "expected key=value with key in ['max_tokens']" in capsys.readouterr().err
+    assert main(["eval", "--beir", str(root), "--systems", "chunk:dim=100"]) == 2
+    assert "dim 100 not in" in capsys.readouterr().err

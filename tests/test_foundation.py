@@ -526,6 +526,17 @@ def test_dim_and_agg_search_the_stored_vectors_exactly(tmp_path, tokenizer):
                     assert [h.doc_id for h in hits] == [doc_ids[j] for j in order], (dim, agg)
                     np.testing.assert_allclose([h.score for h in hits], best[r][order], rtol=1e-5)
                     assert all(bool(h.chunks) == (agg == "maxsim") for h in hits)
+        # a store read in batches of 3 rows splits documents across batches: same rankings
+        import index.store
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(index.store, "_BATCH_ROWS", 3)
+            for agg in ("mean", "weighted"):
+                fresh = c.search_many(queries, k=5, dim=32, agg=agg)
+                cache = c._views.pop(next(v for v in c._views if v.agg == agg and v.dim == 32))
+                rebuilt = c.search_many(queries, k=5, dim=32, agg=agg)
+                assert [[h.doc_id for h in r] for r in rebuilt] == [[h.doc_id for h in r] for r in fresh]
+                assert cache is not c._views[cache.view]
         # views follow later writes like the main index
         c.add([Document("new", "kilo lima kilo lima")])
         assert c.search("kilo lima", k=1, dim=32, agg="mean")[0].doc_id == "new"
