@@ -34,9 +34,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, help="chunk budget in model tokens (default: the model's limit)")
     p.add_argument("--overlap-tokens", type=int, help="text chunk overlap in tokens (default 0)")
     p.add_argument("--batch-docs", type=int, default=32, help="documents per transaction")
+    p.add_argument(
+        "--prune", action="store_true", help="delete walked files of these directories that are gone from disk"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print what would change; write nothing")
     p.add_argument("--query-prefix", default="", help='text put before every query (e.g. "query: ")')
     p.add_argument("--document-prefix", default="", help='text put before every document (e.g. "passage: ")')
     p.add_argument("--allow-download", action="store_true", help="let a hub model be downloaded")
+
+    p = sub.add_parser("delete", help="delete documents by id or id prefix")
+    _add_collection(p)
+    p.add_argument("ids", nargs="*", metavar="ID", help="doc_ids to delete")
+    p.add_argument("--prefix", help="delete every document whose doc_id starts with this (e.g. projA/old/)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be deleted; delete nothing")
 
     p = sub.add_parser("search", help="search a collection")
     _add_collection(p)
@@ -110,13 +120,16 @@ def _quiet_model_loading() -> None:
 
 def cmd_index(args: argparse.Namespace) -> int:
     from index import Collection, InvalidInputError
-    from index.sources import WalkStats, read_jsonl, walk_paths
+    from index.sources import WalkStats, read_jsonl, vanished, walk_paths, walk_roots
 
     if args.input is None and not args.paths:
         raise InvalidInputError("nothing to index: give --input FILE and/or PATHs")
+    if args.prune and not any(Path(p).is_dir() for p in args.paths):
+        raise InvalidInputError("--prune needs at least one directory to walk")
     # Every source is checked before the first write: bad input changes nothing stored.
     stats = WalkStats()
     files = walk_paths(args.paths, stats, include=args.include, exclude=args.exclude) if args.paths else iter(())
+    prune_roots = walk_roots([p for p in args.paths if Path(p).is_dir()]) if args.prune else []
     if args.input is not None:
         for _ in read_jsonl(args.input):
             pass
@@ -131,6 +144,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     config = EmbedderConfig(
         allow_download=args.allow_download, query_prefix=args.query_prefix, document_prefix=args.document_prefix
     )
+    if args.dry_run:
+        return _index_dry_run(args, documents(), prune_roots, stats.skipped)
     start = time.perf_counter()
     with Collection.open_or_create(
         args.collection,
@@ -143,13 +158,57 @@ def cmd_index(args: argparse.Namespace) -> int:
         bar = _progress()
         result = collection.add(documents(), batch_docs=args.batch_docs, on_batch=bar)
         bar.close()
+        pruned = 0
+        for root in prune_roots:
+            pruned += collection.delete_many(vanished([root], collection.doc_ids(root.prefix, walked=True)))
     seconds = time.perf_counter() - start
     skipped = stats.skipped
     print(
         f"indexed docs={result.added + result.updated} (added {result.added}, updated {result.updated}, "
-        f"unchanged {result.unchanged}, skipped files {skipped}) chunks={result.chunks} "
-        f"tokens={result.tokens} seconds={seconds:.1f}"
+        f"unchanged {result.unchanged}, skipped files {skipped}"
+        + (f", pruned {pruned}" if args.prune else "")
+        + f") chunks={result.chunks} tokens={result.tokens} seconds={seconds:.1f}"
     )
+    return 0
+
+
+def _index_dry_run(args: argparse.Namespace, docs: Iterator[Any], prune_roots: list[Any], skipped: int) -> int:
+    """``index --dry-run``: compare the inputs with what is stored; print the counts and the ids to prune."""
+    from index import Collection
+    from index.sources import vanished
+
+    if not (args.collection / "manifest.json").exists():
+        n = sum(1 for _ in docs)
+        print(f"dry run: no collection at {args.collection} yet; would create it and add {n} documents")
+        return 0
+    with Collection.open(args.collection, model=args.model, readonly=True) as collection:
+        plan = collection.plan(docs)
+        gone = [d for root in prune_roots for d in vanished([root], collection.doc_ids(root.prefix, walked=True))]
+    for doc_id in gone:
+        print(f"would prune {doc_id}")
+    print(
+        f"dry run: would add {plan.added}, update {plan.updated}, leave {plan.unchanged} unchanged"
+        + (f", prune {len(gone)}" if args.prune else "")
+        + f" (skipped files {skipped}); nothing was written"
+    )
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from index import Collection, InvalidInputError
+
+    if not args.ids and not args.prefix:
+        raise InvalidInputError("nothing to delete: give doc_ids and/or --prefix")
+    with Collection.open(args.collection, readonly=args.dry_run) as collection:
+        targets = list(dict.fromkeys([*args.ids, *(collection.doc_ids(args.prefix) if args.prefix else [])]))
+        present = set(collection.doc_ids()) if args.dry_run else set()
+        if args.dry_run:
+            for doc_id in targets:
+                print(f"would delete {doc_id}" if doc_id in present else f"not stored: {doc_id}")
+            print(f"dry run: would delete {sum(d in present for d in targets)}; nothing was written")
+            return 0
+        deleted = collection.delete_many(targets)
+    print(f"deleted {deleted} of {len(targets)} (the others were not stored)")
     return 0
 
 
@@ -285,6 +344,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "index": cmd_index,
+    "delete": cmd_delete,
     "search": cmd_search,
     "serve": cmd_serve,
     "info": cmd_info,

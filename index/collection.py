@@ -270,6 +270,35 @@ class Collection:
                 raise DocumentNotFoundError(f"no document {doc_id!r}")
             self._store.delete(db, doc_id)
 
+    def delete_many(self, doc_ids: Iterable[str]) -> int:
+        """Remove every stored document among ``doc_ids`` in one transaction; returns how many were stored."""
+        self._check_writable()
+        wanted = list(dict.fromkeys(doc_ids))
+        with self._lock, self._store.transaction() as db:
+            present = self._store.hashes(wanted)
+            stored = [d for d in wanted if d in present]
+            for doc_id in stored:
+                self._store.delete(db, doc_id)
+        return len(stored)
+
+    def plan(self, docs: Iterable[Document]) -> AddResult:
+        """What :meth:`add` would do with ``docs`` (added, updated, unchanged), without chunking or writing."""
+        self._check_open()
+        result = AddResult()
+        for batch in _batched(docs, 500):
+            latest = {d.doc_id: d for d in batch}
+            with self._lock:
+                stored = self._store.hashes(list(latest))
+            for doc in latest.values():
+                old = stored.get(doc.doc_id)
+                if old is None:
+                    result.added += 1
+                elif old[0] == doc.content_hash(CHUNKER_VERSION):
+                    result.unchanged += 1
+                else:
+                    result.updated += 1
+        return result
+
     def flush(self) -> None:
         """Save the FAISS index at the store's generation, unless the saved one is already that.
 
@@ -281,6 +310,13 @@ class Collection:
             self._vectors.save(self._store)
 
     # -- reading ---------------------------------------------------------------------------------------
+
+    def doc_ids(self, prefix: str = "", *, walked: bool = False) -> list[str]:
+        """Stored doc_ids that start with ``prefix`` (all with ``""``), sorted; with ``walked``, only the
+        documents a directory walk stored (not those given as JSONL or through the API)."""
+        self._check_open()
+        with self._lock:
+            return self._store.doc_ids(prefix, walked=walked)
 
     def get(self, doc_id: str) -> StoredDocument:
         self._check_open()

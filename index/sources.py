@@ -101,6 +101,41 @@ class WalkStats:
         return self.skipped_binary + self.skipped_large + self.skipped_vanished
 
 
+@dataclass(frozen=True)
+class Root:
+    """A directory given to a walk: its documents' ids are ``f"{name}/{path relative to it}"``."""
+
+    path: Path
+    name: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.name}/"
+
+    def file_of(self, doc_id: str) -> Path | None:
+        """The file a document under this root came from (``None`` if ``doc_id`` is not under it)."""
+        return self.path / doc_id[len(self.prefix) :] if doc_id.startswith(self.prefix) else None
+
+
+def walk_roots(paths: list[str | Path]) -> list[Root]:
+    """The roots of a walk: each directory with its own name, each file with its directory's name.
+
+    So an id never depends on the other paths of the command line: ``projA/README.md`` whether ``projA`` is
+    walked alone or beside ``projB``, and a file given directly gets the id it has when its directory is
+    walked. Two roots of one walk with the same name but different directories are an error.
+    """
+    roots: dict[str, Root] = {}
+    for p in check_paths(paths):
+        directory = p if p.is_dir() else p.parent
+        root = Root(directory, directory.name or "root")
+        if roots.setdefault(root.name, root).path != directory:
+            raise InvalidInputError(
+                f"two directories named {root.name!r} ({roots[root.name].path} and {directory}) would give the "
+                "same ids: index them into separate collections, or one at a time from their parents"
+            )
+    return list(roots.values())
+
+
 def walk_paths(
     paths: list[str | Path],
     stats: WalkStats | None = None,
@@ -113,35 +148,48 @@ def walk_paths(
 
     The walk happens now, and every listed file must be readable (:class:`InvalidInputError` otherwise), so
     a bad path fails before anything is written; the files are read lazily, as the iterator is consumed.
-    ``doc_id`` is the path relative to the common parent of ``paths`` (a single directory: relative to it).
-    ``include``/``exclude`` are glob patterns matched against that relative path (``*`` crosses ``/``).
-    Skips VCS and dependency directories, binary files (NUL byte or not UTF-8), files over ``max_bytes`` and
-    files that vanish before they are read.
+    ``doc_id`` is ``<directory name>/<path relative to it>`` (see :func:`walk_roots`).
+    ``include``/``exclude`` are glob patterns matched against the path relative to the directory
+    (``*`` crosses ``/``). Skips VCS and dependency directories, binary files (NUL byte or not UTF-8), files
+    over ``max_bytes`` and files that vanish before they are read.
     """
     stats = stats if stats is not None else WalkStats()
-    resolved = check_paths(paths)
-    if len(resolved) == 1 and resolved[0].is_dir():
-        base = resolved[0]
-    else:
-        base = Path(os.path.commonpath([p if p.is_dir() else p.parent for p in resolved]))
-    listed = []
-    for p in resolved:
+    roots = {r.path: r for r in walk_roots(paths)}
+    listed, seen = [], set()
+    for p in check_paths(paths):
+        root = roots[p if p.is_dir() else p.parent]
         for file in _files(p):
-            rel = file.relative_to(base).as_posix()
+            rel = file.relative_to(root.path).as_posix()
             if include and not any(fnmatch.fnmatchcase(rel, g) for g in include):
                 continue
             if exclude and any(fnmatch.fnmatchcase(rel, g) for g in exclude):
                 continue
             if not os.access(file, os.R_OK):
                 raise InvalidInputError(f"cannot read {file}: permission denied")
-            listed.append((file, rel))
+            if (doc_id := root.prefix + rel) not in seen:  # a file given twice (as itself and in its directory)
+                seen.add(doc_id)
+                listed.append((file, doc_id))
     return _read_files(listed, stats, max_bytes)
 
 
+def vanished(roots: list[Root], doc_ids: list[str]) -> list[str]:
+    """The ``doc_ids`` under ``roots`` whose files no longer exist (what ``index --prune`` deletes, given the
+    ids a walk stored)."""
+    gone = []
+    for doc_id in doc_ids:
+        for root in roots:
+            file = root.file_of(doc_id)
+            if file is not None:
+                if not file.is_file():
+                    gone.append(doc_id)
+                break
+    return gone
+
+
 def _read_files(listed: list[tuple[Path, str]], stats: WalkStats, max_bytes: int) -> Iterator[Document]:
-    for file, rel in listed:
+    for file, doc_id in listed:
         try:
-            doc = _read_file(file, rel, stats, max_bytes)
+            doc = _read_file(file, doc_id, stats, max_bytes)
         except FileNotFoundError:
             stats.skipped_vanished += 1
             continue
@@ -171,7 +219,7 @@ def _files(root: Path) -> Iterator[Path]:
                 yield path
 
 
-def _read_file(file: Path, rel: str, stats: WalkStats, max_bytes: int) -> Document | None:
+def _read_file(file: Path, doc_id: str, stats: WalkStats, max_bytes: int) -> Document | None:
     if file.stat().st_size > max_bytes:
         stats.skipped_large += 1
         return None
@@ -184,4 +232,4 @@ def _read_file(file: Path, rel: str, stats: WalkStats, max_bytes: int) -> Docume
     except UnicodeDecodeError:
         stats.skipped_binary += 1
         return None
-    return Document(doc_id=rel, text=text, path=rel)
+    return Document(doc_id=doc_id, text=text, path=doc_id)

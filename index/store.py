@@ -249,6 +249,13 @@ class Store:
                 db.execute("DELETE FROM removed WHERE generation <= ?", (newest,))
                 db.execute("UPDATE meta SET value = ? WHERE key = 'tombstones_from'", (str(newest),))
 
+    def doc_ids(self, prefix: str = "", *, walked: bool = False) -> list[str]:
+        """Stored doc_ids starting with ``prefix``, sorted (a range scan of the primary key); with ``walked``,
+        only those that came from a directory walk (their ``path`` is their id)."""
+        only = " AND path = doc_id" if walked else ""
+        sql = f"SELECT doc_id FROM documents WHERE doc_id >= ? AND doc_id < ?{only} ORDER BY doc_id"
+        return [r[0] for r in self._db.execute(sql, (prefix, prefix + "\U0010ffff"))]
+
     def document(self, doc_id: str) -> StoredDocument | None:
         row = self._db.execute(
             "SELECT doc_id, text, content_hash, path, language, metadata, n_chunks, n_tokens "

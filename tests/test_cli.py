@@ -110,7 +110,7 @@ def test_index_walks_directories(tmp_path, capsys):
     assert "skipped files 1" in capsys.readouterr().out
     assert main(["search", "--collection", str(coll), "--query", "push onto a stack", "--json", "--k", "5"]) == 0
     hits = json.loads(capsys.readouterr().out)["hits"]
-    assert {h["doc_id"] for h in hits} == {"pkg/mod.py", "README.md"}
+    assert {h["doc_id"] for h in hits} == {"repo/pkg/mod.py", "repo/README.md"}
 
 
 @pytest.mark.parametrize(
