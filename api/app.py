@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import HANDLED, error_body, http_status, internal_error_body
 from api.schemas import (
@@ -45,6 +46,13 @@ def create_app(collection: Collection, *, close_on_shutdown: bool = True) -> Fas
 
     app = FastAPI(title="longvec", version=longvec_version(), lifespan=lifespan)
     app.state.collection = collection
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown routes and methods answer in the same error format as everything else.
+        kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+        body = {"error": {"type": kind, "message": str(exc.detail)}}
+        return JSONResponse(status_code=exc.status_code, content=body, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

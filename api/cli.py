@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -130,9 +131,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     stats = WalkStats()
     files = walk_paths(args.paths, stats, include=args.include, exclude=args.exclude) if args.paths else iter(())
     prune_roots = walk_roots([p for p in args.paths if Path(p).is_dir()]) if args.prune else []
+    total = stats.listed
     if args.input is not None:
-        for _ in read_jsonl(args.input):
-            pass
+        total += sum(1 for _ in read_jsonl(args.input))
 
     def documents() -> Iterator[Any]:
         if args.input is not None:
@@ -147,25 +148,30 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _index_dry_run(args, documents(), prune_roots, stats.skipped)
     start = time.perf_counter()
-    with Collection.open_or_create(
-        args.collection,
-        model=args.model,
-        strategy=args.strategy,
-        max_tokens=args.max_tokens,
-        overlap_tokens=args.overlap_tokens,
-        embedder_config=config,
-    ) as collection:
-        bar = _progress()
-        result = collection.add(documents(), batch_docs=args.batch_docs, on_batch=bar)
-        bar.close()
-        pruned = 0
-        for root in prune_roots:
-            pruned += collection.delete_many(vanished([root], collection.doc_ids(root.prefix, walked=True)))
+    first = _first_run(args.collection)
+    try:
+        with Collection.open_or_create(
+            args.collection,
+            model=args.model,
+            strategy=args.strategy,
+            max_tokens=args.max_tokens,
+            overlap_tokens=args.overlap_tokens,
+            embedder_config=config,
+        ) as collection:
+            bar = _progress(total)
+            result = collection.add(documents(), batch_docs=args.batch_docs, on_batch=bar)
+            bar.close()
+            pruned = 0
+            for root in prune_roots:
+                pruned += collection.delete_many(vanished([root], collection.doc_ids(root.prefix, walked=True)))
+    except BaseException:
+        first.undo()  # a failed first run leaves no collection behind, so no settings are fixed by it
+        raise
     seconds = time.perf_counter() - start
     skipped = stats.skipped
     print(
         f"indexed docs={result.added + result.updated} (added {result.added}, updated {result.updated}, "
-        f"unchanged {result.unchanged}, skipped files {skipped}"
+        f"unchanged {result.unchanged}, empty {result.empty}, skipped files {skipped}"
         + (f", pruned {pruned}" if args.prune else "")
         + f") chunks={result.chunks} tokens={result.tokens} seconds={seconds:.1f}"
     )
@@ -212,20 +218,61 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
-class _progress:
-    """A tqdm bar on a TTY, silent otherwise; called with each batch's AddResult."""
+class _first_run:
+    """What a first ``index`` run creates, so that :meth:`undo` can remove exactly that if it fails."""
 
-    def __init__(self) -> None:
+    FILES = ("manifest.json", "store.sqlite", "store.sqlite-wal", "store.sqlite-shm", "writer.lock", "vectors.json")
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.existed = root, root.exists()
+        self.first = not (root / "manifest.json").exists()
+
+    def undo(self) -> None:
+        if not self.first:
+            return
+        for name in self.FILES:
+            (self.root / name).unlink(missing_ok=True)
+        for path in self.root.glob("vectors-*.faiss*"):
+            path.unlink(missing_ok=True)
+        if not self.existed:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+class _progress:
+    """Called with each batch's AddResult: a tqdm bar on a terminal; elsewhere a log line every few seconds
+    (documents done of ``total``, chunks, tokens/s, time left), so long jobs in CI or cron are not silent."""
+
+    EVERY = 5.0
+
+    def __init__(self, total: int | None = None) -> None:
+        self.total, self.docs, self.chunks, self.tokens = total, 0, 0, 0
+        self._start = self._last = time.monotonic()
         self._bar = None
         if sys.stderr.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(unit="doc", desc="indexing", file=sys.stderr)
+            self._bar = tqdm(total=total, unit="doc", desc="indexing", file=sys.stderr)
 
     def __call__(self, result: Any) -> None:
+        done = result.added + result.updated + result.unchanged + result.empty
+        self.docs, self.chunks, self.tokens = self.docs + done, self.chunks + result.chunks, self.tokens + result.tokens
         if self._bar is not None:
-            self._bar.update(result.added + result.updated + result.unchanged)
-            self._bar.set_postfix(chunks=result.chunks)
+            self._bar.update(done)
+            self._bar.set_postfix(chunks=self.chunks)
+        elif time.monotonic() - self._last >= self.EVERY:
+            self._last = time.monotonic()
+            print(self.line(), file=sys.stderr, flush=True)
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self._start, 1e-9)
+        of = f"/{self.total}" if self.total else ""
+        eta = ""
+        if self.total and self.docs:
+            eta = f", ~{(self.total - self.docs) * elapsed / self.docs:.0f}s left"
+        return (
+            f"indexing: {self.docs}{of} docs, {self.chunks} chunks, {self.tokens / elapsed:.0f} tok/s, "
+            f"{elapsed:.0f}s{eta}"
+        )
 
     def close(self) -> None:
         if self._bar is not None:
@@ -254,9 +301,15 @@ def read_queries(path: Path) -> list[tuple[str, str]]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from index import Collection
+    from index import Collection, CollectionNotFoundError, Manifest, check_search
 
     queries = [("q", args.query)] if args.query is not None else read_queries(args.queries)
+    if not (args.collection / "manifest.json").exists():
+        raise CollectionNotFoundError(f"no collection at {args.collection} (create one with `longvec index`)")
+    # Arguments are checked before the model loads: a typo costs no seconds.
+    check_search(
+        Manifest.load(args.collection / "manifest.json"), [t for _, t in queries], args.k, 1, args.dim, args.agg
+    )
     with Collection.open(args.collection, readonly=True) as collection:
         texts = [t for _, t in queries]
         results = collection.search_many(texts, k=args.k, dim=args.dim, agg=args.agg) if queries else []

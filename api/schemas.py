@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from index import AggMode
 
@@ -42,6 +42,13 @@ class SearchResponse(BaseModel):
 class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     doc_id: str = Field(min_length=1, max_length=1024, validation_alias=AliasChoices("doc_id", "id"))
+
+    @field_validator("doc_id", mode="before")
+    @classmethod
+    def _numeric_id(cls, value: Any) -> Any:
+        """Numeric ids are accepted as their decimal string, as in JSONL input."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
     text: str = Field(max_length=MAX_DOC_CHARS)
     path: str | None = None
     language: str | None = None
@@ -57,6 +64,7 @@ class AddResponse(BaseModel):
     added: int
     updated: int
     unchanged: int
+    empty: int
     chunks: int
     tokens: int
 

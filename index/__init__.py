@@ -1,6 +1,6 @@
 """The searchable collection: FAISS vectors, SQLite store, manifest, and the add/delete/search use cases."""
 
-from index.collection import MAX_K, Collection, token_counter
+from index.collection import MAX_K, Collection, check_search, token_counter
 from index.errors import (
     CollectionClosedError,
     CollectionExistsError,
@@ -37,6 +37,7 @@ __all__ = [
     "ModelMismatchError",
     "Strategy",
     "StoredDocument",
+    "check_search",
     "longvec_version",
     "token_counter",
 ]

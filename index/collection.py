@@ -57,6 +57,25 @@ def _chunker(counter: TokenCounter, max_tokens: int, overlap_tokens: int) -> Chu
         raise InvalidInputError(str(exc)) from None
 
 
+def check_search(
+    manifest: Manifest, queries: list[str], k: int, chunks_per_doc: int, dim: int | None, agg: AggMode
+) -> View:
+    """The view a search with these arguments reads; :class:`InvalidInputError` (or ``InvalidSettingError``
+    for ``dim``) for bad ones. Needs only the manifest, so surfaces can check before loading a model."""
+    if not 1 <= k <= MAX_K:
+        raise InvalidInputError(f"k must be in [1, {MAX_K}], got {k}")
+    if chunks_per_doc < 1:
+        raise InvalidInputError(f"chunks_per_doc must be at least 1, got {chunks_per_doc}")
+    if agg not in AGG_MODES:
+        raise InvalidInputError(f"agg {agg!r} not in {AGG_MODES}")
+    view = View(check_dim(dim, manifest.dim), agg)
+    for q in queries:
+        if not isinstance(q, str) or not q.strip():
+            raise InvalidInputError("query must be a non-empty string")
+        check_utf8(q, "query")
+    return view
+
+
 def _batched(items: Iterable[Document], n: int) -> Iterator[list[Document]]:
     it = iter(items)
     while batch := list(islice(it, n)):
@@ -209,7 +228,9 @@ class Collection:
         batch_docs: int = 32,
         on_batch: Callable[[AddResult], None] | None = None,
     ) -> AddResult:
-        """Upsert documents by ``doc_id``; unchanged ones (same content hash) are skipped.
+        """Upsert documents by ``doc_id``; unchanged ones (same content hash) are skipped, and so are empty
+        ones (nothing but whitespace: they could never be found), counted as ``empty`` (a stored document of
+        that id is left as it is; :meth:`delete` removes it).
 
         Each batch is one store transaction: once ``add`` returns (or ``on_batch`` is called) those
         documents are durable, and a crash leaves every document either fully written or untouched.
@@ -224,10 +245,13 @@ class Collection:
         return total
 
     def _add_batch(self, batch: list[Document]) -> AddResult:
+        result, to_embed, field_updates = AddResult(), [], []
         latest = {d.doc_id: d for d in batch}  # last one wins inside a batch
+        for doc_id in [d for d, doc in latest.items() if not doc.text.strip()]:
+            del latest[doc_id]
+            result.empty += 1
         with self._lock:
             stored = self._store.hashes(list(latest))
-        result, to_embed, field_updates = AddResult(), [], []
         for doc in latest.values():
             h = doc.content_hash(CHUNKER_VERSION)
             old = stored.get(doc.doc_id)
@@ -347,17 +371,7 @@ class Collection:
         chunk vectors, with no spans. ``dim`` searches a Matryoshka prefix of the vectors (see ``info()["dims"]``),
         re-normalised. Views other than the full chunk vectors are built in memory on their first search.
         """
-        if not 1 <= k <= MAX_K:
-            raise InvalidInputError(f"k must be in [1, {MAX_K}], got {k}")
-        if chunks_per_doc < 1:
-            raise InvalidInputError(f"chunks_per_doc must be at least 1, got {chunks_per_doc}")
-        if agg not in AGG_MODES:
-            raise InvalidInputError(f"agg {agg!r} not in {AGG_MODES}")
-        view = View(check_dim(dim, self.manifest.dim), agg)
-        for q in queries:
-            if not isinstance(q, str) or not q.strip():
-                raise InvalidInputError("query must be a non-empty string")
-            check_utf8(q, "query")
+        view = check_search(self.manifest, queries, k, chunks_per_doc, dim, agg)
         self._check_open()
         qv = self.embedder.encode_queries(queries, dim=view.dim)
         with self._lock:
@@ -462,7 +476,8 @@ def _take_writer_lock(root: Path) -> Any:
     except BlockingIOError:
         f.close()
         raise CollectionLockedError(
-            f"collection at {root} is open for writing in another process (pid in {root / 'writer.lock'})"
+            f"collection at {root} is open for writing in another process (pid in {root / 'writer.lock'}); "
+            "if that is `longvec serve`, add documents through it (POST /documents) or stop it first"
         ) from None
     f.seek(0)
     f.truncate()

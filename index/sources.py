@@ -95,6 +95,7 @@ class WalkStats:
     skipped_binary: int = 0
     skipped_large: int = 0
     skipped_vanished: int = 0  # listed, then gone before it was read
+    listed: int = 0  # files the walk will read
 
     @property
     def skipped(self) -> int:
@@ -169,6 +170,7 @@ def walk_paths(
             if (doc_id := root.prefix + rel) not in seen:  # a file given twice (as itself and in its directory)
                 seen.add(doc_id)
                 listed.append((file, doc_id))
+    stats.listed = len(listed)
     return _read_files(listed, stats, max_bytes)
 
 

@@ -79,12 +79,15 @@ class Hit:
 
 @dataclass
 class AddResult:
+    """Counts of one ``add``: ``empty`` documents (no text but whitespace) are skipped, not stored."""
+
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    empty: int = 0
     chunks: int = 0
     tokens: int = 0
 
     def merge(self, other: AddResult) -> None:
-        for name in ("added", "updated", "unchanged", "chunks", "tokens"):
+        for name in ("added", "updated", "unchanged", "empty", "chunks", "tokens"):
             setattr(self, name, getattr(self, name) + getattr(other, name))

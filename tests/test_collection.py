@@ -142,9 +142,11 @@ def test_truncate_strategy_keeps_only_the_head(tmp_path, fake_embedder):
         assert c.search("alpha", k=1)[0].doc_id == "head"
 
 
-def test_empty_document_is_stored_but_not_searchable(coll):
-    coll.add([Document("empty", ""), doc("a", "alpha")])
-    assert coll.get("empty").n_chunks == 0
+def test_empty_document_is_skipped_and_counted(coll):
+    result = coll.add([Document("empty", ""), doc("a", "alpha")])
+    assert (result.added, result.empty) == (1, 1)
+    with pytest.raises(DocumentNotFoundError):
+        coll.get("empty")
     assert [h.doc_id for h in coll.search("alpha", k=5)] == ["a"]
 
 

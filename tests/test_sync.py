@@ -95,3 +95,84 @@ def test_delete_by_id_and_prefix_with_dry_run(trees, tmp_path, capsys):
     assert ids(coll) == []
     assert main(["delete", "--collection", str(coll)]) == 2
     assert "nothing to delete" in capsys.readouterr().err
+
+
+def test_argument_errors_come_back_before_any_model_loads(trees, tmp_path, capsys, monkeypatch):
+    a, _ = trees
+    coll = tmp_path / "coll"
+    assert main(["index", "--collection", str(coll), str(a)]) == 0
+    import embedder.model
+
+    built: list[object] = []
+    monkeypatch.setattr(embedder.model, "Embedder", lambda config: built.append(config) or 1 / 0)
+    monkeypatch.setattr(embedder.model, "_CACHE", {})
+    for args, message in [
+        (["search", "--collection", str(coll), "--query", "x", "--k", "0"], "k must be in [1, 1000]"),
+        (["search", "--collection", str(coll), "--query", "   "], "query must be a non-empty string"),
+        (["search", "--collection", str(coll), "--query", "x", "--dim", "100"], "dim 100 not in"),
+        (["search", "--collection", str(tmp_path / "none"), "--query", "x"], "no collection at"),
+        (["index", "--collection", str(coll), str(tmp_path / "missing")], "no such file or directory"),
+        (["index", "--collection", str(coll), str(a), "--prune", "--input", "/nonexistent.jsonl"], "No such file"),
+    ]:
+        assert main(args) == 2, args
+        assert message in capsys.readouterr().err
+    assert built == []  # no model was constructed for any of them
+
+
+def test_failed_first_index_leaves_no_collection(trees, tmp_path, capsys, monkeypatch):
+    a, _ = trees
+    import index.collection
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(index.collection.Collection, "_add_batch", broken)
+    coll = tmp_path / "new"
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        main(["index", "--collection", str(coll), str(a)])
+    assert not coll.exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "mine.txt").write_text("not ours")
+    with pytest.raises(RuntimeError):
+        main(["index", "--collection", str(existing), str(a)])
+    assert sorted(p.name for p in existing.iterdir()) == ["mine.txt"]
+    monkeypatch.undo()
+    assert main(["index", "--collection", str(coll), str(a), "--max-tokens", "128"]) == 0  # settings not fixed
+    with Collection.open(coll, readonly=True) as c:
+        assert c.manifest.max_tokens == 128
+
+
+def test_empty_texts_are_skipped_and_counted(tmp_path, fake_embedder):
+    from index import Document
+
+    with Collection.create(tmp_path / "c", embedder=fake_embedder) as c:
+        result = c.add([Document("a", "alpha text"), Document("e", ""), Document("w", " \n\t ")])
+        assert (result.added, result.empty) == (1, 2)
+        assert c.doc_ids() == ["a"]
+        assert c.add([Document("a", "   ")]).empty == 1 and c.get("a").text == "alpha text"  # left as it is
+
+
+def test_progress_lines_off_a_terminal(capsys, monkeypatch):
+    from api.cli import _progress
+    from index import AddResult
+
+    bar = _progress(total=10)
+    monkeypatch.setattr(_progress, "EVERY", 0.0)
+    bar(AddResult(added=4, chunks=9, tokens=900))
+    line = capsys.readouterr().err
+    assert line.startswith("indexing: 4/10 docs, 9 chunks,") and "tok/s" in line and "s left" in line
+
+
+def test_unknown_routes_and_numeric_ids_over_rest(tmp_path, fake_embedder):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    with TestClient(create_app(Collection.create(tmp_path / "c", embedder=fake_embedder))) as client:
+        r = client.get("/")
+        assert r.status_code == 404 and r.json()["error"]["type"] == "NotFound"
+        assert client.put("/search").json()["error"]["type"] == "MethodNotAllowed"
+        r = client.post("/documents", json={"documents": [{"id": 42, "text": "alpha"}, {"id": "e", "text": ""}]})
+        assert r.status_code == 200 and r.json()["added"] == 1 and r.json()["empty"] == 1
+        assert client.get("/documents/42").json()["doc_id"] == "42"
