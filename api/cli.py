@@ -149,15 +149,17 @@ def cmd_index(args: argparse.Namespace) -> int:
         return _index_dry_run(args, documents(), prune_roots, stats.skipped)
     start = time.perf_counter()
     first = _first_run(args.collection)
+    collection = Collection.open_or_create(
+        args.collection,
+        model=args.model,
+        strategy=args.strategy,
+        max_tokens=args.max_tokens,
+        overlap_tokens=args.overlap_tokens,
+        embedder_config=config,
+    )
+    first.created = first.first  # this process made it (another one racing to create it fails above)
     try:
-        with Collection.open_or_create(
-            args.collection,
-            model=args.model,
-            strategy=args.strategy,
-            max_tokens=args.max_tokens,
-            overlap_tokens=args.overlap_tokens,
-            embedder_config=config,
-        ) as collection:
+        with collection:
             bar = _progress(total)
             result = collection.add(documents(), batch_docs=args.batch_docs, on_batch=bar)
             bar.close()
@@ -226,9 +228,11 @@ class _first_run:
     def __init__(self, root: Path) -> None:
         self.root, self.existed = root, root.exists()
         self.first = not (root / "manifest.json").exists()
+        self.created = False
 
     def undo(self) -> None:
-        if not self.first:
+        """Remove the collection if this run created it (never one that another process made or had)."""
+        if not self.created:
             return
         for name in self.FILES:
             (self.root / name).unlink(missing_ok=True)
