@@ -1,6 +1,6 @@
 """The searchable collection: FAISS vectors, SQLite store, manifest, and the add/delete/search use cases."""
 
-from index.collection import MAX_K, Collection, check_search, token_counter
+from index.collection import Collection, token_counter
 from index.errors import (
     CollectionClosedError,
     CollectionExistsError,
@@ -12,6 +12,7 @@ from index.errors import (
     ModelMismatchError,
 )
 from index.manifest import STRATEGIES, Manifest, Strategy, longvec_version
+from index.search import MAX_K, check_search
 from index.store import StoredDocument
 from index.sync import AGG_MODES, AggMode
 from index.types import AddResult, ChunkHit, Document, Hit

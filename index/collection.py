@@ -11,9 +11,7 @@ Layout of a collection directory::
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
@@ -25,24 +23,22 @@ import numpy as np
 
 from chunking import CHUNKER_VERSION, Chunk, Chunker, TokenCounter, first_window
 from chunking.types import spans_to_chunks
-from embedder import EmbedderConfig, Encoder, allowed_dims, check_dim, load_embedder
+from embedder import EmbedderConfig, Encoder, allowed_dims, load_embedder
 from index.errors import (
     CollectionClosedError,
     CollectionExistsError,
-    CollectionLockedError,
     CollectionNotFoundError,
     DocumentNotFoundError,
     InvalidInputError,
     ModelMismatchError,
 )
+from index.locks import take_writer_lock
 from index.manifest import Manifest, Strategy, longvec_version, now_iso
-from index.search import rank
+from index.search import MAX_K, check_search, rank
 from index.store import DocumentWrite, Store, StoredDocument
 from index.sync import AGG_MODES, AggMode, SnapshotTooOld, VectorCache, View
-from index.types import AddResult, Document, Hit, check_utf8
+from index.types import AddResult, Document, Hit
 from index.vectors import gpu_count
-
-MAX_K = 1000
 
 
 def token_counter(embedder: Encoder) -> TokenCounter:
@@ -55,25 +51,6 @@ def _chunker(counter: TokenCounter, max_tokens: int, overlap_tokens: int) -> Chu
         return Chunker(counter, max_tokens, overlap_tokens)
     except ValueError as exc:  # the chunkers' own range checks: bad settings from the caller
         raise InvalidInputError(str(exc)) from None
-
-
-def check_search(
-    manifest: Manifest, queries: list[str], k: int, chunks_per_doc: int, dim: int | None, agg: AggMode
-) -> View:
-    """The view a search with these arguments reads; :class:`InvalidInputError` (or ``InvalidSettingError``
-    for ``dim``) for bad ones. Needs only the manifest, so surfaces can check before loading a model."""
-    if not 1 <= k <= MAX_K:
-        raise InvalidInputError(f"k must be in [1, {MAX_K}], got {k}")
-    if chunks_per_doc < 1:
-        raise InvalidInputError(f"chunks_per_doc must be at least 1, got {chunks_per_doc}")
-    if agg not in AGG_MODES:
-        raise InvalidInputError(f"agg {agg!r} not in {AGG_MODES}")
-    view = View(check_dim(dim, manifest.dim), agg)
-    for q in queries:
-        if not isinstance(q, str) or not q.strip():
-            raise InvalidInputError("query must be a non-empty string")
-        check_utf8(q, "query")
-    return view
 
 
 def _batched(items: Iterable[Document], n: int) -> Iterator[list[Document]]:
@@ -96,7 +73,7 @@ class Collection:
         self.counter = token_counter(embedder)
         self._chunker = _chunker(self.counter, manifest.max_tokens, manifest.overlap_tokens)
         self._lock = threading.RLock()
-        self._lock_file = None if readonly else _take_writer_lock(root)
+        self._lock_file = None if readonly else take_writer_lock(root)
         try:
             self._store = Store(root / "store.sqlite", readonly=readonly)
         except BaseException:
@@ -467,20 +444,3 @@ class Collection:
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
-
-
-def _take_writer_lock(root: Path) -> Any:
-    f = open(root / "writer.lock", "a+")  # noqa: SIM115 - held for the collection's lifetime
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise CollectionLockedError(
-            f"collection at {root} is open for writing in another process (pid in {root / 'writer.lock'}); "
-            "if that is `longvec serve`, add documents through it (POST /documents) or stop it first"
-        ) from None
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
-    return f

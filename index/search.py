@@ -18,15 +18,39 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from embedder import check_dim
+from index.errors import InvalidInputError
+from index.manifest import Manifest
 from index.store import ChunkRow
-from index.types import ChunkHit, Hit
+from index.sync import AGG_MODES, AggMode, View
+from index.types import ChunkHit, Hit, check_utf8
 from index.vectors import VectorIndex
 
+MAX_K = 1000
 MIN_FETCH = 64
 MAX_FETCH = 4096
 
 Lookup = Callable[[Sequence[int]], dict[int, ChunkRow]]
 Ranges = Callable[[Sequence[str]], list[tuple[int, int]]]
+
+
+def check_search(
+    manifest: Manifest, queries: list[str], k: int, chunks_per_doc: int, dim: int | None, agg: AggMode
+) -> View:
+    """The view a search with these arguments reads; :class:`InvalidInputError` (or ``InvalidSettingError``
+    for ``dim``) for bad ones. Needs only the manifest, so surfaces can check before loading a model."""
+    if not 1 <= k <= MAX_K:
+        raise InvalidInputError(f"k must be in [1, {MAX_K}], got {k}")
+    if chunks_per_doc < 1:
+        raise InvalidInputError(f"chunks_per_doc must be at least 1, got {chunks_per_doc}")
+    if agg not in AGG_MODES:
+        raise InvalidInputError(f"agg {agg!r} not in {AGG_MODES}")
+    view = View(check_dim(dim, manifest.dim), agg)
+    for q in queries:
+        if not isinstance(q, str) or not q.strip():
+            raise InvalidInputError("query must be a non-empty string")
+        check_utf8(q, "query")
+    return view
 
 
 class _Ranking:
