@@ -1,6 +1,6 @@
 """Render the markdown tables of docs/BENCHMARKS.md from `longvec eval --output` JSON files.
 
-Usage: python benchmarks/render_results.py benchmarks/results/eval-code.json [more.json ...]
+Usage: python benchmarks/render_results.py benchmarks/results/eval-2026-11-30.json [more.json ...]
 """
 
 from __future__ import annotations
