@@ -191,13 +191,18 @@ def measure_here(kind: str, mb: float, max_tokens: int = 256, seed: int = 0) -> 
     }
 
 
+def _child(argv: list[str], timeout: float | None = None) -> dict[str, Any]:
+    """Run this script with ``argv`` in a fresh process and return the JSON object it prints last."""
+    done = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def measure(kind: str, mb: float, max_tokens: int = 256, seed: int = 0, timeout: float | None = None) -> dict[str, Any]:
     """``measure_here`` in a fresh Python process (so that earlier work does not raise its peak)."""
-    args = [sys.executable, __file__, "chunk", "--one", kind, "--mb", str(mb), "--max-tokens", str(max_tokens)]
-    done = subprocess.run([*args, "--seed", str(seed)], capture_output=True, text=True, timeout=timeout, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"measuring {kind} at {mb} MB failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    argv = ["chunk", "--one", kind, "--mb", str(mb), "--max-tokens", str(max_tokens), "--seed", str(seed)]
+    return _child(argv, timeout)
 
 
 def _chunk_arguments(parser: argparse.ArgumentParser) -> None:
@@ -366,14 +371,6 @@ def _later_writes(root: Path, n_chunks: int, dim: int) -> None:
         c.delete(f"d{i}")
     c._store.close()  # leave without saving the index: what a crashed or still-running writer leaves
     c._release_writer_lock()
-
-
-def _child(argv: list[str], timeout: float | None = None) -> dict[str, Any]:
-    """Run this script with ``argv`` in a fresh process and return the JSON object it prints last."""
-    done = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _index_arguments(parser: argparse.ArgumentParser) -> None:
