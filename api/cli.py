@@ -287,20 +287,14 @@ def read_queries(path: Path) -> list[tuple[str, str]]:
     """``(qid, text)`` pairs from JSONL ``{"qid", "text"}`` (or BEIR queries, ``{"_id", "text"}``); errors
     name the line."""
     from index import InvalidInputError
+    from index.sources import jsonl_records
 
     out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{path}:{lineno}: {exc}") from None
-            qid = rec.get("qid", rec.get("_id")) if isinstance(rec, dict) else None  # "_id": BEIR queries
-            if qid is None or not isinstance(rec.get("text"), str):
-                raise InvalidInputError(f'{path}:{lineno}: expected {{"qid", "text"}} (or BEIR\'s {{"_id", "text"}})')
-            out.append((str(qid), rec["text"]))
+    for lineno, rec in jsonl_records(path):
+        qid = rec.get("qid", rec.get("_id")) if isinstance(rec, dict) else None  # "_id": BEIR queries
+        if qid is None or not isinstance(rec.get("text"), str):
+            raise InvalidInputError(f'{path}:{lineno}: expected {{"qid", "text"}} (or BEIR\'s {{"_id", "text"}})')
+        out.append((str(qid), rec["text"]))
     return out
 
 

@@ -13,30 +13,22 @@ Everything is read and checked before any system runs: a bad line is an error na
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from evaluation.types import Dataset, EvalDoc, EvalQuery
 from index import InvalidInputError
-from index.sources import parse_record
+from index.sources import jsonl_records, parse_record
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise InvalidInputError(f"BEIR directory is missing {path.name} ({path})")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{path}:{lineno}: {exc}") from None
-            if not isinstance(record, dict) or not isinstance(record.get("_id"), str | int):
-                raise InvalidInputError(f'{path}:{lineno}: expected an object with "_id"')
-            yield lineno, record
+    for lineno, record in jsonl_records(path):
+        if not isinstance(record, dict) or not isinstance(record.get("_id"), str | int):
+            raise InvalidInputError(f'{path}:{lineno}: expected an object with "_id"')
+        yield lineno, record
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from index.errors import InvalidInputError
 from index.types import Document
@@ -16,24 +17,32 @@ SKIP_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", ".v
 MAX_FILE_BYTES = 2_000_000
 
 
+def jsonl_records(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed JSON value)`` of each non-blank line; bad bytes or JSON are an
+    :class:`InvalidInputError` naming the file and line."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+                if line.strip():
+                    yield lineno, json.loads(line)
+            except UnicodeDecodeError as exc:
+                raise InvalidInputError(f"{path}:{lineno}: not UTF-8 ({exc.reason})") from None
+            except json.JSONDecodeError as exc:
+                raise InvalidInputError(f"{path}:{lineno}: {exc}") from None
+
+
 def read_jsonl(path: str | Path) -> Iterator[Document]:
     """Documents from JSONL lines ``{"id", "text", "path"?, "language"?, "metadata"?}``, or BEIR corpus lines
     ``{"_id", "title"?, "text", "metadata"?}`` (see :func:`beir_text`).
 
     Errors name the file and line. Blank lines are skipped.
     """
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-                if not line.strip():
-                    continue
-                doc = parse_record(json.loads(line))
-            except UnicodeDecodeError as exc:
-                raise InvalidInputError(f"{path}:{lineno}: not UTF-8 ({exc.reason})") from None
-            except (json.JSONDecodeError, InvalidInputError) as exc:
-                raise InvalidInputError(f"{path}:{lineno}: {exc}") from None
-            yield doc
+    for lineno, record in jsonl_records(path):
+        try:
+            yield parse_record(record)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{path}:{lineno}: {exc}") from None
 
 
 def beir_text(title: str, text: str) -> tuple[str, int]:

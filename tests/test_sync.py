@@ -176,3 +176,13 @@ def test_unknown_routes_and_numeric_ids_over_rest(tmp_path, fake_embedder):
         r = client.post("/documents", json={"documents": [{"id": 42, "text": "alpha"}, {"id": "e", "text": ""}]})
         assert r.status_code == 200 and r.json()["added"] == 1 and r.json()["empty"] == 1
         assert client.get("/documents/42").json()["doc_id"] == "42"
+
+
+def test_bad_queries_file_is_exit_2_naming_the_line(trees, tmp_path, capsys):
+    a, _ = trees
+    coll = tmp_path / "coll"
+    assert main(["index", "--collection", str(coll), str(a)]) == 0
+    bad = tmp_path / "q.jsonl"
+    bad.write_bytes(b'{"qid": "1", "text": "sensors"}\n\xff\xfe\n')
+    assert main(["search", "--collection", str(coll), "--queries", str(bad)]) == 2  # was a UnicodeDecodeError
+    assert f"{bad}:2: not UTF-8" in capsys.readouterr().err
