@@ -13,8 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.errors import HANDLED, error_body, http_status, internal_error_body
-from api.schemas import (
+from longvec.api.errors import HANDLED, error_body, http_status, internal_error_body
+from longvec.api.schemas import (
     MAX_DOC_CHARS,
     MAX_DOCS_PER_REQUEST,
     MAX_QUERY_CHARS,
@@ -24,7 +24,7 @@ from api.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from index import Collection, Document, longvec_version
+from longvec.index import Collection, Document, longvec_version
 
 
 def get_collection(request: Request) -> Collection:
@@ -95,6 +95,11 @@ def create_app(collection: Collection, *, close_on_shutdown: bool = True) -> Fas
     def add_documents(req: AddRequest, c: CollectionDep) -> AddResponse:
         docs = [Document(d.doc_id, d.text, d.path, d.language, d.metadata) for d in req.documents]
         return AddResponse.model_validate(asdict(c.add(docs)))
+
+    @app.get("/documents")
+    def list_documents(c: CollectionDep, prefix: str = "", walked: bool = False) -> dict[str, list[str]]:
+        """Stored doc_ids starting with ``prefix``, sorted; ``walked``: only files from directory walks."""
+        return {"doc_ids": c.doc_ids(prefix, walked=walked)}
 
     @app.get("/documents/{doc_id:path}")
     def get_document(doc_id: str, c: CollectionDep) -> DocumentOut:

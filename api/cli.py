@@ -20,12 +20,19 @@ def _add_collection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--collection", required=True, type=Path, help="collection directory")
 
 
+def _add_target(p: argparse.ArgumentParser) -> None:
+    """A collection directory, or the URL of a `longvec serve` that holds it (writes go through the server)."""
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--collection", type=Path, help="collection directory")
+    target.add_argument("--server", metavar="URL", help="send the writes to a running `longvec serve` at URL")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="longvec", description="Index and search long code and long text.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("index", help="add or update documents (JSONL and/or files and directories)")
-    _add_collection(p)
+    _add_target(p)
     p.add_argument("--input", type=Path, help='JSONL of {"id", "text", "path"?, "language"?, "metadata"?}')
     p.add_argument("paths", nargs="*", type=Path, help="files or directories to walk recursively")
     p.add_argument("--include", action="append", metavar="GLOB", help="only walk files matching (repeatable)")
@@ -44,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-download", action="store_true", help="let a hub model be downloaded")
 
     p = sub.add_parser("delete", help="delete documents by id or id prefix")
-    _add_collection(p)
+    _add_target(p)
     p.add_argument("ids", nargs="*", metavar="ID", help="doc_ids to delete")
     p.add_argument("--prefix", help="delete every document whose doc_id starts with this (e.g. projA/old/)")
     p.add_argument("--dry-run", action="store_true", help="print what would be deleted; delete nothing")
@@ -99,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_model_loading()
-    from embedder import InvalidSettingError, ModelLoadError
-    from index import LongvecError
+    from longvec.embedder import InvalidSettingError, ModelLoadError
+    from longvec.index import LongvecError
 
     handler: Callable[[argparse.Namespace], int] = COMMANDS[args.command]
     try:
@@ -120,8 +127,8 @@ def _quiet_model_loading() -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from index import Collection, InvalidInputError
-    from index.sources import WalkStats, read_jsonl, vanished, walk_paths, walk_roots
+    from longvec.index import Collection, InvalidInputError
+    from longvec.index.sources import WalkStats, read_jsonl, vanished, walk_paths, walk_roots
 
     if args.input is None and not args.paths:
         raise InvalidInputError("nothing to index: give --input FILE and/or PATHs")
@@ -140,7 +147,10 @@ def cmd_index(args: argparse.Namespace) -> int:
             yield from read_jsonl(args.input)
         yield from files
 
-    from embedder import EmbedderConfig
+    if args.server is not None:
+        return _index_via_server(args, documents(), prune_roots, stats.skipped, total)
+
+    from longvec.embedder import EmbedderConfig
 
     config = EmbedderConfig(
         allow_download=args.allow_download, query_prefix=args.query_prefix, document_prefix=args.document_prefix
@@ -169,21 +179,55 @@ def cmd_index(args: argparse.Namespace) -> int:
     except BaseException:
         first.undo()  # a failed first run leaves no collection behind, so no settings are fixed by it
         raise
-    seconds = time.perf_counter() - start
-    skipped = stats.skipped
+    _print_index_summary(args, result, stats.skipped, pruned, time.perf_counter() - start)
+    return 0
+
+
+# Collection settings are fixed by the server's collection: giving them with --server is a mistake.
+_SERVER_FIXED = ("model", "strategy", "max_tokens", "overlap_tokens", "query_prefix", "document_prefix")
+
+
+def _index_via_server(
+    args: argparse.Namespace, docs: Iterator[Any], prune_roots: list[Any], skipped: int, total: int
+) -> int:
+    """``index --server URL``: the same inputs, sent to ``POST /documents`` in batches; prune via the server."""
+    from longvec.api.client import Server, batches
+    from longvec.index import AddResult, InvalidInputError
+    from longvec.index.sources import vanished
+
+    fixed = [f"--{name.replace('_', '-')}" for name in _SERVER_FIXED if getattr(args, name)]
+    if fixed or args.dry_run or args.allow_download:
+        extra = fixed + ["--dry-run"] * args.dry_run + ["--allow-download"] * args.allow_download
+        raise InvalidInputError(f"{', '.join(extra)} cannot be used with --server (the server's collection decides)")
+    server = Server(args.server)
+    server.info()  # reachable, before any work
+    start = time.perf_counter()
+    result, bar = AddResult(), _progress(total)
+    for batch in batches(docs):
+        done = server.add(batch)
+        result.merge(done)
+        bar(done)
+    bar.close()
+    pruned = 0
+    for root in prune_roots:
+        pruned += sum(server.delete(d) for d in vanished([root], server.doc_ids(root.prefix, walked=True)))
+    _print_index_summary(args, result, skipped, pruned, time.perf_counter() - start)
+    return 0
+
+
+def _print_index_summary(args: argparse.Namespace, result: Any, skipped: int, pruned: int, seconds: float) -> None:
     print(
         f"indexed docs={result.added + result.updated} (added {result.added}, updated {result.updated}, "
         f"unchanged {result.unchanged}, empty {result.empty}, skipped files {skipped}"
         + (f", pruned {pruned}" if args.prune else "")
         + f") chunks={result.chunks} tokens={result.tokens} seconds={seconds:.1f}"
     )
-    return 0
 
 
 def _index_dry_run(args: argparse.Namespace, docs: Iterator[Any], prune_roots: list[Any], skipped: int) -> int:
     """``index --dry-run``: compare the inputs with what is stored; print the counts and the ids to prune."""
-    from index import Collection
-    from index.sources import vanished
+    from longvec.index import Collection
+    from longvec.index.sources import vanished
 
     if not (args.collection / "manifest.json").exists():
         n = sum(1 for _ in docs)
@@ -203,19 +247,30 @@ def _index_dry_run(args: argparse.Namespace, docs: Iterator[Any], prune_roots: l
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from index import Collection, InvalidInputError
+    from longvec.index import Collection, InvalidInputError
 
     if not args.ids and not args.prefix:
         raise InvalidInputError("nothing to delete: give doc_ids and/or --prefix")
+    if args.server is not None:
+        from longvec.api.client import Server
+
+        server = Server(args.server)
+        return _delete(args, server.doc_ids, lambda ids: sum(server.delete(d) for d in ids))
     with Collection.open(args.collection, readonly=args.dry_run) as collection:
-        targets = list(dict.fromkeys([*args.ids, *(collection.doc_ids(args.prefix) if args.prefix else [])]))
-        present = set(collection.doc_ids()) if args.dry_run else set()
-        if args.dry_run:
-            for doc_id in targets:
-                print(f"would delete {doc_id}" if doc_id in present else f"not stored: {doc_id}")
-            print(f"dry run: would delete {sum(d in present for d in targets)}; nothing was written")
-            return 0
-        deleted = collection.delete_many(targets)
+        return _delete(args, collection.doc_ids, collection.delete_many)
+
+
+def _delete(
+    args: argparse.Namespace, doc_ids: Callable[..., list[str]], delete_many: Callable[[list[str]], int]
+) -> int:
+    targets = list(dict.fromkeys([*args.ids, *(doc_ids(args.prefix) if args.prefix else [])]))
+    if args.dry_run:
+        present = set(doc_ids())
+        for doc_id in targets:
+            print(f"would delete {doc_id}" if doc_id in present else f"not stored: {doc_id}")
+        print(f"dry run: would delete {sum(d in present for d in targets)}; nothing was written")
+        return 0
+    deleted = delete_many(targets)
     print(f"deleted {deleted} of {len(targets)} (the others were not stored)")
     return 0
 
@@ -286,8 +341,8 @@ class _progress:
 def read_queries(path: Path) -> list[tuple[str, str]]:
     """``(qid, text)`` pairs from JSONL ``{"qid", "text"}`` (or BEIR queries, ``{"_id", "text"}``); errors
     name the line."""
-    from index import InvalidInputError
-    from index.sources import jsonl_records
+    from longvec.index import InvalidInputError
+    from longvec.index.sources import jsonl_records
 
     out = []
     for lineno, rec in jsonl_records(path):
@@ -299,7 +354,7 @@ def read_queries(path: Path) -> list[tuple[str, str]]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from index import Collection, CollectionNotFoundError, Manifest, check_search
+    from longvec.index import Collection, CollectionNotFoundError, Manifest, check_search
 
     queries = [("q", args.query)] if args.query is not None else read_queries(args.queries)
     if not (args.collection / "manifest.json").exists():
@@ -338,8 +393,8 @@ def _print_hits(query: str, hits: list[Any], out: TextIO) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.app import create_app
-    from index import Collection
+    from longvec.api.app import create_app
+    from longvec.index import Collection
 
     collection = Collection.open(args.collection)
     print(f"serving {args.collection} on http://{args.host}:{args.port} (POST /search, GET /info)", flush=True)
@@ -348,7 +403,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from index import Collection
+    from longvec.index import Collection
 
     with Collection.open(args.collection, readonly=True) as collection:
         print(json.dumps(collection.info(), indent=2))
@@ -356,11 +411,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from evaluation import DATASET_NAMES
-    from evaluation.beir import load_beir
-    from evaluation.report import render, run_eval, write_results, write_runs
-    from evaluation.systems import DEFAULT_SYSTEMS, SystemSpec
-    from index import InvalidInputError
+    from longvec.evaluation import DATASET_NAMES
+    from longvec.evaluation.beir import load_beir
+    from longvec.evaluation.report import render, run_eval, write_results, write_runs
+    from longvec.evaluation.systems import DEFAULT_SYSTEMS, SystemSpec
+    from longvec.index import InvalidInputError
 
     default = "" if args.beir else ",".join(DATASET_NAMES)
     datasets = [d.strip() for d in (args.datasets if args.datasets is not None else default).split(",") if d.strip()]

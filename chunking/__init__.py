@@ -1,16 +1,17 @@
 """Chunkers: segment-level for text, AST-based (tree-sitter) for code. No torch, no HTTP."""
 
-from chunking.budget import TokenCounter
-from chunking.chunker import CHUNKER_VERSION, Chunker
-from chunking.code import CodeChunker
-from chunking.languages import language_for_path
-from chunking.text import TextChunker, first_window, token_windows
-from chunking.types import Chunk, ChunkKind, Span
+from longvec.chunking.budget import TokenCounter
+from longvec.chunking.chunker import CHUNKER_VERSION, MIN_CHUNK_TOKENS, Chunker
+from longvec.chunking.code import CodeChunker
+from longvec.chunking.languages import language_for_path
+from longvec.chunking.text import TextChunker, first_window, token_windows
+from longvec.chunking.types import Chunk, ChunkKind, Span
 
 __all__ = [
     "CHUNKER_VERSION",
     "Chunk",
     "ChunkKind",
+    "MIN_CHUNK_TOKENS",
     "Chunker",
     "CodeChunker",
     "Span",

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from chunking.budget import TokenCounter
-from chunking.code import CodeChunker
-from chunking.languages import CODE_LANGUAGES, KNOWN_CODE_LANGUAGES, language_for_path, normalize_language
-from chunking.text import TextChunker
-from chunking.types import Chunk
+from longvec.chunking.budget import TokenCounter
+from longvec.chunking.code import CodeChunker
+from longvec.chunking.languages import CODE_LANGUAGES, KNOWN_CODE_LANGUAGES, language_for_path, normalize_language
+from longvec.chunking.text import TextChunker
+from longvec.chunking.types import Chunk
 
 # Bump whenever a change to any chunker changes the chunks it makes for some input: stored documents are
 # re-chunked when they are indexed again (their content hash includes this).
-CHUNKER_VERSION = "2"
+CHUNKER_VERSION = "3"
+# A chunk with fewer content tokens than this (a closing bracket, a lone ``</UL>``, ``import os``) is a fragment:
+# embedded alone it carries no retrievable meaning, yet under max-sim it can outrank a document's real content.
+MIN_CHUNK_TOKENS = 8
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,37 @@ class Chunker:
         """Chunks of ``text``; ``language`` (``py`` -> ``python``) or else ``path`` picks the chunker."""
         lang = normalize_language(language) if language else (language_for_path(path) if path else None)
         if lang in CODE_LANGUAGES:
-            return CodeChunker(self.counter, self.max_tokens).chunk(doc_id, text, lang)
-        text_chunker = TextChunker(self.counter, self.max_tokens, self.overlap_tokens)
-        kind = "code" if lang in KNOWN_CODE_LANGUAGES else "text"
-        return text_chunker.chunk(doc_id, text, kind=kind, language=lang)
+            chunks = CodeChunker(self.counter, self.max_tokens).chunk(doc_id, text, lang)
+        else:
+            text_chunker = TextChunker(self.counter, self.max_tokens, self.overlap_tokens)
+            kind = "code" if lang in KNOWN_CODE_LANGUAGES else "text"
+            chunks = text_chunker.chunk(doc_id, text, kind=kind, language=lang)
+        return merge_fragments(chunks, text, self.counter, self.max_tokens)
+
+
+def merge_fragments(chunks: list[Chunk], text: str, counter: TokenCounter, max_tokens: int) -> list[Chunk]:
+    """``chunks`` with every fragment (under ``MIN_CHUNK_TOKENS`` content tokens) merged into a neighbour.
+
+    A fragment joins the chunk before it, even past ``max_tokens``: the packer only cut it off because it did
+    not fit, and a model truncates from the end, so at most the fragment's own few tokens go unseen and none
+    of the previous chunk's. A leading fragment joins the next chunk only if both fit in ``max_tokens`` (there,
+    truncation would cut real content); otherwise it stays, as does a document that is one fragment.
+    """
+    chunks, out = list(chunks), []
+    for i, chunk in enumerate(chunks):
+        if chunk.n_tokens - counter.n_special >= MIN_CHUNK_TOKENS:
+            out.append(chunk)
+        elif out:
+            out[-1] = _joined(out[-1], out[-1].start, chunk.end, text, counter)
+        elif (
+            i + 1 < len(chunks)
+            and (merged := _joined(chunks[i + 1], chunk.start, chunks[i + 1].end, text, counter)).n_tokens <= max_tokens
+        ):
+            chunks[i + 1] = merged
+        else:
+            out.append(chunk)
+    return [replace(c, chunk_id=k) for k, c in enumerate(out)] if len(out) < len(chunks) else out
+
+
+def _joined(chunk: Chunk, start: int, end: int, text: str, counter: TokenCounter) -> Chunk:
+    return replace(chunk, start=start, end=end, text=text[start:end], n_tokens=counter.count(text[start:end]))

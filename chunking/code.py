@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from chunking.budget import TokenCounter
-from chunking.languages import CODE_LANGUAGES, LanguageSpec, definition_name, parser_for, wrapped_chain
-from chunking.text import TextChunker, count_spans, token_starts, token_windows, trimmed
-from chunking.types import Chunk, Span, spans_to_chunks
+from longvec.chunking.budget import TokenCounter
+from longvec.chunking.languages import CODE_LANGUAGES, LanguageSpec, definition_name, parser_for, wrapped_chain
+from longvec.chunking.text import TextChunker, count_spans, token_starts, token_windows, trimmed
+from longvec.chunking.types import Chunk, Span, spans_to_chunks
 
 if TYPE_CHECKING:
     from tree_sitter import Node

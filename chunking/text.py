@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chunking.budget import TokenCounter
-from chunking.types import Chunk, ChunkKind, Span, spans_to_chunks
+from longvec.chunking.budget import TokenCounter
+from longvec.chunking.types import Chunk, ChunkKind, Span, spans_to_chunks
 
 # The most characters tokenised (or counted) in one call, and so the longest segment counted whole: a
 # longer paragraph or sentence is split further without being counted first.

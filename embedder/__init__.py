@@ -1,9 +1,9 @@
 """Embedders: model loading, encoding, Matryoshka truncation, aggregation. No HTTP, no env vars."""
 
-from embedder.aggregate import AGGREGATIONS, Aggregation, aggregate
-from embedder.errors import InvalidSettingError, ModelLoadError
-from embedder.matryoshka import allowed_dims, check_dim, normalize, truncate
-from embedder.model import (
+from longvec.embedder.aggregate import AGGREGATIONS, Aggregation, aggregate
+from longvec.embedder.errors import InvalidSettingError, ModelLoadError
+from longvec.embedder.matryoshka import allowed_dims, check_dim, normalize, truncate
+from longvec.embedder.model import (
     DEFAULT_MODEL,
     Embedder,
     EmbedderConfig,

@@ -6,7 +6,7 @@ from typing import Literal
 
 import numpy as np
 
-from embedder.matryoshka import normalize
+from longvec.embedder.matryoshka import normalize
 
 Aggregation = Literal["mean", "max", "weighted"]
 AGGREGATIONS: tuple[Aggregation, ...] = ("mean", "max", "weighted")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from embedder.errors import InvalidSettingError
+from longvec.embedder.errors import InvalidSettingError
 
 _LADDER = (32, 64, 128, 256, 512, 768, 1024, 1536, 2048, 3072, 4096)
 

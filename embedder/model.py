@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
-from embedder.errors import InvalidSettingError, ModelLoadError
-from embedder.matryoshka import check_dim, normalize, truncate
+from longvec.embedder.errors import InvalidSettingError, ModelLoadError
+from longvec.embedder.matryoshka import check_dim, normalize, truncate
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

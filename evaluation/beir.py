@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from evaluation.types import Dataset, EvalDoc, EvalQuery
-from index import InvalidInputError
-from index.sources import jsonl_records, parse_record
+from longvec.evaluation.types import Dataset, EvalDoc, EvalQuery
+from longvec.index import InvalidInputError
+from longvec.index.sources import jsonl_records, parse_record
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -28,9 +28,9 @@ import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
-from chunking.budget import TokenCounter
-from evaluation.sentences import first_sentence, normalize_space, word_count
-from evaluation.types import Dataset, EvalDoc, EvalQuery
+from longvec.chunking.budget import TokenCounter
+from longvec.evaluation.sentences import first_sentence, normalize_space, word_count
+from longvec.evaluation.types import Dataset, EvalDoc, EvalQuery
 
 EXCLUDED_DIRS = frozenset({"test", "tests", "idlelib", "lib2to3", "site-packages", "turtledemo", "__pycache__"})
 SMALL_PATHS = (

@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from chunking.budget import TokenCounter
-from evaluation.types import Dataset, EvalDoc, EvalQuery
-from index import InvalidInputError
+from longvec.chunking.budget import TokenCounter
+from longvec.evaluation.types import Dataset, EvalDoc, EvalQuery
+from longvec.index import InvalidInputError
 
 DATASET_NAMES = ("code", "pydoc", "passkey", "needle")
 CACHE_FORMAT = 1
@@ -48,14 +48,14 @@ def _header(name: str, counter: TokenCounter, small: bool, seed: int) -> dict[st
 def _builder(name: str) -> Callable[..., tuple[list[Dataset], dict[str, Any]]]:
     """The builder of ``name``, imported lazily (the code builder parses the whole standard library)."""
     if name == "code":
-        from evaluation.code_search import build_code
+        from longvec.evaluation.code_search import build_code
 
         return build_code
     if name == "pydoc":
-        from evaluation.pydoc_text import build_pydoc
+        from longvec.evaluation.pydoc_text import build_pydoc
 
         return build_pydoc
-    from evaluation.synthetic import build_synthetic
+    from longvec.evaluation.synthetic import build_synthetic
 
     return lambda counter, **kw: build_synthetic(name, counter, **kw)
 

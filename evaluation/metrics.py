@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 import ir_measures
 from ir_measures import RR, R, nDCG
 
-from evaluation.types import EvalQuery
-from index import InvalidInputError
+from longvec.evaluation.types import EvalQuery
+from longvec.index import InvalidInputError
 
 Run = dict[str, list[tuple[str, float]]]
 Qrels = Mapping[str, Mapping[str, int] | set[str]]

@@ -33,9 +33,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from chunking.budget import TokenCounter
-from evaluation.sentences import normalize_space, paragraphs, split_sentences, word_count
-from evaluation.types import Dataset, EvalDoc, EvalQuery
+from longvec.chunking.budget import TokenCounter
+from longvec.evaluation.sentences import normalize_space, paragraphs, split_sentences, word_count
+from longvec.evaluation.types import Dataset, EvalDoc, EvalQuery
 
 SMALL_MODULES = (
     "argparse", "base64", "bisect", "calendar", "configparser", "csv", "difflib", "fractions", "ftplib",

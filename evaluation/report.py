@@ -12,13 +12,13 @@ from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from embedder import check_dim
-from evaluation.datasets import load_dataset
-from evaluation.metrics import format_table, paired_test
-from evaluation.runner import Runner, SystemResult
-from evaluation.systems import SystemSpec
-from evaluation.types import Dataset
-from index import InvalidInputError
+from longvec.embedder import check_dim
+from longvec.evaluation.datasets import load_dataset
+from longvec.evaluation.metrics import format_table, paired_test
+from longvec.evaluation.runner import Runner, SystemResult
+from longvec.evaluation.systems import SystemSpec
+from longvec.evaluation.types import Dataset
+from longvec.index import InvalidInputError
 
 SYNTHETIC = ("passkey", "needle")
 _WHITESPACE = re.compile(r"\s")

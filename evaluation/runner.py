@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from chunking import Span, TokenCounter
-from embedder import DEFAULT_MODEL, EmbedderConfig, Encoder, load_embedder, truncate
-from evaluation.metrics import Run, evaluate_run
-from evaluation.systems import SystemSpec
-from evaluation.types import Dataset
-from index import Collection, Document, token_counter
+from longvec.chunking import Span, TokenCounter
+from longvec.embedder import DEFAULT_MODEL, EmbedderConfig, Encoder, load_embedder, truncate
+from longvec.evaluation.metrics import Run, evaluate_run
+from longvec.evaluation.systems import SystemSpec
+from longvec.evaluation.types import Dataset
+from longvec.index import Collection, Document, token_counter
 
 
 class TimedEncoder:

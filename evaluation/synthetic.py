@@ -21,8 +21,8 @@ import random
 import re
 from dataclasses import dataclass
 
-from chunking.budget import TokenCounter
-from evaluation.types import Dataset, EvalDoc, EvalQuery
+from longvec.chunking.budget import TokenCounter
+from longvec.evaluation.types import Dataset, EvalDoc, EvalQuery
 
 LENGTHS = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 SMALL_LENGTHS = (256, 512)

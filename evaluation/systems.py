@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from index import AGG_MODES, AggMode, InvalidInputError
+from longvec.index import AGG_MODES, AggMode, InvalidInputError
 
 Kind = Literal["chunk", "truncate", "st", "windows", "bm25"]
 KINDS: tuple[Kind, ...] = ("chunk", "truncate", "st", "windows", "bm25")

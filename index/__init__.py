@@ -1,7 +1,7 @@
 """The searchable collection: FAISS vectors, SQLite store, manifest, and the add/delete/search use cases."""
 
-from index.collection import Collection, token_counter
-from index.errors import (
+from longvec.index.collection import Collection, token_counter
+from longvec.index.errors import (
     CollectionClosedError,
     CollectionExistsError,
     CollectionLockedError,
@@ -11,11 +11,11 @@ from index.errors import (
     LongvecError,
     ModelMismatchError,
 )
-from index.manifest import STRATEGIES, Manifest, Strategy, longvec_version
-from index.search import MAX_K, check_search
-from index.store import StoredDocument
-from index.sync import AGG_MODES, AggMode
-from index.types import AddResult, ChunkHit, Document, Hit
+from longvec.index.manifest import STRATEGIES, Manifest, Strategy, longvec_version
+from longvec.index.search import MAX_K, check_search
+from longvec.index.store import StoredDocument
+from longvec.index.sync import AGG_MODES, AggMode
+from longvec.index.types import AddResult, ChunkHit, Document, Hit
 
 __all__ = [
     "AGG_MODES",

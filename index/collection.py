@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from chunking import CHUNKER_VERSION, Chunk, Chunker, TokenCounter, first_window
-from chunking.types import spans_to_chunks
-from embedder import EmbedderConfig, Encoder, allowed_dims, load_embedder
-from index.errors import (
+from longvec.chunking import CHUNKER_VERSION, Chunk, Chunker, TokenCounter, first_window
+from longvec.chunking.types import spans_to_chunks
+from longvec.embedder import EmbedderConfig, Encoder, allowed_dims, load_embedder
+from longvec.index.errors import (
     CollectionClosedError,
     CollectionExistsError,
     CollectionNotFoundError,
@@ -32,13 +32,13 @@ from index.errors import (
     InvalidInputError,
     ModelMismatchError,
 )
-from index.locks import take_writer_lock
-from index.manifest import Manifest, Strategy, longvec_version, now_iso
-from index.search import MAX_K, check_search, rank
-from index.store import DocumentWrite, Store, StoredDocument
-from index.sync import AGG_MODES, AggMode, SnapshotTooOld, VectorCache, View
-from index.types import AddResult, Document, Hit
-from index.vectors import gpu_count
+from longvec.index.locks import take_writer_lock
+from longvec.index.manifest import Manifest, Strategy, longvec_version, now_iso
+from longvec.index.search import MAX_K, check_search, rank
+from longvec.index.store import DocumentWrite, Store, StoredDocument
+from longvec.index.sync import AGG_MODES, AggMode, SnapshotTooOld, VectorCache, View
+from longvec.index.types import AddResult, Document, Hit
+from longvec.index.vectors import gpu_count
 
 
 def token_counter(embedder: Encoder) -> TokenCounter:

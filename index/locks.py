@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import IO
 
-from index.errors import CollectionLockedError
+from longvec.index.errors import CollectionLockedError
 
 
 def take_writer_lock(root: Path) -> IO[str]:
@@ -19,7 +19,8 @@ def take_writer_lock(root: Path) -> IO[str]:
         f.close()
         raise CollectionLockedError(
             f"collection at {root} is open for writing in another process (pid in {root / 'writer.lock'}); "
-            "if that is `longvec serve`, add documents through it (POST /documents) or stop it first"
+            "if that is `longvec serve`, send the writes through it (`longvec index --server URL ...`, "
+            "`longvec delete --server URL ...`, or POST /documents) or stop it first"
         ) from None
     f.seek(0)
     f.truncate()

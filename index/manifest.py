@@ -10,8 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
-from index.errors import InvalidInputError, ModelMismatchError
-from index.vectors import write_json_atomic
+from longvec.index.errors import InvalidInputError, ModelMismatchError
+from longvec.index.vectors import write_json_atomic
 
 FORMAT_VERSION = 2
 Strategy = Literal["chunk", "truncate"]

@@ -18,13 +18,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from embedder import check_dim
-from index.errors import InvalidInputError
-from index.manifest import Manifest
-from index.store import ChunkRow
-from index.sync import AGG_MODES, AggMode, View
-from index.types import ChunkHit, Hit, check_utf8
-from index.vectors import VectorIndex
+from longvec.embedder import check_dim
+from longvec.index.errors import InvalidInputError
+from longvec.index.manifest import Manifest
+from longvec.index.store import ChunkRow
+from longvec.index.sync import AGG_MODES, AggMode, View
+from longvec.index.types import ChunkHit, Hit, check_utf8
+from longvec.index.vectors import VectorIndex
 
 MAX_K = 1000
 MIN_FETCH = 64

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from index.errors import InvalidInputError
-from index.types import Document
+from longvec.index.errors import InvalidInputError
+from longvec.index.types import Document
 
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache"})
 MAX_FILE_BYTES = 2_000_000

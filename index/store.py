@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from chunking.types import Chunk
+from longvec.chunking.types import Chunk
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

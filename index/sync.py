@@ -22,9 +22,9 @@ from typing import Literal
 
 import numpy as np
 
-from embedder import AGGREGATIONS, Aggregation, aggregate, truncate
-from index.store import Store, StoreState
-from index.vectors import VectorIndex, read_stamp
+from longvec.embedder import AGGREGATIONS, Aggregation, aggregate, truncate
+from longvec.index.store import Store, StoreState
+from longvec.index.vectors import VectorIndex, read_stamp
 
 AggMode = Literal["maxsim", "mean", "max", "weighted"]
 AGG_MODES: tuple[AggMode, ...] = ("maxsim", *AGGREGATIONS)

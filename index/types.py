@@ -7,8 +7,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from chunking import language_for_path
-from index.errors import InvalidInputError
+from longvec.chunking import language_for_path
+from longvec.index.errors import InvalidInputError
 
 
 def check_utf8(text: str, what: str) -> None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Index the Python standard library's top-level modules (shipped with every Python), serve the collection,
-# and show one search over HTTP. Re-running skips unchanged files. Ctrl-C stops the server.
+# Index the Python standard library (shipped with every Python): every module and package, without the test
+# suites and site-packages; serve the collection and show one search over HTTP. Re-running skips unchanged
+# files. Ctrl-C stops the server.
 set -euo pipefail
 COLLECTION=${LONGVEC_DEMO_COLLECTION:-collections/stdlib}
 HOST=${LONGVEC_HOST:-127.0.0.1}
@@ -8,8 +9,9 @@ PORT=${LONGVEC_PORT:-8000}
 QUERY=${LONGVEC_DEMO_QUERY:-"parse command line options and arguments"}
 STDLIB=$(python -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
 
-echo "== indexing $STDLIB/*.py into $COLLECTION"
-longvec index --collection "$COLLECTION" "$STDLIB" --include '*.py' --exclude '*/*'
+echo "== indexing the standard library at $STDLIB into $COLLECTION"
+longvec index --collection "$COLLECTION" "$STDLIB" --include '*.py' \
+    --exclude 'site-packages/*' --exclude 'test/*' --exclude '*/test/*' --exclude '*/tests/*' --exclude '*/idle_test/*'
 
 echo "== serving on http://$HOST:$PORT"
 longvec serve --collection "$COLLECTION" --host "$HOST" --port "$PORT" &

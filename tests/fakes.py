@@ -7,7 +7,7 @@ import re
 import numpy as np
 from tokenizers import Tokenizer
 
-from embedder import normalize, truncate
+from longvec.embedder import normalize, truncate
 
 VOCAB = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from index import Collection
+from longvec.api.app import create_app
+from longvec.index import Collection
 
 
 @pytest.fixture

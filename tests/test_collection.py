@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from chunking import CHUNKER_VERSION
-from index import (
+from longvec.chunking import CHUNKER_VERSION
+from longvec.index import (
     Collection,
     CollectionLockedError,
     CollectionNotFoundError,

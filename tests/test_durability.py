@@ -14,14 +14,14 @@ from pathlib import Path
 
 import httpx
 
-from api.cli import main
-from index import Collection
+from longvec.api.cli import main
+from longvec.index import Collection
 
 PROSE = "Retrieval systems split long documents into chunks before embedding them. "
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "api.cli", *args]
+    return [sys.executable, "-m", "longvec.api.cli", *args]
 
 
 def _committed_docs(db: Path) -> int:

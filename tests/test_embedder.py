@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedder import aggregate, allowed_dims, check_dim, truncate
+from longvec.embedder import aggregate, allowed_dims, check_dim, truncate
 
 TEXTS = ["def add(a, b): return a + b", "The quick brown fox.", "Ünïcödé 日本語", ""]
 
@@ -66,7 +66,7 @@ def test_real_model_metadata(real_embedder):
 
 
 def test_prefixes_change_the_input(counter):
-    from embedder import EmbedderConfig, load_embedder
+    from longvec.embedder import EmbedderConfig, load_embedder
 
     plain = load_embedder()
     prefixed = load_embedder(EmbedderConfig(query_prefix="query: ", document_prefix="passage: "))
@@ -76,14 +76,14 @@ def test_prefixes_change_the_input(counter):
 
 
 def test_missing_model_is_a_clear_offline_error():
-    from embedder import EmbedderConfig, ModelLoadError, load_embedder
+    from longvec.embedder import EmbedderConfig, ModelLoadError, load_embedder
 
     with pytest.raises(ModelLoadError, match="offline"):
         load_embedder(EmbedderConfig(model="no-such-org/no-such-model"))
 
 
 def test_max_tokens_beyond_positions_is_rejected():
-    from embedder import EmbedderConfig, InvalidSettingError, load_embedder
+    from longvec.embedder import EmbedderConfig, InvalidSettingError, load_embedder
 
     with pytest.raises(InvalidSettingError, match=r"max_tokens 4096 not in \[8, 512\]"):
         load_embedder(EmbedderConfig(max_tokens=4096))

@@ -8,12 +8,12 @@ import math
 import ir_measures
 import pytest
 
-from api.cli import main
-from evaluation.beir import load_beir
-from evaluation.metrics import evaluate_run
-from evaluation.runner import Runner
-from evaluation.systems import SystemSpec
-from index import InvalidInputError
+from longvec.api.cli import main
+from longvec.evaluation.beir import load_beir
+from longvec.evaluation.metrics import evaluate_run
+from longvec.evaluation.runner import Runner
+from longvec.evaluation.systems import SystemSpec
+from longvec.index import InvalidInputError
 
 CORPUS = [
     {"_id": "d1", "title": "Binary search", "text": "Halve a sorted array until the key is found."},
@@ -124,7 +124,7 @@ def test_beir_corpus_lines_index_with_offsets_into_the_joined_text(tmp_path, cap
     root = write_beir(tmp_path / "tiny")
     coll = tmp_path / "coll"
     assert main(["index", "--collection", str(coll), "--input", str(root / "corpus.jsonl")]) == 0
-    from index import Collection
+    from longvec.index import Collection
 
     with Collection.open(coll, readonly=True) as c:
         d1 = c.get("d1")
@@ -155,8 +155,8 @@ def test_eval_beir_cli_writes_results_and_runs(tmp_path, capsys):
 
 
 def test_trec_runs_reproduce_the_metrics_when_scores_tie(tmp_path):
-    from evaluation.report import write_runs
-    from evaluation.runner import SystemResult
+    from longvec.evaluation.report import write_runs
+    from longvec.evaluation.runner import SystemResult
 
     ds = load_beir(write_beir(tmp_path / "tiny"))
     run = {"q1": [("d2", 0.5), ("d1", 0.5), ("d3", 0.5)], "q2": [("d3", 0.1)], "q3": [("d4", 0.2), ("d1", 0.2)]}
@@ -188,7 +188,7 @@ def test_beir_variants_int_ids_no_header_extra_fields(tmp_path):
     assert ds.qrels == {"7": {"1": 1}} and [q.qid for q in ds.queries] == ["7"]
     coll = tmp_path / "coll"
     assert main(["index", "--collection", str(coll), "--input", str(root / "corpus.jsonl")]) == 0
-    from index import Collection
+    from longvec.index import Collection
 
     with Collection.open(coll, readonly=True) as c:
         stored = c.get("1")
@@ -200,8 +200,8 @@ def test_beir_variants_int_ids_no_header_extra_fields(tmp_path):
 
 
 def test_cli_agg_choices_are_the_products():
-    from api.cli import build_parser
-    from index import AGG_MODES
+    from longvec.api.cli import build_parser
+    from longvec.index import AGG_MODES
 
     search = build_parser()._subparsers._group_actions[0].choices["search"]
     (agg,) = [a for a in search._actions if a.dest == "agg"]

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from chunking.budget import TokenCounter
-from evaluation import DATASET_NAMES, Dataset, EvalQuery, evaluate_run, format_table, load_dataset
-from evaluation.datasets import cache_path
-from evaluation.pydoc_text import remove_sentence
+from longvec.chunking.budget import TokenCounter
+from longvec.evaluation import DATASET_NAMES, Dataset, EvalQuery, evaluate_run, format_table, load_dataset
+from longvec.evaluation.datasets import cache_path
+from longvec.evaluation.pydoc_text import remove_sentence
 
 # ---------------------------------------------------------------------------------------------- metrics
 

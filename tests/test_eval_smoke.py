@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from api.cli import main
-from evaluation.report import render, run_eval, synthetic_rows
-from evaluation.systems import DEFAULT_SYSTEMS, SystemSpec
+from longvec.api.cli import main
+from longvec.evaluation.report import render, run_eval, synthetic_rows
+from longvec.evaluation.systems import DEFAULT_SYSTEMS, SystemSpec
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,15 @@ import pytest
 from fastapi.testclient import TestClient
 from tokenizers import Tokenizer
 
-import index.collection as collection_module
-import index.search as search_module
-from api.app import create_app
-from api.cli import main
-from embedder import normalize
-from index import Collection, CollectionClosedError, Document, InvalidInputError, ModelMismatchError
-from index.search import rank
-from index.store import ChunkRow, DocumentWrite
-from index.vectors import VectorIndex
+import longvec.index.collection as collection_module
+import longvec.index.search as search_module
+from longvec.api.app import create_app
+from longvec.api.cli import main
+from longvec.embedder import normalize
+from longvec.index import Collection, CollectionClosedError, Document, InvalidInputError, ModelMismatchError
+from longvec.index.search import rank
+from longvec.index.store import ChunkRow, DocumentWrite
+from longvec.index.vectors import VectorIndex
 
 from fakes import VOCAB, KeywordEmbedder
 
@@ -234,7 +234,7 @@ def test_document_prompt_counts_in_the_chunk_budget(tmp_path, tokenizer):
 
 
 def test_real_model_never_truncates_a_stored_chunk(tmp_path):
-    from embedder import EmbedderConfig, load_embedder
+    from longvec.embedder import EmbedderConfig, load_embedder
 
     embedder = load_embedder(EmbedderConfig(document_prefix="passage: ", query_prefix="query: "))
     text = "Vector indexes trade recall for speed in several ways. " * 120
@@ -252,7 +252,7 @@ def test_real_model_never_truncates_a_stored_chunk(tmp_path):
 def test_fingerprint_covers_weights_pooling_and_prompts(real_embedder):
     import torch
 
-    from embedder import fingerprint
+    from longvec.embedder import fingerprint
 
     st = real_embedder.model
     base = fingerprint(st)
@@ -278,7 +278,7 @@ def test_fingerprint_covers_weights_pooling_and_prompts(real_embedder):
 
 
 def test_fingerprint_ignores_where_the_model_lives_and_tokenizer_runtime_state(real_embedder):
-    from embedder import fingerprint
+    from longvec.embedder import fingerprint
 
     st = real_embedder.model
     base = fingerprint(st)
@@ -338,7 +338,7 @@ def test_missing_path_after_jsonl_writes_nothing(tmp_path, capsys):
 
 
 def _fill_store(collection: Collection, n_docs: int, per_doc: int, rng: np.random.Generator) -> None:
-    from chunking import Chunk
+    from longvec.chunking import Chunk
 
     with collection._store.transaction() as db:
         for d in range(n_docs):
@@ -451,17 +451,17 @@ def test_cli_and_rest_hits_have_one_format(tmp_path, capsys):
 
 
 def test_version_comes_from_the_package_metadata(tmp_path, fake_embedder, monkeypatch):
-    import index.manifest
+    from longvec.index import manifest
 
-    monkeypatch.setattr(index.manifest.metadata, "version", lambda name: "9.8.7" if name == "longvec" else "?")
-    index.manifest.longvec_version.cache_clear()
+    monkeypatch.setattr(manifest.metadata, "version", lambda name: "9.8.7" if name == "longvec" else "?")
+    manifest.longvec_version.cache_clear()
     try:
         with Collection.create(tmp_path / "c", embedder=fake_embedder) as c:
             assert c.info()["longvec_version"] == "9.8.7"
         assert json.loads((tmp_path / "c" / "manifest.json").read_text())["longvec_version"] == "9.8.7"
     finally:
-        index.manifest.longvec_version.cache_clear()
-    assert index.manifest.longvec_version() == metadata.version("longvec")
+        manifest.longvec_version.cache_clear()
+    assert manifest.longvec_version() == metadata.version("longvec")
 
 
 def test_build_backend_can_build_the_license_field():
@@ -491,7 +491,7 @@ class HashEmbedder(KeywordEmbedder):
 
 
 def test_dim_and_agg_search_the_stored_vectors_exactly(tmp_path, tokenizer):
-    from embedder import aggregate, truncate
+    from longvec.embedder import aggregate, truncate
 
     embedder = HashEmbedder(tokenizer, max_tokens=24)
     words = "apple banana cherry delta echo foxtrot golf hotel india juliet kilo lima".split()
@@ -527,10 +527,10 @@ def test_dim_and_agg_search_the_stored_vectors_exactly(tmp_path, tokenizer):
                     np.testing.assert_allclose([h.score for h in hits], best[r][order], rtol=1e-5)
                     assert all(bool(h.chunks) == (agg == "maxsim") for h in hits)
         # a store read in batches of 3 rows splits documents across batches: same rankings
-        import index.store
+        from longvec.index import store
 
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(index.store, "_BATCH_ROWS", 3)
+            mp.setattr(store, "_BATCH_ROWS", 3)
             for agg in ("mean", "weighted"):
                 fresh = c.search_many(queries, k=5, dim=32, agg=agg)
                 cache = c._views.pop(next(v for v in c._views if v.agg == agg and v.dim == 32))

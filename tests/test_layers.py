@@ -54,6 +54,24 @@ def modules_of(package: str) -> list[Path]:
     return sorted((ROOT / package).rglob("*.py"))
 
 
+def bare_imports(path: Path) -> list[str]:
+    """Our packages imported by their folder names instead of ``longvec.<name>`` (those fail once installed)."""
+    bare = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            bare += [a.name for a in node.names if a.name.split(".")[0] in OURS]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] in OURS:
+            bare.append(node.module)
+    return bare
+
+
+def test_our_packages_are_imported_through_the_longvec_namespace():
+    files = [*ROOT.glob("[!.]*/**/*.py")]
+    offenders = [f"{p.relative_to(ROOT)}: {name}" for p in files if ".venv" not in p.parts for name in bare_imports(p)]
+    assert len(files) > 40
+    assert not offenders, "\n".join(offenders)
+
+
 @pytest.mark.parametrize("package", OURS)
 def test_imports_follow_the_layers(package):
     violations = []
@@ -71,6 +89,9 @@ def test_the_checker_sees_lazy_and_namespaced_imports(tmp_path):
     sample = tmp_path / "m.py"
     sample.write_text("def f():\n    from longvec.index import Collection\n    import torch.nn\n")
     assert imported_roots(sample) == {"index", "torch"}
+    assert bare_imports(sample) == []
+    sample.write_text("import index.store\nfrom api import cli\nfrom . import x\nimport indexer\n")
+    assert bare_imports(sample) == ["index.store", "api"]
 
 
 def _modules_after(statement: str) -> set[str]:
@@ -80,5 +101,5 @@ def _modules_after(statement: str) -> set[str]:
 
 
 def test_importing_the_cli_loads_no_model_stack():
-    loaded = _modules_after("import api.cli")
+    loaded = _modules_after("import longvec.api.cli")
     assert not {"torch", "faiss", "sentence_transformers", "fastapi"} & loaded

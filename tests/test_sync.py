@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from api.cli import main
-from index import Collection, InvalidInputError
-from index.sources import walk_paths
+from longvec.api.cli import main
+from longvec.index import Collection, InvalidInputError
+from longvec.index.sources import walk_paths
 
 
 def make_tree(root, files):
@@ -101,11 +101,11 @@ def test_argument_errors_come_back_before_any_model_loads(trees, tmp_path, capsy
     a, _ = trees
     coll = tmp_path / "coll"
     assert main(["index", "--collection", str(coll), str(a)]) == 0
-    import embedder.model
+    from longvec.embedder import model as model_module
 
     built: list[object] = []
-    monkeypatch.setattr(embedder.model, "Embedder", lambda config: built.append(config) or 1 / 0)
-    monkeypatch.setattr(embedder.model, "_CACHE", {})
+    monkeypatch.setattr(model_module, "Embedder", lambda config: built.append(config) or 1 / 0)
+    monkeypatch.setattr(model_module, "_CACHE", {})
     for args, message in [
         (["search", "--collection", str(coll), "--query", "x", "--k", "0"], "k must be in [1, 1000]"),
         (["search", "--collection", str(coll), "--query", "   "], "query must be a non-empty string"),
@@ -121,12 +121,12 @@ def test_argument_errors_come_back_before_any_model_loads(trees, tmp_path, capsy
 
 def test_failed_first_index_leaves_no_collection(trees, tmp_path, capsys, monkeypatch):
     a, _ = trees
-    import index.collection
+    from longvec.index import collection as collection_module
 
     def broken(self, *args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(index.collection.Collection, "_add_batch", broken)
+    monkeypatch.setattr(collection_module.Collection, "_add_batch", broken)
     coll = tmp_path / "new"
     with pytest.raises(RuntimeError, match="disk on fire"):
         main(["index", "--collection", str(coll), str(a)])
@@ -144,7 +144,7 @@ def test_failed_first_index_leaves_no_collection(trees, tmp_path, capsys, monkey
 
 
 def test_empty_texts_are_skipped_and_counted(tmp_path, fake_embedder):
-    from index import Document
+    from longvec.index import Document
 
     with Collection.create(tmp_path / "c", embedder=fake_embedder) as c:
         result = c.add([Document("a", "alpha text"), Document("e", ""), Document("w", " \n\t ")])
@@ -154,8 +154,8 @@ def test_empty_texts_are_skipped_and_counted(tmp_path, fake_embedder):
 
 
 def test_progress_lines_off_a_terminal(capsys, monkeypatch):
-    from api.cli import _progress
-    from index import AddResult
+    from longvec.api.cli import _progress
+    from longvec.index import AddResult
 
     bar = _progress(total=10)
     monkeypatch.setattr(_progress, "EVERY", 0.0)
@@ -167,7 +167,7 @@ def test_progress_lines_off_a_terminal(capsys, monkeypatch):
 def test_unknown_routes_and_numeric_ids_over_rest(tmp_path, fake_embedder):
     from fastapi.testclient import TestClient
 
-    from api.app import create_app
+    from longvec.api.app import create_app
 
     with TestClient(create_app(Collection.create(tmp_path / "c", embedder=fake_embedder))) as client:
         r = client.get("/")
@@ -186,3 +186,76 @@ def test_bad_queries_file_is_exit_2_naming_the_line(trees, tmp_path, capsys):
     bad.write_bytes(b'{"qid": "1", "text": "sensors"}\n\xff\xfe\n')
     assert main(["search", "--collection", str(coll), "--queries", str(bad)]) == 2  # was a UnicodeDecodeError
     assert f"{bad}:2: not UTF-8" in capsys.readouterr().err
+
+
+@pytest.fixture
+def served(trees, tmp_path):
+    """A collection indexed from projA, held by a live REST server (uvicorn in a thread) at the yielded URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from longvec.api.app import create_app
+
+    a, _ = trees
+    coll = tmp_path / "served"
+    assert main(["index", "--collection", str(coll), str(a)]) == 0
+    collection = Collection.open(coll)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(collection), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.05)
+    yield coll, f"http://127.0.0.1:{sock.getsockname()[1]}", collection
+    server.should_exit = True
+    thread.join(timeout=30)
+    sock.close()
+
+
+def test_index_and_delete_go_through_a_running_server(served, trees, tmp_path, capsys):
+    coll, url, collection = served
+    a, b = trees
+    # the directory is held by the server: a direct write is refused with the way to do it
+    assert main(["index", "--collection", str(coll), str(b)]) == 2
+    assert "longvec index --server URL" in capsys.readouterr().err
+
+    assert main(["index", "--server", url, str(b)]) == 0
+    assert "added 1, updated 0, unchanged 0" in capsys.readouterr().out
+    assert collection.doc_ids() == ["projA/README.md", "projA/src/io.py", "projB/README.md"]
+    assert collection.search("draws charts", k=1)[0].doc_id == "projB/README.md"
+
+    (a / "src" / "io.py").unlink()
+    (a / "NEW.md").write_text("Project A now also writes logs.\n")
+    assert main(["index", "--server", url, str(a), "--prune"]) == 0
+    assert "added 1, updated 0, unchanged 1" in (out := capsys.readouterr().out) and "pruned 1" in out
+    assert collection.doc_ids() == ["projA/NEW.md", "projA/README.md", "projB/README.md"]
+
+    assert main(["delete", "--server", url, "--prefix", "projB/", "--dry-run"]) == 0
+    assert "would delete projB/README.md" in capsys.readouterr().out
+    assert main(["delete", "--server", url, "--prefix", "projA/", "missing"]) == 0
+    assert "deleted 2 of 3" in capsys.readouterr().out
+    assert collection.doc_ids() == ["projB/README.md"]
+
+
+def test_server_writes_refuse_local_settings_and_unreachable_servers(served, trees, capsys):
+    _, url, collection = served
+    a, _ = trees
+    for args, message in [
+        (["index", "--server", url, str(a), "--max-tokens", "64"], "--max-tokens cannot be used with --server"),
+        (["index", "--server", url, str(a), "--dry-run"], "--dry-run cannot be used with --server"),
+        (["index", "--server", "localhost:8000", str(a)], "must be an http(s) URL"),
+        (["index", "--server", "http://127.0.0.1:9", str(a)], "cannot reach the server at http://127.0.0.1:9"),
+        (["delete", "--server", "http://127.0.0.1:9", "x"], "cannot reach the server"),
+    ]:
+        assert main(args) == 2, args
+        assert message in capsys.readouterr().err, args
+    with pytest.raises(SystemExit) as exit_info:  # argparse: one target, not both
+        main(["index", "--collection", "c", "--server", url, str(a)])
+    assert exit_info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    assert collection.doc_ids() == ["projA/README.md", "projA/src/io.py"]  # nothing changed

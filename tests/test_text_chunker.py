@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-import chunking.text as text_module
-from chunking import TextChunker, first_window, token_windows
-from chunking.text import token_starts
+import longvec.chunking.text as text_module
+from longvec.chunking import TextChunker, first_window, token_windows
+from longvec.chunking.text import token_starts
 
 UNICODE_TEXT = (
     "Ünïcödé paragraph one. It has ßharp letters, emoji 🚀🚀 and CJK 日本語のテキスト。\n\n"
@@ -193,3 +193,52 @@ def test_first_window_tokenises_only_a_prefix(counter, monkeypatch):
     window = first_window(counter, text, 256)
     assert window is not None and window.start == 0 and counter.count(text[: window.end]) <= 256
     assert sum(seen) < 10_000
+
+
+def _full_paragraph(counter, budget: int) -> str:
+    """A paragraph of exactly ``budget`` tokens: nothing more fits beside it in a chunk."""
+    words = []
+    while counter.count(" ".join([*words, "retrieval"])) <= budget:
+        words.append("retrieval")
+    return " ".join(words)
+
+
+@pytest.mark.parametrize("fragment", ["</UL>", "]", "});", "import os"])
+def test_a_trailing_fragment_joins_the_chunk_before_it(counter, fragment):
+    from longvec.chunking import MIN_CHUNK_TOKENS, Chunker
+
+    budget = 64
+    intro = "An introduction that explains how the index stores its chunks."
+    text = intro + "\n\n" + _full_paragraph(counter, budget) + "\n\n" + fragment + "\n"
+    alone = TextChunker(counter, budget).chunk("d", text)
+    assert alone[-1].text == fragment  # the packer alone leaves it as a chunk of its own
+    chunks = Chunker(counter, budget).chunk("d", text)
+    assert [c.chunk_id for c in chunks] == list(range(len(alone) - 1))
+    assert chunks[-1].start == alone[-2].start and chunks[-1].end == alone[-1].end
+    assert chunks[-1].text == text[chunks[-1].start : chunks[-1].end] and chunks[-1].text.endswith(fragment)
+    assert chunks[-1].n_tokens == counter.count(chunks[-1].text) > budget  # only the fragment is past the budget
+    assert all(c.n_tokens - counter.n_special >= MIN_CHUNK_TOKENS for c in chunks)
+
+
+def test_a_leading_fragment_joins_the_next_chunk_only_within_the_budget(counter):
+    from longvec.chunking import Chunker
+
+    budget = 64
+    fits = "]\n\n" + "A sentence about retrieval. " * 3
+    assert len(TextChunker(counter, budget).chunk("d", fits)) == 1  # packed together anyway
+    # a fragment followed by a full paragraph: merging would push real content past the budget, so it stays
+    full = "]\n\n" + _full_paragraph(counter, budget) + "\n\nTail sentence about search engines and ranking."
+    chunks = Chunker(counter, budget).chunk("d", full)
+    assert chunks[0].text == "]" and all(c.n_tokens <= budget for c in chunks)
+    # where it fits, it is merged: a short code file whose first AST chunk is a lone import
+    code = "import os\n\n\n" + "def f(x):\n    return os.path.join(x, 'retrieval', 'index')\n" * 1
+    merged = Chunker(counter, budget).chunk("m.py", code, path="m.py")
+    assert len(merged) == 1 and merged[0].start == 0 and merged[0].n_tokens <= budget
+
+
+@pytest.mark.parametrize("text", ["]", "  </UL>\n"])
+def test_a_document_that_is_one_fragment_stays_one_chunk(counter, text):
+    from longvec.chunking import Chunker
+
+    (chunk,) = Chunker(counter, 64).chunk("d", text)
+    assert chunk.text == text.strip()

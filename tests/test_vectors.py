@@ -6,8 +6,8 @@ import faiss
 import numpy as np
 import pytest
 
-from embedder import normalize
-from index.vectors import VectorIndex
+from longvec.embedder import normalize
+from longvec.index.vectors import VectorIndex
 
 
 @pytest.fixture
