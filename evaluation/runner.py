@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from longvec.chunking import Span, TokenCounter
+from longvec.chunking.languages import CODE_LANGUAGES, normalize_language
 from longvec.embedder import DEFAULT_MODEL, EmbedderConfig, Encoder, load_embedder, truncate
 from longvec.evaluation.metrics import Run, evaluate_run
 from longvec.evaluation.systems import SystemSpec
-from longvec.evaluation.types import Dataset
+from longvec.evaluation.types import Dataset, EvalDoc
 from longvec.index import Collection, Document, token_counter
+
+if TYPE_CHECKING:
+    from semantic_text_splitter import CodeSplitter, TextSplitter
 
 
 class TimedEncoder:
@@ -90,6 +98,50 @@ def naive_windows(counter: TokenCounter, text: str, max_tokens: int) -> list[Spa
     return [Span(offsets[i][0], offsets[min(i + size, len(offsets)) - 1][1]) for i in range(0, len(offsets), size)]
 
 
+class SemanticSplitter:
+    """``semantic-text-splitter`` sized by the embedder's tokenizer, so every chunk fits ``max_tokens``.
+
+    Code in a language with a tree-sitter grammar goes through its ``CodeSplitter`` (the grammar table is
+    ``chunking.languages``), everything else through its ``TextSplitter``. The splitter counts content tokens
+    only, so its capacity is ``max_tokens`` less the special tokens and document prompt the embedder adds; each
+    chunk is re-counted with ``counter`` and one over the limit is an error, never a silent truncation.
+    """
+
+    def __init__(self, counter: TokenCounter, tokenizer: Tokenizer, max_tokens: int) -> None:
+        self.counter, self.max_tokens = counter, max_tokens
+        self.capacity = max_tokens - counter.n_special
+        # A private copy without truncation or padding (a model's tokenizer.json often ships with both on).
+        self._tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        self._splitters: dict[str | None, CodeSplitter | TextSplitter] = {}
+
+    def splitter(self, language: str | None) -> CodeSplitter | TextSplitter:
+        """The ``CodeSplitter`` for ``language``'s grammar; the ``TextSplitter`` for prose or a language without one."""
+        from semantic_text_splitter import CodeSplitter, TextSplitter
+
+        spec = CODE_LANGUAGES.get(normalize_language(language)) if language else None
+        key = spec.name if spec else None
+        if key not in self._splitters:
+            if spec is None:
+                self._splitters[key] = TextSplitter.from_huggingface_tokenizer(self._tokenizer, self.capacity)
+            else:  # the splitter takes the grammar wheel's raw language pointer, not a tree_sitter.Language
+                grammar = getattr(importlib.import_module(spec.module), spec.loader)()
+                self._splitters[key] = CodeSplitter.from_huggingface_tokenizer(grammar, self._tokenizer, self.capacity)
+        return self._splitters[key]
+
+    def pieces(self, doc: EvalDoc) -> list[str]:
+        """The chunk texts of ``doc`` (whitespace-trimmed, as the splitter returns them)."""
+        chunks = self.splitter(doc.language).chunks(doc.text)
+        for chunk, n in zip(chunks, self.counter.count_many(chunks), strict=True):
+            if n > self.max_tokens:
+                raise RuntimeError(
+                    f"semantic-text-splitter chunk of {n} tokens in {doc.doc_id!r} exceeds max_tokens "
+                    f"{self.max_tokens}: {chunk[:60]!r}"
+                )
+        return chunks
+
+
 def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -115,10 +167,8 @@ class Runner:
         tokens0, seconds0 = (enc.tokens, enc.seconds) if enc else (0, 0.0)
         if spec.kind in ("chunk", "truncate"):
             run, index_bytes = self._run_longvec(spec, ds)
-        elif spec.kind == "st":
-            run, index_bytes = self._run_rows(spec, ds, whole=True)
-        elif spec.kind == "windows":
-            run, index_bytes = self._run_rows(spec, ds, whole=False)
+        elif enc is not None:
+            run, index_bytes = self._run_rows(enc, ds, self._pieces(spec, enc))
         else:
             run, index_bytes = self._run_bm25(ds)
         means, per_query = evaluate_run(run, ds.qrels, ds.queries)
@@ -142,18 +192,25 @@ class Runner:
         shutil.rmtree(root, ignore_errors=True)
         return run, size
 
-    def _run_rows(self, spec: SystemSpec, ds: Dataset, *, whole: bool) -> tuple[Run, int]:
-        enc = self.encoder(spec.max_tokens)
+    def _pieces(self, spec: SystemSpec, enc: TimedEncoder) -> Callable[[EvalDoc], list[str]]:
+        """How a row baseline cuts a document into the texts it embeds."""
+        if spec.kind == "st":
+            return lambda d: [d.text]  # the whole document: the model truncates at max_tokens
+        if spec.kind == "windows":
+            return lambda d: [d.text[s.start : s.end] for s in naive_windows(enc.counter, d.text, spec.max_tokens)]
+        if spec.kind == "sts":
+            return SemanticSplitter(enc.counter, enc.tokenizer, spec.max_tokens).pieces
+        raise ValueError(f"system kind {spec.kind!r} embeds no rows")
+
+    def _run_rows(self, enc: TimedEncoder, ds: Dataset, pieces: Callable[[EvalDoc], list[str]]) -> tuple[Run, int]:
+        """Exact search over the rows ``pieces`` cuts from each document; a document scores as its best row."""
         texts: list[str] = []
         row_doc: list[int] = []
         for i, d in enumerate(ds.docs):
-            if whole:
-                pieces = [d.text]
-            else:
-                pieces = [d.text[s.start : s.end] for s in naive_windows(enc.counter, d.text, spec.max_tokens)]
-            texts += pieces
-            row_doc += [i] * len(pieces)
-        vectors = enc.encode_documents(texts)  # whole documents: the model truncates at max_tokens
+            rows = pieces(d)
+            texts += rows
+            row_doc += [i] * len(rows)
+        vectors = enc.encode_documents(texts)
         q = enc.encode_queries([x.text for x in ds.queries])
         ranked = top_k_by_doc(q @ vectors.T, np.asarray(row_doc), [d.doc_id for d in ds.docs], self.k)
         return {x.qid: r for x, r in zip(ds.queries, ranked, strict=True)}, vectors.nbytes

@@ -10,6 +10,10 @@ A system is named by a spec string ``KIND[:key=value,...]``:
   ``max_tokens`` (256 is the model's own limit) — what most stacks do.
 - ``windows``: fixed ``max_tokens``-token windows cut on token ids with no regard for structure, document
   score = the best window's score — what a user would hand-write.
+- ``sts``: ``semantic-text-splitter`` (a Rust chunker): its ``CodeSplitter`` with the document's tree-sitter grammar
+  for code, its ``TextSplitter`` for prose (and for code languages without a grammar), both counting with the
+  embedder's tokenizer at a capacity of ``max_tokens`` minus the special tokens and document prompt the embedder
+  adds; document score = the best chunk's score, as for ``windows`` — the off-the-shelf structure-aware chunker.
 - ``bm25``: lexical BM25 (``bm25s``) over whole documents.
 """
 
@@ -20,16 +24,17 @@ from typing import Literal
 
 from longvec.index import AGG_MODES, AggMode, InvalidInputError
 
-Kind = Literal["chunk", "truncate", "st", "windows", "bm25"]
-KINDS: tuple[Kind, ...] = ("chunk", "truncate", "st", "windows", "bm25")
+Kind = Literal["chunk", "truncate", "st", "windows", "sts", "bm25"]
+KINDS: tuple[Kind, ...] = ("chunk", "truncate", "st", "windows", "sts", "bm25")
 
-DEFAULT_SYSTEMS = ("chunk", "truncate", "st:max_tokens=256", "st:max_tokens=512", "windows", "bm25")
+DEFAULT_SYSTEMS = ("chunk", "truncate", "st:max_tokens=256", "st:max_tokens=512", "windows", "sts", "bm25")
 # The options each kind honours; any other key in a spec is an error, never silently ignored.
 KEYS: dict[str, tuple[str, ...]] = {
     "chunk": ("max_tokens", "overlap", "dim", "agg"),
     "truncate": ("max_tokens", "dim"),
     "st": ("max_tokens",),
     "windows": ("max_tokens",),
+    "sts": ("max_tokens",),
     "bm25": (),
 }
 
@@ -67,6 +72,8 @@ class SystemSpec:
         parts = [f"{self.kind}-{self.max_tokens}"]
         if self.kind in ("chunk", "truncate"):
             parts[0] = f"longvec {parts[0]}"
+        elif self.kind == "sts":
+            parts[0] = f"semantic-text-splitter-{self.max_tokens}"
         if self.overlap:
             parts.append(f"overlap {self.overlap}")
         if self.agg != "maxsim":
