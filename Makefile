@@ -8,8 +8,14 @@ STAMP := $(VENV)/.longvec-installed
 #   make install TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
+# Sources of the code-go, code-ts and code-cpp eval datasets (evaluation/code_langs.py reads them from here;
+# another SOURCES_DIR needs LONGVEC_TS_SRC=$(SOURCES_DIR)/node_modules/rxjs/src at eval time).
+EVAL_APT_PACKAGES ?= golang-go libeigen3-dev
+EVAL_NPM_PACKAGE ?= rxjs@7.8.2
+SOURCES_DIR ?= $(HOME)/.cache/longvec/sources
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install demo test test-all lint bench eval-smoke clean
+.PHONY: help install demo test test-all lint bench eval-smoke eval-sources clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,6 +45,12 @@ lint: install  ## ruff lint and format check
 
 bench: install  ## the full evaluation table (long: see docs/BENCHMARKS.md)
 	$(BIN)/python benchmarks/run_eval.py
+
+eval-sources:  ## install the Go, TypeScript and C++ sources of the code-go/-ts/-cpp eval datasets
+	$(SUDO) apt-get update -q
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(EVAL_APT_PACKAGES)
+	mkdir -p $(SOURCES_DIR)
+	npm install --prefix $(SOURCES_DIR) --save-exact --ignore-scripts --no-audit --no-fund $(EVAL_NPM_PACKAGE)
 
 clean:  ## remove the virtual environment and demo collection
 	rm -rf $(VENV) collections

@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="measure retrieval quality against baselines (built-in or BEIR-format data)")
     p.add_argument(
         "--datasets",
-        help="comma-separated built-in datasets: code, pydoc, passkey, needle (default: all, or none with --beir)",
+        help="comma-separated built-in datasets: code, pydoc, passkey, needle (the default: all four, or none with "
+        "--beir), code-go, code-ts, code-cpp (need `make eval-sources`)",
     )
     p.add_argument("--beir", type=Path, action="append", metavar="DIR", help="a BEIR-format test set (repeatable)")
     p.add_argument("--split", default="test", help="the BEIR qrels split to evaluate (qrels/SPLIT.tsv)")
@@ -411,7 +412,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from longvec.evaluation import DATASET_NAMES
+    from longvec.evaluation import ALL_DATASET_NAMES, DATASET_NAMES
     from longvec.evaluation.beir import load_beir
     from longvec.evaluation.report import render, run_eval, write_results, write_runs
     from longvec.evaluation.systems import DEFAULT_SYSTEMS, SystemSpec
@@ -419,9 +420,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     default = "" if args.beir else ",".join(DATASET_NAMES)
     datasets = [d.strip() for d in (args.datasets if args.datasets is not None else default).split(",") if d.strip()]
-    unknown = sorted(set(datasets) - set(DATASET_NAMES))
+    unknown = sorted(set(datasets) - set(ALL_DATASET_NAMES))
     if unknown or not (datasets or args.beir):
-        raise InvalidInputError(f"unknown datasets {unknown}; choose from {DATASET_NAMES} or give --beir DIR")
+        raise InvalidInputError(f"unknown datasets {unknown}; choose from {ALL_DATASET_NAMES} or give --beir DIR")
     if not 100 <= args.k <= 1000:
         raise InvalidInputError(f"--k must be in [100, 1000] (recall@100 is reported), got {args.k}")
     beir = [load_beir(d, args.split) for d in args.beir or []]  # read and checked before any system runs

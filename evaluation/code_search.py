@@ -138,15 +138,20 @@ def code_candidates(*, small: bool = False) -> list[CodeCandidate]:
     return sorted(found, key=lambda c: c.doc_id)
 
 
-def build_code(counter: TokenCounter, *, small: bool = False, seed: int = 0) -> tuple[list[Dataset], dict]:
-    """The "code" pool (3,000 docs / 1,000 queries; small: 150 / 40) and build info for the cache header."""
+def sample_code_pool(
+    name: str, language: str, candidates: list[CodeCandidate], counter: TokenCounter, *, small: bool, seed: int
+) -> tuple[Dataset, dict]:
+    """Sample a pool from sorted candidates (3,000 docs / 1,000 queries; small: 150 / 40) with its build info.
+
+    Shared by every code-search dataset: a query comes from a sampled document whose query is unique among
+    all candidates and absent from every sampled document; buckets by the document's token count.
+    """
     n_docs, n_queries = (150, 40) if small else (3000, 1000)
-    candidates = code_candidates(small=small)
     query_users: dict[str, int] = {}
     for c in candidates:
         if c.query:
             query_users[c.query] = query_users.get(c.query, 0) + 1
-    rng = random.Random(f"code:{seed}")
+    rng = random.Random(f"{name}:{seed}")
     docs = sorted(rng.sample(candidates, min(n_docs, len(candidates))), key=lambda c: c.doc_id)
     pool_text = "\x00".join(c.source for c in docs)
     usable = [c for c in docs if c.query and query_users[c.query] == 1 and c.query not in pool_text]
@@ -154,12 +159,17 @@ def build_code(counter: TokenCounter, *, small: bool = False, seed: int = 0) -> 
     lengths = dict(zip([c.doc_id for c in picked], counter.count_many([c.source for c in picked]), strict=True))
     queries, qrels = [], {}
     for i, c in enumerate(picked):
-        qid = f"code-q{i:04d}"
+        qid = f"{name}-q{i:04d}"
         queries.append(EvalQuery(qid, c.query, "long" if lengths[c.doc_id] > LONG_TOKENS else "short"))
         qrels[qid] = {c.doc_id}
     info = {
         "candidates": len(candidates),
         "candidates_with_unique_query": sum(1 for c in candidates if c.query and query_users[c.query] == 1),
     }
-    dataset = Dataset("code", [EvalDoc(c.doc_id, c.source, "python") for c in docs], queries, qrels)
+    return Dataset(name, [EvalDoc(c.doc_id, c.source, language) for c in docs], queries, qrels), info
+
+
+def build_code(counter: TokenCounter, *, small: bool = False, seed: int = 0) -> tuple[list[Dataset], dict]:
+    """The "code" pool (3,000 docs / 1,000 queries; small: 150 / 40) and build info for the cache header."""
+    dataset, info = sample_code_pool("code", "python", code_candidates(small=small), counter, small=small, seed=seed)
     return [dataset], info

@@ -1,7 +1,10 @@
 """Evaluation datasets: build deterministically once, cache as human-readable JSON Lines, load.
 
 ``load_dataset(name, cache_dir, counter)`` returns a list of pools (``Dataset``): one for "code" and "pydoc",
-one per length for the synthetic "passkey" and "needle" tasks. The cache file is
+one per length for the synthetic "passkey" and "needle" tasks (``DATASET_NAMES``: they need nothing but this
+interpreter), and one for each of "code-go", "code-ts" and "code-cpp" (``SOURCE_DATASET_NAMES``: built from
+sources that ``make eval-sources`` installs, see ``code_langs.py``; their header records the sources' root
+and version). The cache file is
 ``cache_dir/<name>-<full|small>-seed<seed>.jsonl``: a header line (format, interpreter, tokenizer probe, build
 info), then per pool a ``dataset`` line followed by its ``doc`` and ``query`` lines (a query line carries its
 relevant doc_ids). A missing file, or one whose header doesn't match this interpreter, tokenizer or format,
@@ -21,11 +24,22 @@ from longvec.chunking.budget import TokenCounter
 from longvec.evaluation.types import Dataset, EvalDoc, EvalQuery
 from longvec.index import InvalidInputError
 
-DATASET_NAMES = ("code", "pydoc", "passkey", "needle")
+DATASET_NAMES = ("code", "pydoc", "passkey", "needle")  # self-contained: the default set of `longvec eval`
+SOURCE_DATASET_NAMES = ("code-go", "code-ts", "code-cpp")  # need `make eval-sources` first
+ALL_DATASET_NAMES = DATASET_NAMES + SOURCE_DATASET_NAMES
 CACHE_FORMAT = 1
 _PROBES = ("longvec evaluation cache probe", "def f(x):\n    return x ** 2  # ünïcode", "passkey 12345")
 
-__all__ = ["DATASET_NAMES", "Dataset", "EvalDoc", "EvalQuery", "cache_path", "load_dataset"]
+__all__ = [
+    "ALL_DATASET_NAMES",
+    "DATASET_NAMES",
+    "SOURCE_DATASET_NAMES",
+    "Dataset",
+    "EvalDoc",
+    "EvalQuery",
+    "cache_path",
+    "load_dataset",
+]
 
 
 def cache_path(cache_dir: Path, name: str, *, small: bool = False, seed: int = 0) -> Path:
@@ -34,7 +48,7 @@ def cache_path(cache_dir: Path, name: str, *, small: bool = False, seed: int = 0
 
 
 def _header(name: str, counter: TokenCounter, small: bool, seed: int) -> dict[str, Any]:
-    return {
+    header: dict[str, Any] = {
         "record": "header",
         "format": CACHE_FORMAT,
         "name": name,
@@ -43,6 +57,11 @@ def _header(name: str, counter: TokenCounter, small: bool, seed: int) -> dict[st
         "python": sys.version.split()[0],
         "tokenizer_probe": counter.count_many(list(_PROBES)),
     }
+    if name in SOURCE_DATASET_NAMES:
+        from longvec.evaluation.code_langs import source_fingerprint
+
+        header["source"] = source_fingerprint(name)
+    return header
 
 
 def _builder(name: str) -> Callable[..., tuple[list[Dataset], dict[str, Any]]]:
@@ -55,6 +74,10 @@ def _builder(name: str) -> Callable[..., tuple[list[Dataset], dict[str, Any]]]:
         from longvec.evaluation.pydoc_text import build_pydoc
 
         return build_pydoc
+    if name in SOURCE_DATASET_NAMES:
+        from longvec.evaluation.code_langs import build_code_lang
+
+        return lambda counter, **kw: build_code_lang(name, counter, **kw)
     from longvec.evaluation.synthetic import build_synthetic
 
     return lambda counter, **kw: build_synthetic(name, counter, **kw)
@@ -106,13 +129,13 @@ def read_cache(path: Path) -> tuple[dict[str, Any], list[Dataset]]:
 def load_dataset(
     name: str, cache_dir: Path, counter: TokenCounter, *, small: bool = False, seed: int = 0
 ) -> list[Dataset]:
-    """The pools of dataset ``name`` (one of ``DATASET_NAMES``), from ``cache_dir`` or freshly built.
+    """The pools of dataset ``name`` (one of ``ALL_DATASET_NAMES``), from ``cache_dir`` or freshly built.
 
     ``small=True`` is a smoke-sized variant for tests (a few dozen queries, small pools, synthetic lengths 256
     and 512 only). ``counter`` measures every token length (buckets, synthetic document lengths).
     """
-    if name not in DATASET_NAMES:
-        raise InvalidInputError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
+    if name not in ALL_DATASET_NAMES:
+        raise InvalidInputError(f"unknown dataset {name!r}; expected one of {', '.join(ALL_DATASET_NAMES)}")
     path = cache_path(cache_dir, name, small=small, seed=seed)
     header = _header(name, counter, small, seed)
     if path.exists():
