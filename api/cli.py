@@ -27,6 +27,13 @@ def _add_target(p: argparse.ArgumentParser) -> None:
     target.add_argument("--server", metavar="URL", help="send the writes to a running `longvec serve` at URL")
 
 
+def _add_channels(p: argparse.ArgumentParser, what: str = "") -> None:
+    """The search channel options (for `search`, default: the collection's own, see `longvec info`)."""
+    p.add_argument("--mode", choices=("dense", "lexical", "hybrid"), help=f"{what}dense, lexical (BM25) or hybrid")
+    p.add_argument("--fusion", choices=("rrf", "convex"), help=f"{what}hybrid fusion: reciprocal-rank or scores")
+    p.add_argument("--alpha", type=float, help=f"{what}hybrid: weight of the dense channel in [0, 1]")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="longvec", description="Index and search long code and long text.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model path or hub name (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--max-tokens", type=int, help="chunk budget in model tokens (default: the model's limit)")
     p.add_argument("--overlap-tokens", type=int, help="text chunk overlap in tokens (default 0)")
+    p.add_argument(
+        "--no-code-context",
+        dest="code_context",
+        action="store_const",
+        const=False,
+        help="embed code chunks without the signatures of the definitions they belong to (new collections)",
+    )
+    _add_channels(p, "the new collection's default: ")
     p.add_argument("--batch-docs", type=int, default=32, help="documents per transaction")
     p.add_argument(
         "--prune", action="store_true", help="delete walked files of these directories that are gone from disk"
@@ -69,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="maxsim",
         help="maxsim: a document scores as its best chunk (default); else one aggregated vector per document",
     )
+    _add_channels(p)
     p.add_argument("--output", type=Path, help="write JSON lines here instead of stdout")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout (default for --queries)")
 
@@ -92,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--systems",
         nargs="+",
         metavar="SPEC",
-        help="KIND[:key=value,...] with KIND in chunk, truncate, st, windows, bm25 (default: all baselines)",
+        help="KIND[:key=value,...] with KIND in chunk, truncate, st, windows, sts, bm25 (default: all of them)",
     )
     p.add_argument("--small", action="store_true", help="smoke-sized datasets (seconds, for tests)")
     p.add_argument("--lengths", help="synthetic lengths to run, e.g. 256,512,1024 (default: all)")
@@ -166,6 +182,10 @@ def cmd_index(args: argparse.Namespace) -> int:
         strategy=args.strategy,
         max_tokens=args.max_tokens,
         overlap_tokens=args.overlap_tokens,
+        code_context=args.code_context,
+        search_mode=args.mode,
+        fusion=args.fusion,
+        alpha=args.alpha,
         embedder_config=config,
     )
     first.created = first.first  # this process made it (another one racing to create it fails above)
@@ -185,7 +205,18 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 # Collection settings are fixed by the server's collection: giving them with --server is a mistake.
-_SERVER_FIXED = ("model", "strategy", "max_tokens", "overlap_tokens", "query_prefix", "document_prefix")
+_SERVER_FIXED = {
+    "model": "--model",
+    "strategy": "--strategy",
+    "max_tokens": "--max-tokens",
+    "overlap_tokens": "--overlap-tokens",
+    "code_context": "--no-code-context",
+    "mode": "--mode",
+    "fusion": "--fusion",
+    "alpha": "--alpha",
+    "query_prefix": "--query-prefix",
+    "document_prefix": "--document-prefix",
+}
 
 
 def _index_via_server(
@@ -196,7 +227,7 @@ def _index_via_server(
     from longvec.index import AddResult, InvalidInputError
     from longvec.index.sources import vanished
 
-    fixed = [f"--{name.replace('_', '-')}" for name in _SERVER_FIXED if getattr(args, name)]
+    fixed = [flag for name, flag in _SERVER_FIXED.items() if getattr(args, name) not in (None, "")]
     if fixed or args.dry_run or args.allow_download:
         extra = fixed + ["--dry-run"] * args.dry_run + ["--allow-download"] * args.allow_download
         raise InvalidInputError(f"{', '.join(extra)} cannot be used with --server (the server's collection decides)")
@@ -361,12 +392,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not (args.collection / "manifest.json").exists():
         raise CollectionNotFoundError(f"no collection at {args.collection} (create one with `longvec index`)")
     # Arguments are checked before the model loads: a typo costs no seconds.
-    check_search(
-        Manifest.load(args.collection / "manifest.json"), [t for _, t in queries], args.k, 1, args.dim, args.agg
-    )
+    channels = {"mode": args.mode, "fusion": args.fusion, "alpha": args.alpha}
+    manifest = Manifest.load(args.collection / "manifest.json")
+    check_search(manifest, [t for _, t in queries], args.k, 1, args.dim, args.agg, **channels)
     with Collection.open(args.collection, readonly=True) as collection:
         texts = [t for _, t in queries]
-        results = collection.search_many(texts, k=args.k, dim=args.dim, agg=args.agg) if queries else []
+        options = {"k": args.k, "dim": args.dim, "agg": args.agg, **channels}
+        results = collection.search_many(texts, **options) if queries else []
     as_json = args.json or args.queries is not None or args.output is not None
     out: IO[str] = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     try:

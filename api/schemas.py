@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-from longvec.index import AggMode
+from longvec.index import AggMode, Fusion, SearchMode
 
 MAX_QUERY_CHARS = 8_192
 MAX_DOCS_PER_REQUEST = 256
@@ -19,6 +19,9 @@ class SearchRequest(BaseModel):
     k: int = Field(default=10, ge=1, le=1000)
     dim: int | None = Field(default=None, description="Matryoshka prefix size; one of /info's dims")
     agg: AggMode = "maxsim"
+    mode: SearchMode | None = Field(default=None, description="dense, lexical or hybrid (default: the collection's)")
+    fusion: Fusion | None = Field(default=None, description="hybrid: rrf or convex (default: the collection's)")
+    alpha: float | None = Field(default=None, ge=0.0, le=1.0, description="hybrid: weight of the dense channel")
 
 
 class ChunkOut(BaseModel):

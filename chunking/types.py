@@ -12,9 +12,11 @@ ChunkKind = Literal["code", "text"]
 class Chunk:
     """A contiguous span of a document: ``document_text[start:end] == text``.
 
-    ``chunk_id`` is the chunk's ordinal inside its document (0, 1, ...). ``n_tokens`` is the length of
-    ``text`` in the embedder's tokenizer, special tokens included. ``symbol`` is the enclosing definition
-    path for code (``Class.method``), ``None`` for text or top-level code.
+    ``chunk_id`` is the chunk's ordinal inside its document (0, 1, ...). ``symbol`` is the enclosing
+    definition path for code (``Class.method``), ``None`` for text or top-level code. ``context`` is text
+    embedded before the chunk but not part of its span (the signature of the function a body piece belongs
+    to; see ``chunking.context``). ``n_tokens`` is the length of :attr:`embed_text` in the embedder's
+    tokenizer, special tokens included.
     """
 
     doc_id: str
@@ -26,6 +28,12 @@ class Chunk:
     kind: ChunkKind
     language: str | None = None
     symbol: str | None = None
+    context: str = ""
+
+    @property
+    def embed_text(self) -> str:
+        """What the embedder encodes for this chunk: ``context``, a newline, then ``text``."""
+        return f"{self.context}\n{self.text}" if self.context else self.text
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,9 +184,11 @@ class Runner:
         shutil.rmtree(root, ignore_errors=True)
         queries = [q.text for q in ds.queries]
         # The product path, as a user's call: index the documents, then search with the system's options.
-        with Collection.create(root, embedder=enc, strategy=spec.kind, overlap_tokens=spec.overlap) as coll:
+        settings = {"strategy": spec.kind, "overlap_tokens": spec.overlap, "code_context": spec.context}
+        with Collection.create(root, embedder=enc, **settings) as coll:
             coll.add(Document(d.doc_id, d.text, language=d.language) for d in ds.docs)
-            hits = coll.search_many(queries, k=self.k, dim=spec.dim, agg=spec.agg)
+            channels = {"mode": spec.mode, "fusion": spec.fusion, "alpha": spec.alpha}
+            hits = coll.search_many(queries, k=self.k, dim=spec.dim, agg=spec.agg, **channels)
         run = {q.qid: [(h.doc_id, h.score) for h in hs] for q, hs in zip(ds.queries, hits, strict=True)}
         size = _dir_bytes(root)
         shutil.rmtree(root, ignore_errors=True)

@@ -5,7 +5,9 @@ A system is named by a spec string ``KIND[:key=value,...]``:
 - ``chunk`` / ``truncate``: a longvec collection (the product path: chunker, embedder, store, FAISS).
   Keys: ``max_tokens`` (chunk budget), ``overlap`` (text overlap tokens), ``dim`` (Matryoshka prefix),
   ``agg`` (``maxsim``: a document scores as its best chunk, the default; or ``mean``/``max``/``weighted``:
-  one aggregated vector per document).
+  one aggregated vector per document), ``mode`` (``dense``/``lexical``/``hybrid``; default: a new
+  collection's default), ``fusion`` (``rrf``/``convex``) and ``alpha`` (the dense weight, a number in [0, 1])
+  for hybrid search, and ``context=0`` (chunk only) to embed code chunks without their signature context.
 - ``st``: plain sentence-transformers + exact (brute-force) search over whole documents, truncated by the model at
   ``max_tokens`` (256 is the model's own limit) — what most stacks do.
 - ``windows``: fixed ``max_tokens``-token windows cut on token ids with no regard for structure, document
@@ -22,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from longvec.index import AGG_MODES, AggMode, InvalidInputError
+from longvec.index import AGG_MODES, FUSIONS, SEARCH_MODES, AggMode, Fusion, InvalidInputError, SearchMode
 
 Kind = Literal["chunk", "truncate", "st", "windows", "sts", "bm25"]
 KINDS: tuple[Kind, ...] = ("chunk", "truncate", "st", "windows", "sts", "bm25")
@@ -30,8 +32,8 @@ KINDS: tuple[Kind, ...] = ("chunk", "truncate", "st", "windows", "sts", "bm25")
 DEFAULT_SYSTEMS = ("chunk", "truncate", "st:max_tokens=256", "st:max_tokens=512", "windows", "sts", "bm25")
 # The options each kind honours; any other key in a spec is an error, never silently ignored.
 KEYS: dict[str, tuple[str, ...]] = {
-    "chunk": ("max_tokens", "overlap", "dim", "agg"),
-    "truncate": ("max_tokens", "dim"),
+    "chunk": ("max_tokens", "overlap", "dim", "agg", "mode", "fusion", "alpha", "context"),
+    "truncate": ("max_tokens", "dim", "mode", "fusion", "alpha"),
     "st": ("max_tokens",),
     "windows": ("max_tokens",),
     "sts": ("max_tokens",),
@@ -46,6 +48,10 @@ class SystemSpec:
     overlap: int = 0
     dim: int | None = None
     agg: AggMode = "maxsim"
+    mode: SearchMode | None = None
+    fusion: Fusion | None = None
+    alpha: float | None = None
+    context: bool = True
 
     @classmethod
     def parse(cls, spec: str) -> SystemSpec:
@@ -58,11 +64,7 @@ class SystemSpec:
             key, sep, value = item.partition("=")
             if not sep or key not in known:
                 raise InvalidInputError(f"system {spec!r}: expected key=value with key in {list(known)}")
-            if key != "agg" and not value.isdigit():
-                raise InvalidInputError(f"system {spec!r}: {key} must be a non-negative integer, got {value!r}")
-            values[key] = value if key == "agg" else int(value)
-        if values.get("agg", "maxsim") not in AGG_MODES:
-            raise InvalidInputError(f"system {spec!r}: agg not in {AGG_MODES}")
+            values[key] = _value(spec, key, value)
         return cls(kind=kind, **values)  # type: ignore[arg-type]
 
     @property
@@ -80,8 +82,43 @@ class SystemSpec:
             parts.append(f"agg {self.agg}")
         if self.dim is not None:
             parts.append(f"dim {self.dim}")
+        if self.mode is not None:
+            parts.append(self.mode)
+        if self.fusion is not None:
+            parts.append(self.fusion)
+        if self.alpha is not None:
+            parts.append(f"alpha {self.alpha:g}")
+        if not self.context:
+            parts.append("no context")
         return " ".join(parts)
 
     @property
     def dense(self) -> bool:
         return self.kind != "bm25"
+
+
+# The allowed words of the keys that take one; the others are numbers.
+_CHOICES: dict[str, tuple[str, ...]] = {"agg": AGG_MODES, "mode": SEARCH_MODES, "fusion": FUSIONS}
+
+
+def _value(spec: str, key: str, value: str) -> object:
+    """The typed value of ``key=value`` in ``spec``; :class:`InvalidInputError` if it is not one."""
+    if key in _CHOICES:
+        if value not in _CHOICES[key]:
+            raise InvalidInputError(f"system {spec!r}: {key} not in {_CHOICES[key]}")
+        return value
+    if key == "alpha":
+        try:
+            alpha = float(value)
+        except ValueError:
+            alpha = -1.0
+        if not 0.0 <= alpha <= 1.0:
+            raise InvalidInputError(f"system {spec!r}: alpha must be a number in [0, 1], got {value!r}")
+        return alpha
+    if key == "context":
+        if value not in ("0", "1"):
+            raise InvalidInputError(f"system {spec!r}: context must be 0 or 1, got {value!r}")
+        return value == "1"
+    if not value.isdigit():
+        raise InvalidInputError(f"system {spec!r}: {key} must be a non-negative integer, got {value!r}")
+    return int(value)

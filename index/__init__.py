@@ -11,6 +11,7 @@ from longvec.index.errors import (
     LongvecError,
     ModelMismatchError,
 )
+from longvec.index.lexical import FUSIONS, SEARCH_MODES, Fusion, SearchMode
 from longvec.index.manifest import STRATEGIES, Manifest, Strategy, longvec_version
 from longvec.index.search import MAX_K, check_search
 from longvec.index.store import StoredDocument
@@ -19,7 +20,9 @@ from longvec.index.types import AddResult, ChunkHit, Document, Hit
 
 __all__ = [
     "AGG_MODES",
+    "FUSIONS",
     "MAX_K",
+    "SEARCH_MODES",
     "STRATEGIES",
     "AddResult",
     "AggMode",
@@ -31,11 +34,13 @@ __all__ = [
     "CollectionNotFoundError",
     "Document",
     "DocumentNotFoundError",
+    "Fusion",
     "Hit",
     "InvalidInputError",
     "LongvecError",
     "Manifest",
     "ModelMismatchError",
+    "SearchMode",
     "Strategy",
     "StoredDocument",
     "check_search",

@@ -32,9 +32,18 @@ from longvec.index.errors import (
     InvalidInputError,
     ModelMismatchError,
 )
+from longvec.index.lexical import (
+    DEFAULT_ALPHA,
+    DEFAULT_FUSION,
+    DEFAULT_SEARCH_MODE,
+    Fusion,
+    SearchMode,
+    document_terms,
+    match_expression,
+)
 from longvec.index.locks import take_writer_lock
 from longvec.index.manifest import Manifest, Strategy, longvec_version, now_iso
-from longvec.index.search import MAX_K, check_search, rank
+from longvec.index.search import MAX_K, Channels, check_channels, check_search, rank, rank_fused
 from longvec.index.store import DocumentWrite, Store, StoredDocument
 from longvec.index.sync import AGG_MODES, AggMode, SnapshotTooOld, VectorCache, View
 from longvec.index.types import AddResult, Document, Hit
@@ -46,9 +55,9 @@ def token_counter(embedder: Encoder) -> TokenCounter:
     return TokenCounter(embedder.tokenizer, embedder.document_prompt)
 
 
-def _chunker(counter: TokenCounter, max_tokens: int, overlap_tokens: int) -> Chunker:
+def _chunker(counter: TokenCounter, max_tokens: int, overlap_tokens: int, code_context: bool = True) -> Chunker:
     try:
-        return Chunker(counter, max_tokens, overlap_tokens)
+        return Chunker(counter, max_tokens, overlap_tokens, code_context)
     except ValueError as exc:  # the chunkers' own range checks: bad settings from the caller
         raise InvalidInputError(str(exc)) from None
 
@@ -71,7 +80,7 @@ class Collection:
     def __init__(self, root: Path, manifest: Manifest, embedder: Encoder, *, readonly: bool) -> None:
         self.root, self.manifest, self.embedder, self.readonly = root, manifest, embedder, readonly
         self.counter = token_counter(embedder)
-        self._chunker = _chunker(self.counter, manifest.max_tokens, manifest.overlap_tokens)
+        self._chunker = _chunker(self.counter, manifest.max_tokens, manifest.overlap_tokens, manifest.code_context)
         self._lock = threading.RLock()
         self._lock_file = None if readonly else take_writer_lock(root)
         try:
@@ -94,10 +103,18 @@ class Collection:
         strategy: Strategy = "chunk",
         max_tokens: int | None = None,
         overlap_tokens: int = 0,
+        code_context: bool = True,
+        search_mode: SearchMode = DEFAULT_SEARCH_MODE,
+        fusion: Fusion = DEFAULT_FUSION,
+        alpha: float = DEFAULT_ALPHA,
         embedder_config: EmbedderConfig | None = None,
         embedder: Encoder | None = None,
     ) -> Collection:
-        """A new collection at ``root``; ``embedder`` (already loaded) wins over ``model``/``embedder_config``."""
+        """A new collection at ``root``; ``embedder`` (already loaded) wins over ``model``/``embedder_config``.
+
+        ``code_context``: code chunks are embedded with the signatures of the definitions they belong to.
+        ``search_mode``, ``fusion`` and ``alpha`` are the defaults of :meth:`search_many`.
+        """
         root = Path(root)
         if (root / "manifest.json").exists():
             raise CollectionExistsError(f"a collection already exists at {root}")
@@ -109,6 +126,7 @@ class Collection:
         elif max_tokens is not None and max_tokens != embedder.max_tokens:
             raise InvalidInputError(f"max_tokens {max_tokens} differs from the embedder's {embedder.max_tokens}")
         _chunker(token_counter(embedder), embedder.max_tokens, overlap_tokens)  # settings checked before any write
+        check_channels(search_mode, fusion, alpha)
         manifest = Manifest(
             model=embedder.model_id,
             model_fingerprint=embedder.fingerprint,
@@ -116,6 +134,10 @@ class Collection:
             strategy=strategy,
             max_tokens=embedder.max_tokens,
             overlap_tokens=overlap_tokens,
+            code_context=code_context,
+            search_mode=search_mode,
+            fusion=fusion,
+            alpha=alpha,
             document_prompt=embedder.document_prompt,
             query_prompt=embedder.query_prompt,
             chunker_version=CHUNKER_VERSION,
@@ -172,10 +194,11 @@ class Collection:
         root = Path(root)
         if not (root / "manifest.json").exists():
             return cls.create(root, **{k: v for k, v in kwargs.items() if v is not None})
-        wanted = {k: kwargs.pop(k, None) for k in ("strategy", "max_tokens", "overlap_tokens")}
+        settings = ("strategy", "max_tokens", "overlap_tokens", "code_context", "search_mode", "fusion", "alpha")
+        wanted = {k: kwargs.pop(k, None) for k in settings}
         collection = cls.open(root, **kwargs)
         m = collection.manifest
-        stored = {"strategy": m.strategy, "max_tokens": m.max_tokens, "overlap_tokens": m.overlap_tokens}
+        stored = {k: getattr(m, k) for k in wanted}
         differ = {k: v for k, v in wanted.items() if v is not None and v != stored[k]}
         if differ:
             collection.close()
@@ -238,14 +261,17 @@ class Collection:
                 result.unchanged += 1
                 continue
             to_embed.append((doc, h, self.chunk(doc)))
-        texts = [c.text for _, _, chunks in to_embed for c in chunks]
+        texts = [c.embed_text for _, _, chunks in to_embed for c in chunks]
         vectors = self.embedder.encode_documents(texts)
         writes, offset = [], 0
         for doc, h, chunks in to_embed:
             part = vectors[offset : offset + len(chunks)]
             offset += len(chunks)
+            terms = [document_terms(c.embed_text) for c in chunks]  # tokenised here, outside the lock
             writes.append(
-                DocumentWrite(doc.doc_id, doc.text, h, doc.path, doc.effective_language, doc.metadata, chunks, part)
+                DocumentWrite(
+                    doc.doc_id, doc.text, h, doc.path, doc.effective_language, doc.metadata, chunks, part, terms
+                )
             )
             result.chunks += len(chunks)
             result.tokens += sum(c.n_tokens for c in chunks)
@@ -327,10 +353,9 @@ class Collection:
             raise DocumentNotFoundError(f"no document {doc_id!r}")
         return doc
 
-    def search(
-        self, query: str, k: int = 10, *, chunks_per_doc: int = 3, dim: int | None = None, agg: AggMode = "maxsim"
-    ) -> list[Hit]:
-        return self.search_many([query], k, chunks_per_doc=chunks_per_doc, dim=dim, agg=agg)[0]
+    def search(self, query: str, k: int = 10, **options: Any) -> list[Hit]:
+        """Top-``k`` documents for one query; ``options`` as for :meth:`search_many`."""
+        return self.search_many([query], k, **options)[0]
 
     def search_many(
         self,
@@ -340,23 +365,39 @@ class Collection:
         chunks_per_doc: int = 3,
         dim: int | None = None,
         agg: AggMode = "maxsim",
+        mode: SearchMode | None = None,
+        fusion: Fusion | None = None,
+        alpha: float | None = None,
     ) -> list[list[Hit]]:
         """Top-``k`` documents per query.
 
-        ``agg="maxsim"`` (the default) scores a document as its best chunk and returns its best chunks' spans;
-        ``mean``, ``max`` and ``weighted`` (by token count) score one vector per document aggregated from its
-        chunk vectors, with no spans. ``dim`` searches a Matryoshka prefix of the vectors (see ``info()["dims"]``),
-        re-normalised. Views other than the full chunk vectors are built in memory on their first search.
+        ``mode`` picks the channels (default: the collection's ``search_mode``): ``dense`` (the embeddings),
+        ``lexical`` (BM25 over code-aware terms, see ``index.lexical``) or ``hybrid`` (both, fused per chunk
+        by ``fusion`` -- ``rrf`` or ``convex`` -- with weight ``alpha`` on the dense channel). A document
+        scores as its best chunk and comes back with its best chunks' spans. In dense mode, ``agg`` ``mean``,
+        ``max`` and ``weighted`` (by token count) instead score one vector per document aggregated from its
+        chunk vectors, with no spans. ``dim`` searches a Matryoshka prefix of the vectors (see
+        ``info()["dims"]``), re-normalised. Views other than the full chunk vectors are built in memory on
+        their first search.
         """
-        view = check_search(self.manifest, queries, k, chunks_per_doc, dim, agg)
+        view, channels = check_search(self.manifest, queries, k, chunks_per_doc, dim, agg, mode, fusion, alpha)
         self._check_open()
-        qv = self.embedder.encode_queries(queries, dim=view.dim)
+        if channels.mode != "dense" and not self._store.has_lexical():
+            raise InvalidInputError(
+                f"collection at {self.root} has no lexical index yet (made by an older longvec): open it for "
+                "writing once (`longvec index` or `longvec serve`) to build it, or search with mode 'dense'"
+            )
+        qv = self.embedder.encode_queries(queries, dim=view.dim) if channels.mode != "lexical" else None
         with self._lock:
             cache = self._views.setdefault(view, VectorCache(self.root, self.manifest.dim, view))
             for attempt in range(3):
                 try:
                     with self._store.snapshot() as state:
+                        if channels.mode == "lexical":
+                            return self._rank_fused(None, None, queries, k, channels, chunks_per_doc)
                         index = cache.current(self._store, state, may_retry=attempt < 2)
+                        if channels.mode == "hybrid":
+                            return self._rank_fused(index, qv, queries, k, channels, chunks_per_doc)
                         return rank(
                             index,
                             qv,
@@ -369,6 +410,21 @@ class Collection:
                 except SnapshotTooOld:  # a writer saved a newer index meanwhile: look again
                     continue
         raise AssertionError("unreachable: the last attempt rebuilds instead of retrying")
+
+    def _rank_fused(
+        self, index: Any, qv: np.ndarray | None, queries: list[str], k: int, channels: Channels, chunks_per_doc: int
+    ) -> list[list[Hit]]:
+        """Lexical or hybrid ranking, inside the caller's store snapshot (both channels see one generation)."""
+        return rank_fused(
+            index,
+            qv,
+            [match_expression(q) for q in queries],
+            k,
+            channels=channels,
+            chunks_per_doc=chunks_per_doc,
+            lexical=self._store.lexical_search,
+            lookup=self._store.chunk_rows,
+        )
 
     def chunk_vectors(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
         """Every stored chunk vector: ``(doc_ids, row_doc, vectors, n_tokens)``.
@@ -400,6 +456,11 @@ class Collection:
             "strategy": m.strategy,
             "max_tokens": m.max_tokens,
             "overlap_tokens": m.overlap_tokens,
+            "code_context": m.code_context,
+            "search_mode": m.search_mode,
+            "fusion": m.fusion,
+            "alpha": m.alpha,
+            "lexical_index": self._store.has_lexical(),
             "document_prompt": m.document_prompt,
             "query_prompt": m.query_prompt,
             "chunker_version": m.chunker_version,

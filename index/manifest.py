@@ -41,6 +41,11 @@ class Manifest:
     strategy: Strategy
     max_tokens: int
     overlap_tokens: int = 0
+    code_context: bool = True
+    # Search defaults; a collection made before the lexical channel searched densely, and still does.
+    search_mode: str = "dense"
+    fusion: str = "rrf"
+    alpha: float = 0.5
     document_prompt: str = ""
     query_prompt: str = ""
     chunker_version: str = ""

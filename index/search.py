@@ -15,11 +15,13 @@ first chunk is always the document's best, later ones may be missing when they r
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from longvec.embedder import check_dim
 from longvec.index.errors import InvalidInputError
+from longvec.index.lexical import FUSIONS, SEARCH_MODES, Fusion, SearchMode, fuse
 from longvec.index.manifest import Manifest
 from longvec.index.store import ChunkRow
 from longvec.index.sync import AGG_MODES, AggMode, View
@@ -30,15 +32,54 @@ MAX_K = 1000
 MIN_FETCH = 64
 MAX_FETCH = 4096
 
+# Chunks each channel hands to fusion: a few per document of the k wanted, within the dense fetch bounds.
+FUSE_PER_DOC = 8
 Lookup = Callable[[Sequence[int]], dict[int, ChunkRow]]
 Ranges = Callable[[Sequence[str]], list[tuple[int, int]]]
+Lexical = Callable[[str, int], list[tuple[int, float]]]
+
+
+@dataclass(frozen=True)
+class Channels:
+    """Which channels a search reads and how it fuses them (``alpha`` weighs the dense one)."""
+
+    mode: SearchMode
+    fusion: Fusion
+    alpha: float
+
+
+def check_channels(mode: str, fusion: str, alpha: float) -> None:
+    """:class:`InvalidInputError` unless ``mode``, ``fusion`` and ``alpha`` are valid search settings."""
+    if mode not in SEARCH_MODES:
+        raise InvalidInputError(f"mode {mode!r} not in {SEARCH_MODES}")
+    if fusion not in FUSIONS:
+        raise InvalidInputError(f"fusion {fusion!r} not in {FUSIONS}")
+    if isinstance(alpha, bool) or not (isinstance(alpha, int | float) and 0.0 <= alpha <= 1.0):
+        raise InvalidInputError(f"alpha must be in [0, 1], got {alpha!r}")
 
 
 def check_search(
-    manifest: Manifest, queries: list[str], k: int, chunks_per_doc: int, dim: int | None, agg: AggMode
-) -> View:
-    """The view a search with these arguments reads; :class:`InvalidInputError` (or ``InvalidSettingError``
-    for ``dim``) for bad ones. Needs only the manifest, so surfaces can check before loading a model."""
+    manifest: Manifest,
+    queries: list[str],
+    k: int,
+    chunks_per_doc: int,
+    dim: int | None,
+    agg: AggMode,
+    mode: SearchMode | None = None,
+    fusion: Fusion | None = None,
+    alpha: float | None = None,
+) -> tuple[View, Channels]:
+    """The view and channels a search with these arguments reads (``None``: the collection's defaults);
+    :class:`InvalidInputError` (or ``InvalidSettingError`` for ``dim``) for bad ones. Needs only the
+    manifest, so surfaces can check before loading a model."""
+    channels = Channels(
+        mode if mode is not None else manifest.search_mode,
+        fusion if fusion is not None else manifest.fusion,
+        alpha if alpha is not None else manifest.alpha,
+    )
+    check_channels(channels.mode, channels.fusion, channels.alpha)
+    if channels.mode != "dense" and agg != "maxsim":
+        raise InvalidInputError(f"mode {channels.mode!r} ranks chunks: it needs agg 'maxsim', got {agg!r}")
     if not 1 <= k <= MAX_K:
         raise InvalidInputError(f"k must be in [1, {MAX_K}], got {k}")
     if chunks_per_doc < 1:
@@ -50,7 +91,7 @@ def check_search(
         if not isinstance(q, str) or not q.strip():
             raise InvalidInputError("query must be a non-empty string")
         check_utf8(q, "query")
-    return view
+    return view, channels
 
 
 class _Ranking:
@@ -125,5 +166,43 @@ def rank(
             got = i[0][i[0] >= 0]
             new = ranking.take(s[0], i[0], lookup(got.tolist()))
             exhausted = len(got) < size
+        results.append(ranking.hits())
+    return results
+
+
+def rank_fused(
+    index: VectorIndex | None,
+    queries: np.ndarray | None,
+    expressions: list[str | None],
+    k: int,
+    *,
+    channels: Channels,
+    chunks_per_doc: int,
+    lexical: Lexical,
+    lookup: Lookup,
+) -> list[list[Hit]]:
+    """The top ``k`` documents per query from fused chunk rankings (``channels.mode`` lexical or hybrid).
+
+    Each channel contributes its best ``FUSE_PER_DOC * k`` chunks (within the dense fetch bounds); a
+    document scores as its best fused chunk. ``expressions`` are the queries' FTS5 expressions (``None``: no
+    terms, so no lexical candidates); ``index``/``queries`` are the dense side (``None`` in lexical mode).
+    A document none of whose chunks reached either candidate list is not returned, so fewer than ``k`` hits
+    can come back where the channels agree on few documents.
+    """
+    fetch = min(max(FUSE_PER_DOC * k, MIN_FETCH), MAX_FETCH)
+    dense_scores = dense_ids = None
+    if channels.mode == "hybrid" and index is not None and queries is not None and index.ntotal:
+        dense_scores, dense_ids = index.search(queries, min(fetch, index.ntotal))
+    results = []
+    for q, expression in enumerate(expressions):
+        lexical_hits = lexical(expression, fetch) if expression is not None else []
+        if dense_ids is not None and dense_scores is not None:
+            dense = [(int(i), float(s)) for i, s in zip(dense_ids[q], dense_scores[q], strict=True) if i >= 0]
+            fused = fuse(dense, lexical_hits, fusion=channels.fusion, alpha=channels.alpha)
+        else:
+            fused = lexical_hits
+        rows = lookup([i for i, _ in fused])
+        ranking = _Ranking(k, chunks_per_doc)
+        ranking.take(np.array([s for _, s in fused]), np.array([i for i, _ in fused], dtype=np.int64), rows)
         results.append(ranking.hits())
     return results

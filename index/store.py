@@ -12,6 +12,7 @@ instead of being rebuilt; tombstones at or below ``tombstones_from`` have been p
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +23,9 @@ from typing import Any
 import numpy as np
 
 from longvec.chunking.types import Chunk
+from longvec.index.lexical import FTS_TOKENIZE, document_terms
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,6 +55,14 @@ CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id);
 CREATE TABLE IF NOT EXISTS removed (id INTEGER PRIMARY KEY, generation INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS removed_by_generation ON removed(generation);
 """
+# The lexical index: one row of terms per chunk (rowid = chunk id), removed with its chunk by the trigger,
+# so the two can never disagree after any committed transaction.
+_LEXICAL_SCHEMA = (
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms USING fts5(terms, tokenize='{FTS_TOKENIZE}', detail=column)",
+    "CREATE TRIGGER IF NOT EXISTS chunk_terms_gone AFTER DELETE ON chunks "
+    "BEGIN DELETE FROM chunk_terms WHERE rowid = old.id; END",
+)
+_BACKFILL_ROWS = 2048
 _BATCH_ROWS = 8192  # rows per read when streaming vectors
 
 
@@ -98,6 +110,7 @@ class DocumentWrite:
     metadata: dict[str, Any]
     chunks: Sequence[Chunk]
     vectors: np.ndarray
+    terms: Sequence[str] | None = None  # each chunk's lexical terms (``lexical.document_terms``)
 
 
 def _marks(n: int) -> str:
@@ -127,7 +140,39 @@ class Store:
                 if statement.strip():
                     self._db.execute(statement)
             self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('tombstones_from', '0')")
+            for statement in _LEXICAL_SCHEMA:
+                self._db.execute(statement)
             self._db.execute("COMMIT")
+            if not self.has_lexical():
+                self._build_lexical()
+
+    def has_lexical(self) -> bool:
+        """Whether the lexical index holds every chunk (a store made before it existed has none until it is
+        opened for writing once)."""
+        return self._db.execute("SELECT 1 FROM meta WHERE key = 'lexical'").fetchone() is not None
+
+    def _build_lexical(self) -> None:
+        """Fill the lexical index from the stored chunks (once, for a store made before it existed), in
+        batches of committed transactions; the chunks' text is cut from their documents (``substr`` counts
+        characters, as Python offsets do)."""
+        (total,) = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()
+        if total:
+            log.warning("building the lexical index of %d stored chunks (once)", total)
+        after = done = 0
+        while rows := self._db.execute(
+            'SELECT c.id, substr(d.text, c.start + 1, c."end" - c.start) FROM chunks c '
+            "JOIN documents d ON d.doc_id = c.doc_id WHERE c.id > ? ORDER BY c.id LIMIT ?",
+            (after, _BACKFILL_ROWS),
+        ).fetchall():
+            with self.transaction(bump=False) as db:
+                db.execute("DELETE FROM chunk_terms WHERE rowid > ? AND rowid <= ?", (after, rows[-1][0]))
+                db.executemany(
+                    "INSERT INTO chunk_terms(rowid, terms) VALUES (?, ?)", [(i, document_terms(t)) for i, t in rows]
+                )
+            after, done = int(rows[-1][0]), done + len(rows)
+            log.info("lexical index: %d of %d chunks", done, total)
+        with self.transaction(bump=False) as db:
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('lexical', '1')")
 
     def close(self) -> None:
         if not self._closed:
@@ -211,6 +256,8 @@ class Store:
                 (doc.doc_id, c.chunk_id, c.start, c.end, c.n_tokens, c.kind, c.language, c.symbol, v.tobytes()),
             )
             ids.append(int(cur.lastrowid))  # type: ignore[arg-type]
+        terms = doc.terms if doc.terms is not None else [document_terms(c.embed_text) for c in doc.chunks]
+        db.executemany("INSERT INTO chunk_terms(rowid, terms) VALUES (?, ?)", zip(ids, terms, strict=True))
         return ids
 
     def update_fields(self, db: sqlite3.Connection, doc_id: str, path: str | None, metadata: dict[str, Any]) -> None:
@@ -273,6 +320,15 @@ class Store:
             for row in self._db.execute(sql, part):
                 out[row[0]] = ChunkRow(*row)
         return out
+
+    def lexical_search(self, expression: str, limit: int) -> list[tuple[int, float]]:
+        """``(chunk id, BM25 score)`` of the best ``limit`` chunks for an FTS5 ``MATCH`` expression, best first
+        (FTS5's ``bm25()`` is lower-is-better: it is negated here)."""
+        return self._db.execute(
+            "SELECT rowid, -bm25(chunk_terms) FROM chunk_terms WHERE chunk_terms MATCH ? "
+            "ORDER BY bm25(chunk_terms), rowid LIMIT ?",
+            (expression, limit),
+        ).fetchall()
 
     def chunk_ranges(self, doc_ids: Sequence[str]) -> list[tuple[int, int]]:
         """``(first, last)`` chunk id of each stored document among ``doc_ids`` (its chunks are contiguous)."""

@@ -324,7 +324,7 @@ def assert_valid(chunks: list[Chunk], text: str, budget: int, counter: TokenCoun
     for c in chunks:
         assert text[c.start : c.end] == c.text
         assert c.text and c.text == c.text.strip()
-        assert counter.count(c.text) == c.n_tokens <= budget
+        assert counter.count(c.embed_text) == c.n_tokens <= budget
         assert c.start >= cursor, "chunks out of order or overlapping"
         assert not text[cursor : c.start].strip(), f"dropped {text[cursor : c.start]!r}"
         cursor = c.end

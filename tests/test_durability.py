@@ -41,6 +41,9 @@ def _assert_consistent(root: Path) -> int:
         for doc_id, n_chunks in db.execute("SELECT doc_id, n_chunks FROM documents"):
             (rows,) = db.execute("SELECT COUNT(*) FROM chunks WHERE doc_id = ?", (doc_id,)).fetchone()
             assert rows == n_chunks > 0, doc_id
+        # the lexical index holds exactly the stored chunks: written and removed in the same transactions
+        chunk_ids = [r[0] for r in db.execute("SELECT id FROM chunks ORDER BY id")]
+        assert [r[0] for r in db.execute("SELECT rowid FROM chunk_terms ORDER BY rowid")] == chunk_ids
         info = c.info()
         c.search("retrieval", k=1)  # loads the index
         assert c._vectors.index.ntotal == info["chunks"]

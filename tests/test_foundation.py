@@ -229,7 +229,7 @@ def test_document_prompt_counts_in_the_chunk_budget(tmp_path, tokenizer):
     plain = Tokenizer.from_str(tokenizer.to_str())  # the model's tokenizer.json pads to 128: switch that off
     plain.no_padding()
     plain.no_truncation()
-    raw = [len(plain.encode("passage: " + ch.text).ids) for ch in chunks]
+    raw = [len(plain.encode("passage: " + ch.embed_text).ids) for ch in chunks]
     assert max(raw) <= 32 and max(raw) >= 28  # filled, and nothing left for the model to cut
 
 

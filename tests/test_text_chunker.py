@@ -207,7 +207,7 @@ def _full_paragraph(counter, budget: int) -> str:
 def test_a_trailing_fragment_joins_the_chunk_before_it(counter, fragment):
     from longvec.chunking import MIN_CHUNK_TOKENS, Chunker
 
-    budget = 64
+    budget = 128  # a fragment is under min(MIN_CHUNK_TOKENS, budget // 16) tokens
     intro = "An introduction that explains how the index stores its chunks."
     text = intro + "\n\n" + _full_paragraph(counter, budget) + "\n\n" + fragment + "\n"
     alone = TextChunker(counter, budget).chunk("d", text)

@@ -1,0 +1,89 @@
+"""Code chunks carry the signatures of the definitions they belong to as embedded context, never in their span."""
+
+from __future__ import annotations
+
+import pytest
+from test_code_chunker import HEADERS_CPP, HEADERS_GO, HEADERS_JAVA, HEADERS_PYTHON
+
+from longvec.chunking import Chunker, TokenCounter
+from longvec.chunking.context import MAX_CONTEXT_TOKENS, context_reserve
+from longvec.index import Collection, Document
+
+# language, source, {a name whose body is split: the signature line its body pieces must carry}
+CASES = [
+    ("python", HEADERS_PYTHON, {"read": "def read(self, size=-1):", "_read_header": "def _read_header(fp):"}),
+    ("go", HEADERS_GO, {"Push": "func (s *Stack) Push(weights, values, offsets []int) int {"}),
+    (
+        "java",
+        HEADERS_JAVA,
+        {"weightedTotal": "public int weightedTotal(int[] weights, int[] values, int[] offsets) throws Exception {"},
+    ),
+    (
+        "cpp",
+        HEADERS_CPP,
+        {"weighted_total": "long weighted_total(const long *weights, const long *values, const long *offsets) {"},
+    ),
+]
+
+
+@pytest.mark.parametrize("budget", (96, 160))
+@pytest.mark.parametrize(("language", "text", "signatures"), CASES)
+def test_body_pieces_carry_their_signature(counter: TokenCounter, language, text, signatures, budget) -> None:
+    chunks = Chunker(counter, budget).chunk("doc", text, language=language)
+    # packed to the budget less the reserve, the context changes only what is embedded: same spans and texts
+    plain = Chunker(counter, budget - context_reserve(budget), code_context=False).chunk("doc", text, language=language)
+    assert [(c.start, c.end, c.text, c.symbol) for c in chunks] == [(c.start, c.end, c.text, c.symbol) for c in plain]
+    assert all(c.text == text[c.start : c.end] for c in chunks)
+    assert not any(c.context for c in plain)
+    for c in chunks:
+        assert c.n_tokens == counter.count(c.embed_text) <= budget  # the context counts in the budget
+        assert counter.count(c.context + "\n") - counter.n_special <= MAX_CONTEXT_TOKENS
+    for name, signature in signatures.items():
+        # the chunk that opens the function holds its signature (its symbol may be the enclosing class's)
+        opening = next(c for c in chunks if signature.split("(")[0] in c.text)
+        rest = [c for c in chunks[opening.chunk_id + 1 :] if c.symbol and c.symbol.rsplit(".", 1)[-1] == name]
+        assert len(rest) >= 2, name  # the function is split
+        assert signature not in opening.context
+        for piece in rest:
+            assert signature not in piece.text
+            assert signature.startswith(piece.context.splitlines()[-1]), (name, piece.context)
+            assert len(piece.context.splitlines()[-1]) > len(name) + 4
+
+
+def test_a_method_inside_a_split_class_gets_the_class_line(counter: TokenCounter) -> None:
+    chunks = Chunker(counter, 96).chunk("doc", HEADERS_PYTHON, language="python")
+    closed = next(c for c in chunks if c.symbol == "Reader.closed")
+    assert closed.text.startswith("@property") and closed.context == "class Reader(BaseReader):"
+
+
+def test_no_room_no_context(counter: TokenCounter) -> None:
+    """A body piece that fills the budget gets a cut context, or none below the minimum worth adding."""
+    for budget in (64, 80, 96):
+        for c in Chunker(counter, budget).chunk("doc", HEADERS_GO, language="go"):
+            assert c.n_tokens <= budget
+            if c.context:
+                assert counter.count(c.context) - counter.n_special >= 4
+
+
+@pytest.mark.parametrize(
+    ("language", "functions"),
+    [
+        ("python", "\n\n".join(f"def f{i}(x):\n    return x + {i}\n" for i in range(6))),
+        ("go", "package m\n\n" + "\n\n".join(f"func F{i}(x int) int {{\n\treturn x + {i}\n}}" for i in range(6))),
+        ("java", "class M {\n" + "\n".join(f"    int f{i}(int x) {{ return x + {i}; }}" for i in range(6)) + "\n}\n"),
+        ("rust", "\n\n".join(f"fn f{i}(x: i32) -> i32 {{\n    x + {i}\n}}" for i in range(6))),
+    ],
+)
+def test_small_siblings_share_a_chunk(counter: TokenCounter, language: str, functions: str) -> None:
+    chunks = Chunker(counter, 256).chunk("doc", functions, language=language)
+    assert len(chunks) == 1 and chunks[0].text == functions.strip()
+
+
+def test_stored_offsets_are_the_original_spans(tmp_path, fake_embedder) -> None:
+    with Collection.create(tmp_path / "c", embedder=fake_embedder) as coll:
+        expected = coll.chunk(Document("go/stack.go", HEADERS_GO, language="go"))
+        assert any(c.context for c in expected)
+        coll.add([Document("go/stack.go", HEADERS_GO, language="go")])
+        hits = coll.search("offsets weights", k=1, chunks_per_doc=len(expected))
+    spans = {(c.start, c.end) for c in expected}
+    assert hits and {(c.start, c.end) for c in hits[0].chunks} <= spans

@@ -1,0 +1,164 @@
+"""The lexical channel: code-aware terms, FTS5 queries that user text cannot break, fusion, and consistency."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from longvec.api.cli import main
+from longvec.index import Collection, Document, InvalidInputError
+from longvec.index.lexical import RRF_K, fuse, match_expression, terms
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("BigInteger.gcd", ["biginteger", "big", "integer", "gcd"]),
+        ("read_sensor2", ["readsensor2", "read", "sensor", "2"]),
+        ("HTTPServerError", ["httpservererror", "http", "server", "error"]),
+        ("parseJSON toUpperCase", ["parsejson", "parse", "json", "touppercase", "upper", "case"]),  # "to": a stopword
+        ("__init__ self.x_y", ["init", "self", "xy"]),  # one-letter parts dropped, the whole kept
+        ("The pass key is 48213.", ["pass", "key", "48213"]),  # stopwords dropped, numbers kept
+        ("Ünïcode naïve café", ["ünïcode", "naïve", "café"]),
+    ],
+)
+def test_identifier_terms(text, expected):
+    assert terms(text) == expected
+
+
+def test_queries_and_documents_share_terms():
+    # "big integer", "gcd" and "BigInteger" all reach a chunk defining BigInteger.gcd
+    stored = set(terms("public BigInteger gcd(BigInteger val)"))
+    for query in ("big integer", "gcd", "BigInteger", "big_integer"):
+        assert set(terms(query)) & stored, query
+
+
+@pytest.mark.parametrize(
+    "query", ['"foo', "a AND", "*", "col:x", "NEAR(a b)", "x OR", "-y", "^z", "say \"hi\" 'there'", "((("]
+)
+def test_user_text_is_never_fts_syntax(tmp_path, fake_embedder, query):
+    with Collection.create(tmp_path / "c", embedder=fake_embedder) as c:
+        c.add([Document("a", "foo AND bar near col x y z hi there alpha"), Document("b", "beta")])
+        hits = c.search(query, k=2, mode="lexical")  # never an FTS5 syntax error
+    expression = match_expression(query)
+    assert expression is None or all(part.startswith('"') and part.endswith('"') for part in expression.split(" OR "))
+    if expression is not None:
+        assert [h.doc_id for h in hits] == ["a"]
+
+
+def test_a_query_of_only_stopwords_finds_nothing_lexically(tmp_path, fake_embedder):
+    with Collection.create(tmp_path / "c", embedder=fake_embedder) as c:
+        c.add([Document("a", "alpha is the first")])
+        assert match_expression("the of and") is None
+        assert c.search("the of and", mode="lexical") == []
+        assert [h.doc_id for h in c.search("the alpha", mode="hybrid")] == ["a"]
+
+
+def test_rrf_and_convex_fusion_on_a_known_example():
+    dense = [(1, 0.9), (2, 0.8), (5, 0.5), (3, 0.1)]
+    lexical = [(3, 12.0), (2, 11.0), (4, 1.0)]
+    rrf = fuse(dense, lexical, fusion="rrf", alpha=0.5)
+    # chunk 2, second in both channels, beats 3 (first and fourth) and 1 (first in one only); ties go by id
+    assert [i for i, _ in rrf] == [2, 3, 1, 4, 5]
+    assert rrf[0][1] == pytest.approx(0.5 / (RRF_K + 2) + 0.5 / (RRF_K + 2))
+    assert [i for i, _ in fuse(dense, lexical, fusion="rrf", alpha=1.0)][:4] == [1, 2, 5, 3]
+    convex = dict(fuse(dense, lexical, fusion="convex", alpha=0.5))
+    assert convex[1] == pytest.approx(0.5 * 1.0)  # dense max, lexically absent
+    assert convex[3] == pytest.approx(0.5 * 0.0 + 0.5 * 1.0)
+    assert convex[2] == pytest.approx(0.5 * (0.7 / 0.8) + 0.5 * (10 / 11))
+    assert convex[5] == pytest.approx(0.5 * (0.4 / 0.8))
+    assert max(convex, key=convex.get) == 2
+
+
+def test_hybrid_finds_what_either_channel_alone_misses(tmp_path, fake_embedder):
+    docs = [
+        Document("dense-only", "alpha beta gamma"),  # the fake embedder sees only its keywords
+        Document("lexical-only", "the PassKey is 48213, remember it"),
+        Document("noise", "delta epsilon zeta"),
+    ]
+    with Collection.create(tmp_path / "c", embedder=fake_embedder) as c:
+        c.add(docs)
+        assert (
+            c.search("pass key 48213", k=1, mode="dense") == []
+            or c.search("pass key 48213", mode="dense")[0].doc_id != "lexical-only"
+        )
+        assert c.search("pass key 48213", k=1, mode="lexical")[0].doc_id == "lexical-only"
+        assert c.search("pass key 48213", k=1, mode="hybrid")[0].doc_id == "lexical-only"
+        assert c.search("alpha gamma", k=1, mode="hybrid")[0].doc_id == "dense-only"
+        hit = c.search("48213", k=1, mode="hybrid", fusion="convex", alpha=0.2)[0]
+        text = docs[1].text
+        assert hit.doc_id == "lexical-only" and "48213" in text[hit.chunks[0].start : hit.chunks[0].end]
+
+
+def test_delete_and_replace_remove_from_both_channels(tmp_path, fake_embedder):
+    with Collection.create(tmp_path / "c", embedder=fake_embedder) as c:
+        c.add([Document("a", "zebra alpha"), Document("b", "yak beta")])
+        c.add([Document("a", "walrus alpha")])  # replaced: its old terms are gone
+        assert c.search("zebra", mode="lexical") == []
+        assert [h.doc_id for h in c.search("walrus", mode="lexical")] == ["a"]
+        c.delete("b")
+        assert c.search("yak", mode="lexical") == [] and c.search("yak", mode="hybrid")[0].doc_id == "a"
+        db = c._store._db
+        chunk_ids = [r[0] for r in db.execute("SELECT id FROM chunks ORDER BY id")]
+        assert [r[0] for r in db.execute("SELECT rowid FROM chunk_terms ORDER BY rowid")] == chunk_ids
+
+
+def test_a_collection_without_a_lexical_index_gets_one_on_its_first_writable_open(tmp_path, fake_embedder):
+    root = tmp_path / "old"
+    with Collection.create(root, embedder=fake_embedder) as c:
+        c.add([Document("a", "the quick zebra alpha"), Document("b", "slow yak beta")])
+    db = sqlite3.connect(root / "store.sqlite")  # make it look like a store from before the lexical channel
+    db.executescript("DROP TRIGGER chunk_terms_gone; DROP TABLE chunk_terms; DELETE FROM meta WHERE key = 'lexical';")
+    db.close()
+    with Collection.open(root, embedder=fake_embedder, readonly=True) as c:
+        assert c.search("alpha", mode="dense")[0].doc_id == "a"
+        with pytest.raises(InvalidInputError, match="no lexical index yet"):
+            c.search("zebra", mode="lexical")
+        assert c.info()["lexical_index"] is False
+    with Collection.open(root, embedder=fake_embedder) as c:  # built here, once
+        assert [h.doc_id for h in c.search("zebra", mode="lexical")] == ["a"]
+        assert c.info()["lexical_index"] is True
+
+
+def test_mode_checks(tmp_path, fake_embedder):
+    with Collection.create(tmp_path / "c", embedder=fake_embedder, search_mode="hybrid", alpha=0.3) as c:
+        c.add([Document("a", "alpha")])
+        assert c.info()["search_mode"] == "hybrid" and c.info()["alpha"] == 0.3
+        for kwargs, message in [
+            ({"mode": "fuzzy"}, "mode 'fuzzy' not in"),
+            ({"fusion": "max"}, "fusion 'max' not in"),
+            ({"alpha": 1.5}, "alpha must be in"),
+            ({"mode": "hybrid", "agg": "mean"}, "needs agg 'maxsim'"),
+        ]:
+            with pytest.raises(InvalidInputError, match=message):
+                c.search("alpha", **kwargs)
+    with pytest.raises(InvalidInputError, match="alpha must be in"):
+        Collection.create(tmp_path / "d", embedder=fake_embedder, alpha=-0.1)
+    assert not (tmp_path / "d" / "manifest.json").exists()
+
+
+def test_cli_and_rest_take_the_mode(tmp_path, capsys):
+    from fastapi.testclient import TestClient
+
+    from longvec.api.app import create_app
+
+    data = tmp_path / "docs.jsonl"
+    rows = [{"id": "k", "text": "The pass key is 48213. Remember it."}, {"id": "o", "text": "Grass is green."}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    root = tmp_path / "c"
+    assert main(["index", "--collection", str(root), "--input", str(data), "--mode", "hybrid"]) == 0
+    capsys.readouterr()
+    assert main(["search", "--collection", str(root), "--query", "48213", "--mode", "lexical", "--json"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["hits"][0]["doc_id"] == "k" and len(json.loads(line)["hits"]) == 1
+    assert main(["search", "--collection", str(root), "--query", "x", "--alpha", "2"]) == 2
+    assert "alpha must be in [0, 1]" in capsys.readouterr().err
+    with Collection.open(root) as c, TestClient(create_app(c, close_on_shutdown=False)) as client:
+        assert client.get("/info").json()["search_mode"] == "hybrid"
+        got = client.post("/search", json={"query": "48213", "k": 2, "mode": "lexical"})
+        assert got.status_code == 200 and [h["doc_id"] for h in got.json()["hits"]] == ["k"]
+        bad = client.post("/search", json={"query": "48213", "mode": "lexical", "agg": "mean"})
+        assert bad.status_code == 400 and "maxsim" in bad.json()["error"]["message"]
+        assert client.post("/search", json={"query": "x", "alpha": 3}).status_code == 422
