@@ -20,6 +20,8 @@ from longvec.api.schemas import (
     MAX_QUERY_CHARS,
     AddRequest,
     AddResponse,
+    DeleteRequest,
+    DeleteResponse,
     DocumentOut,
     SearchRequest,
     SearchResponse,
@@ -100,6 +102,11 @@ def create_app(collection: Collection, *, close_on_shutdown: bool = True) -> Fas
     def list_documents(c: CollectionDep, prefix: str = "", walked: bool = False) -> dict[str, list[str]]:
         """Stored doc_ids starting with ``prefix``, sorted; ``walked``: only files from directory walks."""
         return {"doc_ids": c.doc_ids(prefix, walked=walked)}
+
+    @app.post("/documents/delete")
+    def delete_documents(req: DeleteRequest, c: CollectionDep) -> DeleteResponse:
+        """Delete many documents in one transaction; ids that are not stored are ignored."""
+        return DeleteResponse(deleted=c.delete_many(req.doc_ids))
 
     @app.get("/documents/{doc_id:path}")
     def get_document(doc_id: str, c: CollectionDep) -> DocumentOut:

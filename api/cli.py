@@ -224,6 +224,7 @@ def _index_via_server(
 ) -> int:
     """``index --server URL``: the same inputs, sent to ``POST /documents`` in batches; prune via the server."""
     from longvec.api.client import Server, batches
+    from longvec.api.schemas import MAX_DOCS_PER_REQUEST
     from longvec.index import AddResult, InvalidInputError
     from longvec.index.sources import vanished
 
@@ -235,14 +236,14 @@ def _index_via_server(
     server.info()  # reachable, before any work
     start = time.perf_counter()
     result, bar = AddResult(), _progress(total)
-    for batch in batches(docs):
+    for batch in batches(docs, max_docs=min(args.batch_docs, MAX_DOCS_PER_REQUEST)):
         done = server.add(batch)
         result.merge(done)
         bar(done)
     bar.close()
     pruned = 0
     for root in prune_roots:
-        pruned += sum(server.delete(d) for d in vanished([root], server.doc_ids(root.prefix, walked=True)))
+        pruned += server.delete_many(vanished([root], server.doc_ids(root.prefix, walked=True)))
     _print_index_summary(args, result, skipped, pruned, time.perf_counter() - start)
     return 0
 
@@ -287,7 +288,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
         from longvec.api.client import Server
 
         server = Server(args.server)
-        return _delete(args, server.doc_ids, lambda ids: sum(server.delete(d) for d in ids))
+        return _delete(args, server.doc_ids, server.delete_many)
     with Collection.open(args.collection, readonly=args.dry_run) as collection:
         return _delete(args, collection.doc_ids, collection.delete_many)
 

@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from longvec.api.schemas import MAX_DOCS_PER_REQUEST
+from longvec.api.schemas import MAX_DELETES_PER_REQUEST, MAX_DOCS_PER_REQUEST
 from longvec.index import AddResult, Document, LongvecError
 
 # Bounds on one POST /documents: documents, and characters of text (one request stays a few MB).
@@ -70,22 +70,21 @@ class Server:
             for d in docs
         ]
         if len(batch) > MAX_DOCS_PER_REQUEST:
-            raise ValueError(f"at most {MAX_DOCS_PER_REQUEST} documents per request, got {len(batch)}")
+            raise ServerError(f"at most {MAX_DOCS_PER_REQUEST} documents per request, got {len(batch)}")
         return AddResult(**self._call("POST", "/documents", {"documents": batch}))
 
     def doc_ids(self, prefix: str = "", *, walked: bool = False) -> list[str]:
         query = urllib.parse.urlencode({"prefix": prefix, "walked": "true" if walked else "false"})
         return self._call("GET", f"/documents?{query}")["doc_ids"]
 
-    def delete(self, doc_id: str) -> bool:
-        """Delete one document; ``False`` if the server does not have it."""
-        try:
-            self._call("DELETE", "/documents/" + urllib.parse.quote(doc_id, safe="/"))
-        except ServerError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+    def delete_many(self, doc_ids: Iterable[str]) -> int:
+        """Delete documents, one transaction per request of up to ``MAX_DELETES_PER_REQUEST`` ids; returns how
+        many were stored."""
+        ids = list(doc_ids)
+        return sum(
+            self._call("POST", "/documents/delete", {"doc_ids": ids[i : i + MAX_DELETES_PER_REQUEST]})["deleted"]
+            for i in range(0, len(ids), MAX_DELETES_PER_REQUEST)
+        )
 
 
 def batches(

@@ -11,6 +11,7 @@ from longvec.index import AggMode, Fusion, SearchMode
 MAX_QUERY_CHARS = 8_192
 MAX_DOCS_PER_REQUEST = 256
 MAX_DOC_CHARS = 2_000_000
+MAX_DELETES_PER_REQUEST = 10_000
 
 
 class SearchRequest(BaseModel):
@@ -61,6 +62,15 @@ class DocumentIn(BaseModel):
 class AddRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     documents: list[DocumentIn] = Field(min_length=1, max_length=MAX_DOCS_PER_REQUEST)
+
+
+class DeleteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    doc_ids: list[str] = Field(min_length=1, max_length=MAX_DELETES_PER_REQUEST)
+
+
+class DeleteResponse(BaseModel):
+    deleted: int  # how many of the ids were stored (the others are ignored)
 
 
 class AddResponse(BaseModel):

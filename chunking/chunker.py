@@ -63,15 +63,18 @@ def merge_fragments(chunks: list[Chunk], text: str, counter: TokenCounter, max_t
 
     A fragment joins the chunk before it, even past ``max_tokens``: the packer only cut it off because it did
     not fit, and a model truncates from the end, so at most the fragment's own few tokens go unseen and none
-    of the previous chunk's. A leading fragment joins the next chunk only if both fit in ``max_tokens`` (there,
-    truncation would cut real content); otherwise it stays, as does a document that is one fragment.
+    of the previous chunk's; never by a fragment's worth or more, so fragments in a row do not pile up. A
+    leading fragment joins the next chunk only if both fit in ``max_tokens`` (there, truncation would cut real
+    content); otherwise a fragment stays, as does a document that is one fragment.
     """
     chunks, out, least = list(chunks), [], fragment_tokens(max_tokens)
     for i, chunk in enumerate(chunks):
         if chunk.n_tokens - counter.n_special >= least:
             out.append(chunk)
-        elif out:
-            out[-1] = _joined(out[-1], out[-1].start, chunk.end, text, counter)
+        elif (
+            out and (joined := _joined(out[-1], out[-1].start, chunk.end, text, counter)).n_tokens < max_tokens + least
+        ):
+            out[-1] = joined  # past the budget by less than one fragment: several in a row do not pile up
         elif (
             i + 1 < len(chunks)
             and (merged := _joined(chunks[i + 1], chunk.start, chunks[i + 1].end, text, counter)).n_tokens <= max_tokens

@@ -17,6 +17,7 @@ line naming ``method`` as a whole word in the first chunk whose symbol lies insi
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import replace
 
 from longvec.chunking.budget import TokenCounter
@@ -26,6 +27,8 @@ from longvec.chunking.types import Chunk
 MAX_CONTEXT_TOKENS = 48
 MIN_CONTEXT_TOKENS = 4
 _MAX_LINE_CHARS = 400
+# Lines that start a comment (or a docstring) in the languages we parse.
+_COMMENT_LINE = re.compile(r"(//|/\*|\*|#(?!\[)|--|;|\"\"\"|\'\'\'|<!--)")
 
 
 def context_reserve(max_tokens: int) -> int:
@@ -40,8 +43,8 @@ def with_context(chunks: list[Chunk], counter: TokenCounter, max_tokens: int) ->
     for chunk in chunks:
         lines = [signatures[p] for p in _scopes(chunk.symbol) if p in signatures and not _contains(chunk, p)]
         context = _fit(lines, counter, max_tokens - chunk.n_tokens) if lines else ""
-        if context:
-            chunk = replace(chunk, context=context, n_tokens=counter.count(context + "\n" + chunk.text))
+        if context and (n := counter.count(context + "\n" + chunk.text)) <= max_tokens:  # joins can merge tokens
+            chunk = replace(chunk, context=context, n_tokens=n)
         out.append(chunk)
     return out
 
@@ -59,27 +62,30 @@ def _name_pattern(scope: str) -> re.Pattern[str]:
 
 
 def _signatures(chunks: list[Chunk]) -> dict[str, str]:
-    """The header line of every scope named in ``chunks``: the first line naming it in the first chunk inside
-    the scope, else the last such line of the chunk before (where an outer header opened the chunk, its
-    inner one may be at the end of it)."""
+    """The header line of every scope named in ``chunks``: the first code line naming it in the first chunk
+    inside the scope, else the last such line of the chunk before (where an outer header opened the chunk,
+    its inner one may be at the end of it). Comment lines are passed over: a doc comment often starts with
+    the name it documents (Go's ``// Push adds ...``, Javadoc, Rust's ``///``)."""
     found: dict[str, str] = {}
     for i, chunk in enumerate(chunks):
         for scope in _scopes(chunk.symbol):
             if scope in found:
                 continue
             pattern = _name_pattern(scope)
-            line = _line_at(chunk.text, pattern.search(chunk.text))
+            line = next(_code_lines(chunk.text, pattern), None)
             if line is None and i > 0:
-                line = _line_at(chunks[i - 1].text, next(reversed(list(pattern.finditer(chunks[i - 1].text))), None))
+                line = next(reversed(list(_code_lines(chunks[i - 1].text, pattern))), None)
             found[scope] = (line or "")[:_MAX_LINE_CHARS]
     return {scope: line for scope, line in found.items() if line}
 
 
-def _line_at(text: str, match: re.Match[str] | None) -> str | None:
-    if match is None:
-        return None
-    end = text.find("\n", match.end())
-    return text[text.rfind("\n", 0, match.start()) + 1 : end if end >= 0 else len(text)].strip()
+def _code_lines(text: str, pattern: re.Pattern[str]) -> Iterator[str]:
+    """The lines of ``text`` where ``pattern`` matches, stripped, comment lines left out."""
+    for match in pattern.finditer(text):
+        end = text.find("\n", match.end())
+        line = text[text.rfind("\n", 0, match.start()) + 1 : end if end >= 0 else len(text)].strip()
+        if not _COMMENT_LINE.match(line):
+            yield line
 
 
 def _contains(chunk: Chunk, scope: str) -> bool:

@@ -203,15 +203,16 @@ def write_runs(directory: Path, results: list[SystemResult]) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for r in results:
-        stem = directory / f"{_slug(r.dataset)}__{_slug(r.system)}"
+        stem = f"{_slug(r.dataset)}__{_slug(r.system)}"  # names hold dots ("alpha 0.7"): no with_suffix
+        trec_path, jsonl_path = directory / f"{stem}.trec", directory / f"{stem}.jsonl"
         tag = _slug(r.system)
-        with open(stem.with_suffix(".trec"), "w", encoding="utf-8") as trec:
+        with open(trec_path, "w", encoding="utf-8") as trec:
             for qid, ranking in r.run.items():
                 for rank, (doc_id, _score) in enumerate(ranking, 1):
                     trec.write(f"{qid} Q0 {doc_id} {rank} {len(ranking) - rank + 1} {tag}\n")
-        with open(stem.with_suffix(".jsonl"), "w", encoding="utf-8") as jsonl:
+        with open(jsonl_path, "w", encoding="utf-8") as jsonl:
             for qid, ranking in r.run.items():
                 hits = [{"doc_id": d, "score": s} for d, s in ranking]
                 jsonl.write(json.dumps({"qid": qid, "hits": hits}) + "\n")
-        written += [stem.with_suffix(".trec"), stem.with_suffix(".jsonl")]
+        written += [trec_path, jsonl_path]
     return written

@@ -187,7 +187,8 @@ class Runner:
         settings = {"strategy": spec.kind, "overlap_tokens": spec.overlap, "code_context": spec.context}
         with Collection.create(root, embedder=enc, **settings) as coll:
             coll.add(Document(d.doc_id, d.text, language=d.language) for d in ds.docs)
-            channels = {"mode": spec.mode, "fusion": spec.fusion, "alpha": spec.alpha}
+            mode, fusion, alpha = spec.channels
+            channels = {"mode": mode, "fusion": fusion, "alpha": alpha}
             hits = coll.search_many(queries, k=self.k, dim=spec.dim, agg=spec.agg, **channels)
         run = {q.qid: [(h.doc_id, h.score) for h in hs] for q, hs in zip(ds.queries, hits, strict=True)}
         size = _dir_bytes(root)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from longvec.index import AGG_MODES, FUSIONS, SEARCH_MODES, AggMode, Fusion, InvalidInputError, SearchMode
+from longvec.index.lexical import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_SEARCH_MODE
 
 Kind = Literal["chunk", "truncate", "st", "windows", "sts", "bm25"]
 KINDS: tuple[Kind, ...] = ("chunk", "truncate", "st", "windows", "sts", "bm25")
@@ -82,15 +83,23 @@ class SystemSpec:
             parts.append(f"agg {self.agg}")
         if self.dim is not None:
             parts.append(f"dim {self.dim}")
-        if self.mode is not None:
-            parts.append(self.mode)
-        if self.fusion is not None:
-            parts.append(self.fusion)
-        if self.alpha is not None:
-            parts.append(f"alpha {self.alpha:g}")
+        if self.kind in ("chunk", "truncate"):
+            mode, fusion, alpha = self.channels
+            if self.kind == "chunk" or mode != "dense":  # the truncation baseline is dense unless told
+                parts.append(mode if fusion is None else f"{mode} {fusion} alpha {alpha:g}")
         if not self.context:
             parts.append("no context")
         return " ".join(parts)
+
+    @property
+    def channels(self) -> tuple[SearchMode, Fusion | None, float | None]:
+        """The search mode, fusion and weight a longvec system runs with: the spec's, else a new collection's
+        defaults (the truncation baseline, and aggregated views, search densely); no fusion unless hybrid."""
+        dense_default = self.kind == "truncate" or self.agg != "maxsim"
+        mode = self.mode or ("dense" if dense_default else DEFAULT_SEARCH_MODE)
+        if mode != "hybrid":
+            return mode, None, None
+        return mode, self.fusion or DEFAULT_FUSION, self.alpha if self.alpha is not None else DEFAULT_ALPHA
 
     @property
     def dense(self) -> bool:

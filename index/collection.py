@@ -62,6 +62,9 @@ def _chunker(counter: TokenCounter, max_tokens: int, overlap_tokens: int, code_c
         raise InvalidInputError(str(exc)) from None
 
 
+_SEARCH_DEFAULTS = ("search_mode", "fusion", "alpha")
+
+
 def _batched(items: Iterable[Document], n: int) -> Iterator[list[Document]]:
     it = iter(items)
     while batch := list(islice(it, n)):
@@ -190,12 +193,13 @@ class Collection:
 
     @classmethod
     def open_or_create(cls, root: str | Path, **kwargs: Any) -> Collection:
-        """Open ``root``; create it if absent. Settings given for an existing one must match its manifest."""
+        """Open ``root``; create it if absent. Build settings given for an existing one must match its
+        manifest; search defaults given (``search_mode``, ``fusion``, ``alpha``) replace the stored ones."""
         root = Path(root)
         if not (root / "manifest.json").exists():
             return cls.create(root, **{k: v for k, v in kwargs.items() if v is not None})
-        settings = ("strategy", "max_tokens", "overlap_tokens", "code_context", "search_mode", "fusion", "alpha")
-        wanted = {k: kwargs.pop(k, None) for k in settings}
+        wanted = {k: kwargs.pop(k, None) for k in ("strategy", "max_tokens", "overlap_tokens", "code_context")}
+        search = {k: v for k in _SEARCH_DEFAULTS if (v := kwargs.pop(k, None)) is not None}
         collection = cls.open(root, **kwargs)
         m = collection.manifest
         stored = {k: getattr(m, k) for k in wanted}
@@ -205,7 +209,30 @@ class Collection:
             raise ModelMismatchError(
                 f"collection at {root} was built with {stored}; got {differ} (use a new --collection directory)"
             )
+        if search and any(getattr(m, k) != v for k, v in search.items()):
+            try:
+                collection.set_search_defaults(**search)
+            except BaseException:
+                collection.close()
+                raise
         return collection
+
+    def set_search_defaults(
+        self, *, search_mode: SearchMode | None = None, fusion: Fusion | None = None, alpha: float | None = None
+    ) -> None:
+        """Change the collection's default search mode, fusion and weight (rewrites the manifest atomically;
+        readers pick the change up when they next open the collection)."""
+        self._check_writable()
+        m = self.manifest
+        new = replace(
+            m,
+            search_mode=search_mode if search_mode is not None else m.search_mode,
+            fusion=fusion if fusion is not None else m.fusion,
+            alpha=alpha if alpha is not None else m.alpha,
+        )
+        check_channels(new.search_mode, new.fusion, new.alpha)
+        new.save(self.root / "manifest.json")
+        self.manifest = new
 
     # -- writing ---------------------------------------------------------------------------------------
 
@@ -394,10 +421,10 @@ class Collection:
                 try:
                     with self._store.snapshot() as state:
                         if channels.mode == "lexical":
-                            return self._rank_fused(None, None, queries, k, channels, chunks_per_doc)
+                            return self._rank_fused(None, None, queries, k, channels, chunks_per_doc, state.seq)
                         index = cache.current(self._store, state, may_retry=attempt < 2)
                         if channels.mode == "hybrid":
-                            return self._rank_fused(index, qv, queries, k, channels, chunks_per_doc)
+                            return self._rank_fused(index, qv, queries, k, channels, chunks_per_doc, state.seq)
                         return rank(
                             index,
                             qv,
@@ -412,7 +439,14 @@ class Collection:
         raise AssertionError("unreachable: the last attempt rebuilds instead of retrying")
 
     def _rank_fused(
-        self, index: Any, qv: np.ndarray | None, queries: list[str], k: int, channels: Channels, chunks_per_doc: int
+        self,
+        index: Any,
+        qv: np.ndarray | None,
+        queries: list[str],
+        k: int,
+        channels: Channels,
+        chunks_per_doc: int,
+        max_id: int,
     ) -> list[list[Hit]]:
         """Lexical or hybrid ranking, inside the caller's store snapshot (both channels see one generation)."""
         return rank_fused(
@@ -422,8 +456,10 @@ class Collection:
             k,
             channels=channels,
             chunks_per_doc=chunks_per_doc,
+            max_id=max_id,
             lexical=self._store.lexical_search,
             lookup=self._store.chunk_rows,
+            ranges=self._store.chunk_ranges,
         )
 
     def chunk_vectors(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:

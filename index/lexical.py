@@ -19,21 +19,21 @@ candidates (0 for a chunk the channel did not return).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
-from typing import Literal
+from typing import Literal, TypeVar
 
-from bm25s.stopwords import STOPWORDS_EN
-
+K = TypeVar("K", int, tuple[str, int])  # what fusion keys chunks by: a chunk id, or (doc_id, chunk ordinal)
 SearchMode = Literal["dense", "lexical", "hybrid"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("dense", "lexical", "hybrid")
 Fusion = Literal["rrf", "convex"]
 FUSIONS: tuple[Fusion, ...] = ("rrf", "convex")
 RRF_K = 60
 # What a new collection searches with unless told otherwise (chosen on the eval suite: docs/BENCHMARKS.md).
-DEFAULT_SEARCH_MODE: SearchMode = "dense"
-DEFAULT_FUSION: Fusion = "rrf"
-DEFAULT_ALPHA = 0.5
+DEFAULT_SEARCH_MODE: SearchMode = "hybrid"
+DEFAULT_FUSION: Fusion = "convex"
+DEFAULT_ALPHA = 0.7
 # The most distinct terms a query searches with (a pasted page of text stays one bounded query).
 MAX_QUERY_TERMS = 64
 # FTS5 table options: the porter stemmer over unicode61; per-column term counts are all BM25 needs.
@@ -41,7 +41,13 @@ FTS_TOKENIZE = "porter unicode61 remove_diacritics 2"
 
 _WORD = re.compile(r"\w+")
 _BOUNDARY = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])|(?<=[^\W\d_])(?=\d)|(?<=\d)(?=[^\W\d_])")
-_STOP = frozenset(STOPWORDS_EN)
+# The classic English stopword list (Lucene's, also bm25s's STOPWORDS_EN; a test keeps them equal), written out
+# so that importing the index does not import bm25s and scipy.
+STOPWORDS = frozenset(
+    "a an and are as at be but by for if in into is it no not of on or such that the their then there these "
+    "they this to was will with".split()
+)
+_STOP = STOPWORDS
 
 
 def terms(text: str) -> list[str]:
@@ -73,31 +79,35 @@ def match_expression(query: str) -> str | None:
 
 
 def fuse(
-    dense: Iterable[tuple[int, float]],
-    lexical: Iterable[tuple[int, float]],
+    dense: Iterable[tuple[K, float]],
+    lexical: Iterable[tuple[K, float]],
     *,
     fusion: Fusion = "rrf",
     alpha: float = 0.5,
-) -> list[tuple[int, float]]:
-    """Chunk ids with fused scores, best first. Each input is one channel's ``(chunk id, score)`` list, best
-    first; ``alpha`` weighs the dense channel, ``1 - alpha`` the lexical one."""
-    weights = (alpha, 1.0 - alpha)
-    fused: dict[int, float] = {}
-    for weight, channel in zip(weights, (list(dense), list(lexical)), strict=True):
+) -> list[tuple[K, float]]:
+    """Keys (chunks) with fused scores, best first, ties by key. Each input is one channel's ``(key, score)``
+    list, best first; ``alpha`` weighs the dense channel, ``1 - alpha`` the lexical one. Non-finite scores
+    are dropped."""
+    fused: dict[K, float] = {}
+    for weight, channel in ((alpha, dense), (1.0 - alpha, lexical)):
+        ranked = [(key, s) for key, s in channel if math.isfinite(s)]
         if fusion == "rrf":
-            contributions = [(i, weight / (RRF_K + rank)) for rank, (i, _) in enumerate(channel, 1)]
+            contributions = [(key, weight / (RRF_K + rank)) for rank, (key, _) in enumerate(ranked, 1)]
         else:
-            contributions = [(i, weight * s) for i, s in _min_max(channel)]
-        for i, s in contributions:
-            fused[i] = fused.get(i, 0.0) + s
+            contributions = [(key, weight * s) for key, s in _min_max(ranked)]
+        for key, s in contributions:
+            fused[key] = fused.get(key, 0.0) + s
     return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
 
 
-def _min_max(channel: list[tuple[int, float]]) -> list[tuple[int, float]]:
-    """Scores mapped onto [0, 1] within the channel's candidates (all 1 when they are equal)."""
+def _min_max(channel: list[tuple[K, float]]) -> list[tuple[K, float]]:
+    """Scores mapped onto [0, 1] within the channel's candidates; all 1 when they are equal (to rounding:
+    FTS5 gives terms found in over half the rows a near-zero weight, whose noise must not be stretched)."""
     if not channel:
         return []
     scores = [s for _, s in channel]
     lo, hi = min(scores), max(scores)
     span = hi - lo
-    return [(i, (s - lo) / span if span > 0 else 1.0) for i, s in channel]
+    if span <= 1e-9 * max(1.0, abs(hi)):
+        return [(key, 1.0) for key, _ in channel]
+    return [(key, (s - lo) / span) for key, s in channel]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from longvec.index.errors import InvalidInputError, ModelMismatchError
+from longvec.index.lexical import FUSIONS, SEARCH_MODES, Fusion, SearchMode
 from longvec.index.vectors import write_json_atomic
 
 FORMAT_VERSION = 2
@@ -41,10 +42,11 @@ class Manifest:
     strategy: Strategy
     max_tokens: int
     overlap_tokens: int = 0
-    code_context: bool = True
-    # Search defaults; a collection made before the lexical channel searched densely, and still does.
-    search_mode: str = "dense"
-    fusion: str = "rrf"
+    # Defaults are what a collection made before these settings did (no code context, dense search): a
+    # new collection records its own values (``Collection.create``).
+    code_context: bool = False
+    search_mode: SearchMode = "dense"
+    fusion: Fusion = "rrf"
     alpha: float = 0.5
     document_prompt: str = ""
     query_prompt: str = ""
@@ -56,6 +58,11 @@ class Manifest:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise InvalidInputError(f"strategy {self.strategy!r} not in {STRATEGIES}")
+        if self.search_mode not in SEARCH_MODES or self.fusion not in FUSIONS or not 0.0 <= self.alpha <= 1.0:
+            raise InvalidInputError(
+                f"manifest search settings mode={self.search_mode!r} fusion={self.fusion!r} alpha={self.alpha!r} "
+                f"are not valid (mode in {SEARCH_MODES}, fusion in {FUSIONS}, alpha in [0, 1])"
+            )
 
     def save(self, path: Path) -> None:
         """Write atomically (temp file, fsync, rename, fsync of the directory)."""

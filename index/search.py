@@ -36,7 +36,7 @@ MAX_FETCH = 4096
 FUSE_PER_DOC = 8
 Lookup = Callable[[Sequence[int]], dict[int, ChunkRow]]
 Ranges = Callable[[Sequence[str]], list[tuple[int, int]]]
-Lexical = Callable[[str, int], list[tuple[int, float]]]
+Lexical = Callable[[str, int, int], list[tuple[int, float]]]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,8 @@ def check_search(
     """The view and channels a search with these arguments reads (``None``: the collection's defaults);
     :class:`InvalidInputError` (or ``InvalidSettingError`` for ``dim``) for bad ones. Needs only the
     manifest, so surfaces can check before loading a model."""
+    if mode is None and agg != "maxsim":
+        mode = "dense"  # aggregated document vectors are a dense view: the collection's default mode yields
     channels = Channels(
         mode if mode is not None else manifest.search_mode,
         fusion if fusion is not None else manifest.fusion,
@@ -178,31 +180,50 @@ def rank_fused(
     *,
     channels: Channels,
     chunks_per_doc: int,
+    max_id: int,
     lexical: Lexical,
     lookup: Lookup,
+    ranges: Ranges,
 ) -> list[list[Hit]]:
     """The top ``k`` documents per query from fused chunk rankings (``channels.mode`` lexical or hybrid).
 
-    Each channel contributes its best ``FUSE_PER_DOC * k`` chunks (within the dense fetch bounds); a
+    Each channel hands over the best chunks of its best ``2k`` documents (at least 20), a few per document, so
+    one document with many matching chunks cannot crowd the others out: the dense side through :func:`rank`
+    (exclusion rounds), the lexical side capped per document in SQL. Chunks are fused (``lexical.fuse``) and a
     document scores as its best fused chunk. ``expressions`` are the queries' FTS5 expressions (``None``: no
     terms, so no lexical candidates); ``index``/``queries`` are the dense side (``None`` in lexical mode).
-    A document none of whose chunks reached either candidate list is not returned, so fewer than ``k`` hits
-    can come back where the channels agree on few documents.
     """
-    fetch = min(max(FUSE_PER_DOC * k, MIN_FETCH), MAX_FETCH)
-    dense_scores = dense_ids = None
-    if channels.mode == "hybrid" and index is not None and queries is not None and index.ntotal:
-        dense_scores, dense_ids = index.search(queries, min(fetch, index.ntotal))
+    per_doc = max(chunks_per_doc, 2)
+    docs = min(max(2 * k, 20), MAX_K)
+    dense_hits: list[list[Hit]] = [[] for _ in expressions]
+    if channels.mode == "hybrid" and index is not None and queries is not None:
+        dense_hits = rank(index, queries, docs, chunks_per_doc=per_doc, max_id=max_id, lookup=lookup, ranges=ranges)
     results = []
-    for q, expression in enumerate(expressions):
-        lexical_hits = lexical(expression, fetch) if expression is not None else []
-        if dense_ids is not None and dense_scores is not None:
-            dense = [(int(i), float(s)) for i, s in zip(dense_ids[q], dense_scores[q], strict=True) if i >= 0]
-            fused = fuse(dense, lexical_hits, fusion=channels.fusion, alpha=channels.alpha)
-        else:
-            fused = lexical_hits
-        rows = lookup([i for i, _ in fused])
-        ranking = _Ranking(k, chunks_per_doc)
-        ranking.take(np.array([s for _, s in fused]), np.array([i for i, _ in fused], dtype=np.int64), rows)
-        results.append(ranking.hits())
+    for expression, hits in zip(expressions, dense_hits, strict=True):
+        spans: dict[tuple[str, int], ChunkHit] = {}
+        dense = []
+        for hit in hits:
+            for c in hit.chunks:
+                spans[hit.doc_id, c.chunk_id] = c
+                dense.append(((hit.doc_id, c.chunk_id), c.score))
+        dense.sort(key=lambda item: -item[1])
+        found = lexical(expression, docs * per_doc, per_doc) if expression is not None else []
+        rows = lookup([i for i, _ in found])
+        lex = []
+        for i, score in found:
+            r = rows[i]
+            spans.setdefault((r.doc_id, r.chunk_id), ChunkHit(r.chunk_id, r.start, r.end, 0.0, r.symbol))
+            lex.append(((r.doc_id, r.chunk_id), score))
+        fused = lex if channels.mode == "lexical" else fuse(dense, lex, fusion=channels.fusion, alpha=channels.alpha)
+        ranking: dict[str, list[ChunkHit]] = {}
+        for (doc_id, chunk_id), score in fused:
+            chunks = ranking.get(doc_id)
+            if chunks is None:
+                if len(ranking) == k:
+                    continue
+                chunks = ranking[doc_id] = []
+            if len(chunks) < chunks_per_doc:
+                c = spans[doc_id, chunk_id]
+                chunks.append(ChunkHit(c.chunk_id, c.start, c.end, float(score), c.symbol))
+        results.append([Hit(doc_id, chunks[0].score, chunks) for doc_id, chunks in ranking.items()])
     return results

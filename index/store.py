@@ -143,34 +143,36 @@ class Store:
             for statement in _LEXICAL_SCHEMA:
                 self._db.execute(statement)
             self._db.execute("COMMIT")
-            if not self.has_lexical():
-                self._build_lexical()
+            self._complete_lexical()
 
     def has_lexical(self) -> bool:
         """Whether the lexical index holds every chunk (a store made before it existed has none until it is
         opened for writing once)."""
         return self._db.execute("SELECT 1 FROM meta WHERE key = 'lexical'").fetchone() is not None
 
-    def _build_lexical(self) -> None:
-        """Fill the lexical index from the stored chunks (once, for a store made before it existed), in
-        batches of committed transactions; the chunks' text is cut from their documents (``substr`` counts
-        characters, as Python offsets do)."""
-        (total,) = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()
-        if total:
-            log.warning("building the lexical index of %d stored chunks (once)", total)
-        after = done = 0
-        while rows := self._db.execute(
+    def _complete_lexical(self) -> None:
+        """Give every stored chunk its lexical row: all of them for a store made before the lexical index
+        existed, or those an older longvec wrote without one. Checked on every writable open (two counts);
+        filled in batches of committed transactions. Old chunks are indexed by their span's text (``substr``
+        counts characters, as Python offsets do); their embedded context, if any, was not stored."""
+        (chunks,) = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()
+        (rows,) = self._db.execute("SELECT COUNT(*) FROM chunk_terms").fetchone()
+        if chunks == rows and self.has_lexical():
+            return
+        if chunks != rows:
+            log.warning("building the lexical index of %d stored chunks (once)", chunks - rows)
+        after = 0
+        while batch := self._db.execute(
             'SELECT c.id, substr(d.text, c.start + 1, c."end" - c.start) FROM chunks c '
-            "JOIN documents d ON d.doc_id = c.doc_id WHERE c.id > ? ORDER BY c.id LIMIT ?",
-            (after, _BACKFILL_ROWS),
+            "JOIN documents d ON d.doc_id = c.doc_id WHERE c.id > ? "
+            "AND c.id NOT IN (SELECT rowid FROM chunk_terms WHERE rowid > ?) ORDER BY c.id LIMIT ?",
+            (after, after, _BACKFILL_ROWS),
         ).fetchall():
             with self.transaction(bump=False) as db:
-                db.execute("DELETE FROM chunk_terms WHERE rowid > ? AND rowid <= ?", (after, rows[-1][0]))
                 db.executemany(
-                    "INSERT INTO chunk_terms(rowid, terms) VALUES (?, ?)", [(i, document_terms(t)) for i, t in rows]
+                    "INSERT INTO chunk_terms(rowid, terms) VALUES (?, ?)", [(i, document_terms(t)) for i, t in batch]
                 )
-            after, done = int(rows[-1][0]), done + len(rows)
-            log.info("lexical index: %d of %d chunks", done, total)
+            after = int(batch[-1][0])
         with self.transaction(bump=False) as db:
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('lexical', '1')")
 
@@ -321,13 +323,15 @@ class Store:
                 out[row[0]] = ChunkRow(*row)
         return out
 
-    def lexical_search(self, expression: str, limit: int) -> list[tuple[int, float]]:
-        """``(chunk id, BM25 score)`` of the best ``limit`` chunks for an FTS5 ``MATCH`` expression, best first
-        (FTS5's ``bm25()`` is lower-is-better: it is negated here)."""
+    def lexical_search(self, expression: str, limit: int, per_doc: int) -> list[tuple[int, float]]:
+        """``(chunk id, BM25 score)`` of the best ``limit`` chunks for an FTS5 ``MATCH`` expression, best first,
+        at most ``per_doc`` of them from any one document (FTS5's ``bm25()`` is lower-is-better: negated here)."""
         return self._db.execute(
-            "SELECT rowid, -bm25(chunk_terms) FROM chunk_terms WHERE chunk_terms MATCH ? "
-            "ORDER BY bm25(chunk_terms), rowid LIMIT ?",
-            (expression, limit),
+            "WITH hits AS (SELECT rowid AS id, -bm25(chunk_terms) AS s FROM chunk_terms WHERE chunk_terms MATCH ?), "
+            "ranked AS (SELECT h.id, h.s, row_number() OVER (PARTITION BY c.doc_id ORDER BY h.s DESC, h.id) AS r "
+            "FROM hits h JOIN chunks c ON c.id = h.id) "
+            "SELECT id, s FROM ranked WHERE r <= ? ORDER BY s DESC, id LIMIT ?",
+            (expression, per_doc, limit),
         ).fetchall()
 
     def chunk_ranges(self, doc_ids: Sequence[str]) -> list[tuple[int, int]]:

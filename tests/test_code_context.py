@@ -87,3 +87,17 @@ def test_stored_offsets_are_the_original_spans(tmp_path, fake_embedder) -> None:
         hits = coll.search("offsets weights", k=1, chunks_per_doc=len(expected))
     spans = {(c.start, c.end) for c in expected}
     assert hits and {(c.start, c.end) for c in hits[0].chunks} <= spans
+
+
+def test_doc_comments_naming_the_function_are_not_taken_for_its_signature(counter: TokenCounter) -> None:
+    body = "\n".join(f"\ttotal += weights[{i}] * values[{i}] - offsets[{i}]" for i in range(40))
+    text = (
+        "package main\n\n"
+        "// Push adds the weighted values to the stack.\n"
+        "// Push never fails.\n"
+        f"func (s *Stack) Push(weights, values, offsets []int) int {{\n\ttotal := 0\n{body}\n\treturn total\n}}\n"
+    )
+    chunks = Chunker(counter, 128).chunk("doc", text, language="go")
+    rest = [c for c in chunks if c.symbol == "Stack.Push" and "func (s *Stack)" not in c.text]
+    assert len(rest) >= 2
+    assert all(c.context.splitlines()[-1].startswith("func (s *Stack) Push(") for c in rest), rest[0].context

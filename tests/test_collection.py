@@ -29,7 +29,8 @@ def doc(doc_id: str, keyword: str, position: int = 0, n_filler: int = 12) -> Doc
 
 @pytest.fixture
 def coll(tmp_path, fake_embedder):
-    c = Collection.create(tmp_path / "c", embedder=fake_embedder)
+    # dense by default here: these tests check exact dense scores (tests/test_lexical.py covers hybrid)
+    c = Collection.create(tmp_path / "c", embedder=fake_embedder, search_mode="dense")
     yield c
     c.close()
 
@@ -135,7 +136,7 @@ def test_bad_requests(coll):
 
 
 def test_truncate_strategy_keeps_only_the_head(tmp_path, fake_embedder):
-    with Collection.create(tmp_path / "t", embedder=fake_embedder, strategy="truncate") as c:
+    with Collection.create(tmp_path / "t", embedder=fake_embedder, strategy="truncate", search_mode="dense") as c:
         c.add([doc("head", "alpha", 0), doc("tail", "beta", 12)])
         assert c.get("tail").n_chunks == 1
         assert c.search("beta", k=2)[0].score < 0.5  # the tail was cut off: the truncation baseline

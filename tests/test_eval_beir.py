@@ -141,12 +141,13 @@ def test_eval_beir_cli_writes_results_and_runs(tmp_path, capsys):
     args = ["eval", "--beir", str(root), "--systems", "chunk", "bm25", "--output", str(out), "--runs", str(runs)]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "| tiny | bm25 | longvec chunk-256 |" in printed  # the paired test against the first system
+    chunk = SystemSpec.parse("chunk").name
+    assert f"| tiny | bm25 | {chunk} |" in printed  # the paired test against the first system
     results = json.loads(out.read_text())["results"]
-    assert [r["system"] for r in results] == ["longvec chunk-256", "bm25"]
+    assert [r["system"] for r in results] == [chunk, "bm25"]
     assert set(results[0]["per_query"]) == {"q1", "q2", "q3"} and "run" not in results[0]
     qrels = [ir_measures.Qrel(q, d, g) for q, docs in load_beir(root).qrels.items() for d, g in docs.items()]
-    trec = runs / "tiny__longvec_chunk-256.trec"
+    trec = runs / f"tiny__{chunk.replace(' ', '_')}.trec"
     from_file = ir_measures.calc_aggregate([ir_measures.nDCG @ 10], qrels, ir_measures.read_trec_run(str(trec)))
     assert from_file[ir_measures.nDCG @ 10] == pytest.approx(results[0]["metrics"]["all"]["ndcg@10"], abs=1e-6)
     assert (runs / "tiny__bm25.jsonl").read_text().count("\n") == 3

@@ -18,12 +18,15 @@ def results(tmp_path_factory):
     return run_eval(["code", "passkey", "needle"], systems, cache_dir=cache, small=True, lengths={256}, log=print)
 
 
+CHUNK = SystemSpec.parse("chunk").name  # the default configuration, named with its search mode
+
+
 def by(results, dataset, system):
     return next(r for r in results if r.dataset == dataset and r.system == system)
 
 
 def test_every_system_ran_on_every_pool(results):
-    names = {SystemSpec.parse(s).name for s in DEFAULT_SYSTEMS} | {"longvec chunk-256 agg weighted dim 64"}
+    names = {SystemSpec.parse(s).name for s in DEFAULT_SYSTEMS} | {"longvec chunk-256 agg weighted dim 64 dense"}
     assert {r.system for r in results} == names
     assert {r.dataset for r in results} == {"code", "passkey-256", "needle-256"}
     for r in results:
@@ -33,14 +36,14 @@ def test_every_system_ran_on_every_pool(results):
 
 def test_scores_are_sane(results):
     # the harness pairs queries, documents and relevance correctly: a broken pairing scores near 0
-    assert by(results, "code", "longvec chunk-256").metrics["all"]["ndcg@10"] > 0.5
+    assert by(results, "code", CHUNK).metrics["all"]["ndcg@10"] > 0.5
     assert by(results, "code", "bm25").metrics["all"]["ndcg@10"] > 0.3
     # each pass key occurs in exactly one document, so exact lexical matching finds it
     assert by(results, "passkey-256", "bm25").metrics["all"]["recall@1"] == 1.0
 
 
 def test_costs_are_recorded(results):
-    chunk = by(results, "code", "longvec chunk-256")
+    chunk = by(results, "code", CHUNK)
     assert chunk.encode_tokens > 0 and chunk.tokens_per_second > 0 and chunk.index_bytes > 0
     assert by(results, "code", "bm25").encode_tokens == 0
 
