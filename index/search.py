@@ -32,8 +32,6 @@ MAX_K = 1000
 MIN_FETCH = 64
 MAX_FETCH = 4096
 
-# Chunks each channel hands to fusion: a few per document of the k wanted, within the dense fetch bounds.
-FUSE_PER_DOC = 8
 Lookup = Callable[[Sequence[int]], dict[int, ChunkRow]]
 Ranges = Callable[[Sequence[str]], list[tuple[int, int]]]
 Lexical = Callable[[str, int, int], list[tuple[int, float]]]
