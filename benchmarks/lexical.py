@@ -15,7 +15,7 @@ sentences (``Return the number of bytes in the buffer``), half identifiers (``ge
 synthetic query vectors are meaningless for relevance but cost what real ones cost to search.
 
 Latency: the collection is closed (saving the FAISS index) and reopened read-only, as a server would hold it;
-after a warm-up, every query runs once per mode (``dense``, ``lexical``, ``hybrid`` with ``rrf``) through
+after a warm-up, every query runs once per mode (``dense``, ``lexical``, ``hybrid`` with ``--fusion``) through
 ``collection.search(q, k=10, mode=...)``, one query at a time, the modes interleaved per query in a rotating
 order so that background load falls on all three alike. p50/p99 in ms and the ratios to dense are printed.
 
@@ -173,7 +173,9 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
     }
 
 
-def measure_latency(root: Path, queries: list[tuple[str, str]], max_tokens: int, warmup: int) -> dict[str, Any]:
+def measure_latency(
+    root: Path, queries: list[tuple[str, str]], max_tokens: int, warmup: int, fusion: str = "convex"
+) -> dict[str, Any]:
     """Per-query latency of ``search(q, k=10, mode=m)`` for each mode, interleaved, on a read-only open."""
     from longvec.index import Collection
 
@@ -184,11 +186,11 @@ def measure_latency(root: Path, queries: list[tuple[str, str]], max_tokens: int,
     with Collection.open(root, embedder=encoder, readonly=True) as c:
         for _, q in queries[:warmup]:  # loads the FAISS index, warms SQLite's page cache
             for mode in MODES:
-                c.search(q, k=10, mode=mode, fusion="rrf")
+                c.search(q, k=10, mode=mode, fusion=fusion)
         for i, (kind, q) in enumerate(queries):
             for mode in MODES[i % 3 :] + MODES[: i % 3]:  # rotate the order: no mode always runs first
                 start = time.perf_counter_ns()
-                found = c.search(q, k=10, mode=mode, fusion="rrf")
+                found = c.search(q, k=10, mode=mode, fusion=fusion)
                 ms = (time.perf_counter_ns() - start) / 1e6
                 times[mode].append(ms)
                 by_kind.setdefault(kind, {m: [] for m in MODES})[mode].append(ms)
@@ -206,7 +208,7 @@ def measure_latency(root: Path, queries: list[tuple[str, str]], max_tokens: int,
         kind: {"queries": len(t["dense"])} | {m: _percentiles(t[m])["p50_ms"] for m in MODES}
         for kind, t in sorted(by_kind.items())
     }
-    out["queries"], out["warmup_queries"], out["k"], out["fusion"] = len(queries), warmup, 10, "rrf"
+    out["queries"], out["warmup_queries"], out["k"], out["fusion"] = len(queries), warmup, 10, fusion
     return out
 
 
@@ -303,14 +305,16 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run(chunks: int, max_tokens: int, n_queries: int, warmup: int, work: Path, seed: int = 0) -> dict[str, Any]:
+def run(
+    chunks: int, max_tokens: int, n_queries: int, warmup: int, work: Path, seed: int = 0, fusion: str = "convex"
+) -> dict[str, Any]:
     """Build, measure latency and size; the JSON-ready figures."""
     load_start = _loadavg()
     root = work / "collection"
     shutil.rmtree(root, ignore_errors=True)
     built = build(root, chunks, max_tokens, batch_docs=8 if chunks < 10_000 else 32)
     queries = realistic_queries(built.pop("_stdlib_texts"), n_queries, seed)
-    latency = measure_latency(root, queries, max_tokens, warmup)
+    latency = measure_latency(root, queries, max_tokens, warmup, fusion)
     size = measure_size(root)
     return {
         "benchmark": "lexical",
@@ -360,13 +364,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a few thousand chunks and few queries (seconds)")
     parser.add_argument("--dir", type=Path, help="where to build the collection (default: a temporary directory)")
     parser.add_argument("--output", type=Path, help="also write the JSON object here")
+    parser.add_argument("--fusion", choices=("convex", "rrf"), default="convex", help="hybrid fusion (default convex)")
     args = parser.parse_args(argv)
     if args.quick:
         args.chunks, args.queries, args.warmup = QUICK["chunks"], QUICK["queries"], QUICK["warmup"]
     work = args.dir or Path(tempfile.mkdtemp(prefix="longvec-lexical-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        result = run(args.chunks, args.max_tokens, args.queries, args.warmup, work, args.seed)
+        result = run(args.chunks, args.max_tokens, args.queries, args.warmup, work, args.seed, args.fusion)
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)
