@@ -30,7 +30,11 @@ def _add_target(p: argparse.ArgumentParser) -> None:
 def _add_channels(p: argparse.ArgumentParser, what: str = "") -> None:
     """The search channel options (for `search`, default: the collection's own, see `longvec info`)."""
     p.add_argument("--mode", choices=("dense", "lexical", "hybrid"), help=f"{what}dense, lexical (BM25) or hybrid")
-    p.add_argument("--fusion", choices=("rrf", "convex"), help=f"{what}hybrid fusion: reciprocal-rank or scores")
+    p.add_argument(
+        "--fusion",
+        choices=("rrf", "convex", "zscore"),
+        help=f"{what}hybrid fusion: reciprocal rank, min-max scores or standardised scores",
+    )
     p.add_argument("--alpha", type=float, help=f"{what}hybrid: weight of the dense channel in [0, 1]")
 
 

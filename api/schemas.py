@@ -21,7 +21,7 @@ class SearchRequest(BaseModel):
     dim: int | None = Field(default=None, description="Matryoshka prefix size; one of /info's dims")
     agg: AggMode = "maxsim"
     mode: SearchMode | None = Field(default=None, description="dense, lexical or hybrid (default: the collection's)")
-    fusion: Fusion | None = Field(default=None, description="hybrid: rrf or convex (default: the collection's)")
+    fusion: Fusion | None = Field(default=None, description="hybrid: rrf, convex or zscore (default: the collection's)")
     alpha: float | None = Field(default=None, ge=0.0, le=1.0, description="hybrid: weight of the dense channel")
 
 

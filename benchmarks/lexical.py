@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from longvec.index.lexical import DEFAULT_FUSION, FUSIONS
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers beside this script
 from _synthetic import SyntheticEncoder  # noqa: E402
 
@@ -174,7 +176,7 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
 
 
 def measure_latency(
-    root: Path, queries: list[tuple[str, str]], max_tokens: int, warmup: int, fusion: str = "convex"
+    root: Path, queries: list[tuple[str, str]], max_tokens: int, warmup: int, fusion: str = DEFAULT_FUSION
 ) -> dict[str, Any]:
     """Per-query latency of ``search(q, k=10, mode=m)`` for each mode, interleaved, on a read-only open."""
     from longvec.index import Collection
@@ -306,7 +308,7 @@ def machine() -> dict[str, Any]:
 
 
 def run(
-    chunks: int, max_tokens: int, n_queries: int, warmup: int, work: Path, seed: int = 0, fusion: str = "convex"
+    chunks: int, max_tokens: int, n_queries: int, warmup: int, work: Path, seed: int = 0, fusion: str = DEFAULT_FUSION
 ) -> dict[str, Any]:
     """Build, measure latency and size; the JSON-ready figures."""
     load_start = _loadavg()
@@ -364,7 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a few thousand chunks and few queries (seconds)")
     parser.add_argument("--dir", type=Path, help="where to build the collection (default: a temporary directory)")
     parser.add_argument("--output", type=Path, help="also write the JSON object here")
-    parser.add_argument("--fusion", choices=("convex", "rrf"), default="convex", help="hybrid fusion (default convex)")
+    parser.add_argument(
+        "--fusion", choices=FUSIONS, default=DEFAULT_FUSION, help=f"hybrid fusion (default {DEFAULT_FUSION})"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.chunks, args.queries, args.warmup = QUICK["chunks"], QUICK["queries"], QUICK["warmup"]

@@ -6,7 +6,7 @@ A system is named by a spec string ``KIND[:key=value,...]``:
   Keys: ``max_tokens`` (chunk budget), ``overlap`` (text overlap tokens), ``dim`` (Matryoshka prefix),
   ``agg`` (``maxsim``: a document scores as its best chunk, the default; or ``mean``/``max``/``weighted``:
   one aggregated vector per document), ``mode`` (``dense``/``lexical``/``hybrid``; default: a new
-  collection's default), ``fusion`` (``rrf``/``convex``) and ``alpha`` (the dense weight, a number in [0, 1])
+  collection's default), ``fusion`` (``rrf``/``convex``/``zscore``) and ``alpha`` (the dense weight, a number in [0, 1])
   for hybrid search, and ``context=0`` (chunk only) to embed code chunks without their signature context.
 - ``st``: plain sentence-transformers + exact (brute-force) search over whole documents, truncated by the model at
   ``max_tokens`` (256 is the model's own limit) — what most stacks do.

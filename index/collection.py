@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from itertools import islice
 from pathlib import Path
@@ -23,7 +23,7 @@ import numpy as np
 
 from longvec.chunking import CHUNKER_VERSION, Chunk, Chunker, TokenCounter, first_window
 from longvec.chunking.types import spans_to_chunks
-from longvec.embedder import EmbedderConfig, Encoder, allowed_dims, load_embedder
+from longvec.embedder import EmbedderConfig, Encoder, allowed_dims, load_embedder, truncate
 from longvec.index.errors import (
     CollectionClosedError,
     CollectionExistsError,
@@ -424,7 +424,9 @@ class Collection:
                             return self._rank_fused(None, None, queries, k, channels, chunks_per_doc, state.seq)
                         index = cache.current(self._store, state, may_retry=attempt < 2)
                         if channels.mode == "hybrid":
-                            return self._rank_fused(index, qv, queries, k, channels, chunks_per_doc, state.seq)
+                            return self._rank_fused(
+                                index, qv, queries, k, channels, chunks_per_doc, state.seq, view.dim
+                            )
                         return rank(
                             index,
                             qv,
@@ -447,8 +449,14 @@ class Collection:
         channels: Channels,
         chunks_per_doc: int,
         max_id: int,
+        dim: int | None = None,
     ) -> list[list[Hit]]:
-        """Lexical or hybrid ranking, inside the caller's store snapshot (both channels see one generation)."""
+        """Lexical or hybrid ranking, inside the caller's store snapshot (both channels see one generation);
+        ``dim`` is the dense view's, for scoring stored chunk vectors the dense shortlist left out."""
+
+        def dense_scores(query: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+            return truncate(self._store.vectors(ids, self.manifest.dim), dim or self.manifest.dim) @ query
+
         return rank_fused(
             index,
             qv,
@@ -458,6 +466,8 @@ class Collection:
             chunks_per_doc=chunks_per_doc,
             max_id=max_id,
             lexical=self._store.lexical_search,
+            lexical_scores=self._store.lexical_scores,
+            dense_scores=dense_scores,
             lookup=self._store.chunk_rows,
             ranges=self._store.chunk_ranges,
         )

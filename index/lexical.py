@@ -14,7 +14,11 @@ Fusion, per chunk, then to documents (a document scores as its best fused chunk,
 the span that matched): ``rrf`` adds ``w / (RRF_K + rank)`` over the channels a chunk appears in (Cormack et
 al., k = 60), with weight ``alpha`` on the dense channel and ``1 - alpha`` on the lexical one; ``convex``
 adds ``alpha * dense + (1 - alpha) * lexical`` over scores min-max normalised within each channel's
-candidates (0 for a chunk the channel did not return).
+candidates (0 for a chunk the channel did not return); ``zscore`` adds the same over scores standardised
+within each channel's candidates (mean 0, standard deviation 1), so a channel with one candidate far above
+the rest (a rare exact term: a name, a pass key, an identifier) speaks louder than one whose scores are all
+alike, where min-max would stretch either to [0, 1]. Search scores every candidate in both channels before
+fusing (``index.search.rank_fused``), so "did not return" only happens to direct callers of :func:`fuse`.
 """
 
 from __future__ import annotations
@@ -27,12 +31,12 @@ from typing import Literal, TypeVar
 K = TypeVar("K", int, tuple[str, int])  # what fusion keys chunks by: a chunk id, or (doc_id, chunk ordinal)
 SearchMode = Literal["dense", "lexical", "hybrid"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("dense", "lexical", "hybrid")
-Fusion = Literal["rrf", "convex"]
-FUSIONS: tuple[Fusion, ...] = ("rrf", "convex")
+Fusion = Literal["rrf", "convex", "zscore"]
+FUSIONS: tuple[Fusion, ...] = ("rrf", "convex", "zscore")
 RRF_K = 60
 # What a new collection searches with unless told otherwise (chosen on the eval suite: docs/BENCHMARKS.md).
 DEFAULT_SEARCH_MODE: SearchMode = "hybrid"
-DEFAULT_FUSION: Fusion = "convex"
+DEFAULT_FUSION: Fusion = "zscore"
 DEFAULT_ALPHA = 0.7
 # The most distinct terms a query searches with (a pasted page of text stays one bounded query).
 MAX_QUERY_TERMS = 64
@@ -94,7 +98,8 @@ def fuse(
         if fusion == "rrf":
             contributions = [(key, weight / (RRF_K + rank)) for rank, (key, _) in enumerate(ranked, 1)]
         else:
-            contributions = [(key, weight * s) for key, s in _min_max(ranked)]
+            normalised = _min_max(ranked) if fusion == "convex" else _z_scores(ranked)
+            contributions = [(key, weight * s) for key, s in normalised]
         for key, s in contributions:
             fused[key] = fused.get(key, 0.0) + s
     return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
@@ -111,3 +116,16 @@ def _min_max(channel: list[tuple[K, float]]) -> list[tuple[K, float]]:
     if span <= 1e-9 * max(1.0, abs(hi)):
         return [(key, 1.0) for key, _ in channel]
     return [(key, (s - lo) / span) for key, s in channel]
+
+
+def _z_scores(channel: list[tuple[K, float]]) -> list[tuple[K, float]]:
+    """Scores standardised within the channel's candidates (mean 0, standard deviation 1); all 0 when they
+    are equal to rounding. A candidate far above the rest (a rare exact term) keeps its distance."""
+    if not channel:
+        return []
+    scores = [s for _, s in channel]
+    mean = math.fsum(scores) / len(scores)
+    std = math.sqrt(math.fsum((s - mean) ** 2 for s in scores) / len(scores))
+    if std <= 1e-9 * max(1.0, abs(mean)):
+        return [(key, 0.0) for key, _ in channel]
+    return [(key, (s - mean) / std) for key, s in channel]

@@ -34,7 +34,9 @@ MAX_FETCH = 4096
 
 Lookup = Callable[[Sequence[int]], dict[int, ChunkRow]]
 Ranges = Callable[[Sequence[str]], list[tuple[int, int]]]
-Lexical = Callable[[str, int, int], list[tuple[int, float]]]
+Lexical = Callable[[str, int, int], list[tuple[int, float]]]  # expression, limit, per document -> best chunks
+LexicalScores = Callable[[str, Sequence[int]], dict[int, float]]  # expression, chunk ids -> BM25 where matched
+DenseScores = Callable[[np.ndarray, Sequence[int]], np.ndarray]  # query vector, chunk ids -> inner products
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class _Ranking:
         self.k, self.chunks_per_doc = k, chunks_per_doc
         self.docs: dict[str, list[ChunkHit]] = {}  # insertion order is score order
         self.scores: dict[str, float] = {}
+        self.ids: dict[str, list[int]] = {}  # the chunks' row ids, parallel to ``docs``
 
     def take(self, scores: np.ndarray, ids: np.ndarray, rows: dict[int, ChunkRow]) -> list[str]:
         """Add a fetch (best first) to the ranking; returns the documents it found that were new."""
@@ -114,10 +117,11 @@ class _Ranking:
                 if len(self.docs) == self.k:
                     continue  # ranked below the first k documents
                 chunks = self.docs[r.doc_id] = []
-                self.scores[r.doc_id] = float(s)
+                self.scores[r.doc_id], self.ids[r.doc_id] = float(s), []
                 new.append(r.doc_id)
             if len(chunks) < self.chunks_per_doc:
                 chunks.append(ChunkHit(r.chunk_id, r.start, r.end, float(s), r.symbol))
+                self.ids[r.doc_id].append(int(i))
         return new
 
     @property
@@ -144,9 +148,24 @@ def rank(
     ``chunks_per_doc=0`` is for an index of one vector per document (keyed by its first chunk id): the hits
     then carry no chunk spans, and no exclusion round is ever needed.
     """
+    rankings = _rank(index, queries, k, chunks_per_doc=chunks_per_doc, max_id=max_id, lookup=lookup, ranges=ranges)
+    return [ranking.hits() for ranking in rankings]
+
+
+def _rank(
+    index: VectorIndex,
+    queries: np.ndarray,
+    k: int,
+    *,
+    chunks_per_doc: int,
+    max_id: int,
+    lookup: Lookup,
+    ranges: Ranges,
+) -> list[_Ranking]:
+    """:func:`rank`'s rankings, which also know their chunks' row ids."""
     n = index.ntotal
     if n == 0:
-        return [[] for _ in range(len(queries))]
+        return [_Ranking(k, chunks_per_doc) for _ in range(len(queries))]
     fetch = min(n, max(4 * k, MIN_FETCH), MAX_FETCH)
     scores, ids = index.search(queries, fetch)
     rows = lookup(np.unique(ids[ids >= 0]).tolist())
@@ -166,7 +185,7 @@ def rank(
             got = i[0][i[0] >= 0]
             new = ranking.take(s[0], i[0], lookup(got.tolist()))
             exhausted = len(got) < size
-        results.append(ranking.hits())
+        results.append(ranking)
     return results
 
 
@@ -180,48 +199,62 @@ def rank_fused(
     chunks_per_doc: int,
     max_id: int,
     lexical: Lexical,
+    lexical_scores: LexicalScores,
+    dense_scores: DenseScores,
     lookup: Lookup,
     ranges: Ranges,
 ) -> list[list[Hit]]:
     """The top ``k`` documents per query from fused chunk rankings (``channels.mode`` lexical or hybrid).
 
-    Each channel hands over the best chunks of its best ``2k`` documents (at least 20), a few per document, so
+    Each channel shortlists the best chunks of its best ``2k`` documents (at least 20), a few per document, so
     one document with many matching chunks cannot crowd the others out: the dense side through :func:`rank`
-    (exclusion rounds), the lexical side capped per document in SQL. Chunks are fused (``lexical.fuse``) and a
-    document scores as its best fused chunk. ``expressions`` are the queries' FTS5 expressions (``None``: no
-    terms, so no lexical candidates); ``index``/``queries`` are the dense side (``None`` in lexical mode).
+    (exclusion rounds), the lexical side capped per document in SQL. Every shortlisted chunk is then scored in
+    both channels -- ``dense_scores`` (query vector . chunk vector) for the lexical side's picks,
+    ``lexical_scores`` (BM25; 0 when no term matches) for the dense side's -- so a chunk one channel ranks
+    first is never fused as a zero just because the other channel's shortlist cut it. Chunks are fused
+    (``lexical.fuse``) and a document scores as its best fused chunk. ``expressions`` are the queries' FTS5
+    expressions (``None``: no terms, so no lexical side); ``index``/``queries`` are the dense side (``None`` in
+    lexical mode).
     """
     per_doc = max(chunks_per_doc, 2)
     docs = min(max(2 * k, 20), MAX_K)
-    dense_hits: list[list[Hit]] = [[] for _ in expressions]
-    if channels.mode == "hybrid" and index is not None and queries is not None:
-        dense_hits = rank(index, queries, docs, chunks_per_doc=per_doc, max_id=max_id, lookup=lookup, ranges=ranges)
+    hybrid = channels.mode == "hybrid" and index is not None and queries is not None
+    rankings: list[_Ranking | None] = [None] * len(expressions)
+    if hybrid:
+        assert index is not None and queries is not None
+        rankings = list(
+            _rank(index, queries, docs, chunks_per_doc=per_doc, max_id=max_id, lookup=lookup, ranges=ranges)
+        )
     results = []
-    for expression, hits in zip(expressions, dense_hits, strict=True):
-        spans: dict[tuple[str, int], ChunkHit] = {}
-        dense = []
-        for hit in hits:
-            for c in hit.chunks:
-                spans[hit.doc_id, c.chunk_id] = c
-                dense.append(((hit.doc_id, c.chunk_id), c.score))
-        dense.sort(key=lambda item: -item[1])
-        found = lexical(expression, docs * per_doc, per_doc) if expression is not None else []
-        rows = lookup([i for i, _ in found])
-        lex = []
-        for i, score in found:
+    for q, (expression, ranking) in enumerate(zip(expressions, rankings, strict=True)):
+        lex = dict(lexical(expression, docs * per_doc, per_doc)) if expression is not None else {}
+        if ranking is None:
+            fused = list(lex.items())  # lexical mode: already best first
+        else:
+            assert queries is not None
+            dense = {i: c.score for d, ids in ranking.ids.items() for i, c in zip(ids, ranking.docs[d], strict=True)}
+            only_lexical = [i for i in lex if i not in dense]
+            if only_lexical:
+                dense.update(zip(only_lexical, dense_scores(queries[q], only_lexical).tolist(), strict=True))
+            only_dense = [i for i in dense if i not in lex]
+            if expression is not None and only_dense:
+                found = lexical_scores(expression, only_dense)
+                lex.update((i, found.get(i, 0.0)) for i in only_dense)
+            fused = fuse(_best_first(dense), _best_first(lex), fusion=channels.fusion, alpha=channels.alpha)
+        rows = lookup([i for i, _ in fused])
+        ranked: dict[str, list[ChunkHit]] = {}
+        for i, score in fused:
             r = rows[i]
-            spans.setdefault((r.doc_id, r.chunk_id), ChunkHit(r.chunk_id, r.start, r.end, 0.0, r.symbol))
-            lex.append(((r.doc_id, r.chunk_id), score))
-        fused = lex if channels.mode == "lexical" else fuse(dense, lex, fusion=channels.fusion, alpha=channels.alpha)
-        ranking: dict[str, list[ChunkHit]] = {}
-        for (doc_id, chunk_id), score in fused:
-            chunks = ranking.get(doc_id)
+            chunks = ranked.get(r.doc_id)
             if chunks is None:
-                if len(ranking) == k:
+                if len(ranked) == k:
                     continue
-                chunks = ranking[doc_id] = []
+                chunks = ranked[r.doc_id] = []
             if len(chunks) < chunks_per_doc:
-                c = spans[doc_id, chunk_id]
-                chunks.append(ChunkHit(c.chunk_id, c.start, c.end, float(score), c.symbol))
-        results.append([Hit(doc_id, chunks[0].score, chunks) for doc_id, chunks in ranking.items()])
+                chunks.append(ChunkHit(r.chunk_id, r.start, r.end, float(score), r.symbol))
+        results.append([Hit(doc_id, chunks[0].score, chunks) for doc_id, chunks in ranked.items()])
     return results
+
+
+def _best_first(scores: dict[int, float]) -> list[tuple[int, float]]:
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))

@@ -334,6 +334,25 @@ class Store:
             (expression, per_doc, limit),
         ).fetchall()
 
+    def lexical_scores(self, expression: str, ids: Sequence[int]) -> dict[int, float]:
+        """BM25 score (as in :meth:`lexical_search`) of each chunk among ``ids`` that ``expression`` matches."""
+        out: dict[int, float] = {}
+        for part in _in_parts([int(x) for x in ids]):
+            sql = (
+                "SELECT rowid, -bm25(chunk_terms) FROM chunk_terms "
+                f"WHERE chunk_terms MATCH ? AND rowid IN ({_marks(len(part))})"
+            )
+            out.update(self._db.execute(sql, [expression, *part]).fetchall())
+        return out
+
+    def vectors(self, ids: Sequence[int], dim: int) -> np.ndarray:
+        """The stored vectors of chunks ``ids``, in that order (:class:`KeyError` for an id not stored)."""
+        found: dict[int, bytes] = {}
+        for part in _in_parts([int(x) for x in ids]):
+            sql = f"SELECT id, vector FROM chunks WHERE id IN ({_marks(len(part))})"
+            found.update(self._db.execute(sql, part).fetchall())
+        return self._vectors([(found[int(i)],) for i in ids], dim)
+
     def chunk_ranges(self, doc_ids: Sequence[str]) -> list[tuple[int, int]]:
         """``(first, last)`` chunk id of each stored document among ``doc_ids`` (its chunks are contiguous)."""
         out: list[tuple[int, int]] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import statistics
 
 import pytest
 
@@ -78,6 +79,35 @@ def test_rrf_and_convex_fusion_on_a_known_example():
     assert convex[2] == pytest.approx(0.5 * (0.7 / 0.8) + 0.5 * (10 / 11))
     assert convex[5] == pytest.approx(0.5 * (0.4 / 0.8))
     assert max(convex, key=convex.get) == 2
+
+
+def test_zscore_fusion_on_a_known_example():
+    dense = [(1, 0.9), (2, 0.8), (3, 0.7), (4, 0.6), (5, 0.5), (6, 0.4)]
+    lexical = [(3, 12.0), (1, 1.0), (2, 1.0), (4, 1.0), (5, 1.0), (6, 1.0)]  # chunk 3 stands far above
+    zscore = dict(fuse(dense, lexical, fusion="zscore", alpha=0.5))
+    d_mean, d_std = 0.65, statistics.pstdev([s for _, s in dense])
+    l_mean, l_std = 17 / 6, statistics.pstdev([s for _, s in lexical])
+    assert zscore[3] == pytest.approx(0.5 * (0.7 - d_mean) / d_std + 0.5 * (12 - l_mean) / l_std)
+    assert zscore[1] == pytest.approx(0.5 * (0.9 - d_mean) / d_std + 0.5 * (1 - l_mean) / l_std)
+    assert [i for i, _ in fuse(dense, lexical, fusion="zscore", alpha=0.5)][:2] == [3, 1]
+    assert dict(fuse(dense, [(5, 2.0), (6, 2.0)], fusion="zscore", alpha=0.5))[5] == pytest.approx(
+        0.5 * (0.5 - d_mean) / d_std  # a channel with no spread has no say
+    )
+
+
+def test_hybrid_scores_a_chunk_in_the_channel_whose_shortlist_cut_it(tmp_path, fake_embedder):
+    # 22 documents fill the dense shortlist (20 documents for k <= 10) with "alpha" and rank above both targets;
+    # "zork" is found only lexically, and the lexical channel prefers "two" (it says zork twice). The dense
+    # channel must still be asked about both: "one" is half about alpha, "two" not at all, so fused, "one" wins
+    # (scored as a dense zero, "one" would rank below the fillers).
+    docs = [Document(f"filler{i:02d}", "alpha alpha beta") for i in range(22)]
+    docs += [Document("one", "alpha beta zork"), Document("two", "beta zork zork")]
+    with Collection.create(tmp_path / "c", embedder=fake_embedder) as c:
+        c.add(docs)
+        assert [h.doc_id for h in c.search("alpha zork", k=2, mode="lexical")] == ["two", "one"]
+        assert "one" not in [h.doc_id for h in c.search("alpha zork", k=20, mode="dense")]
+        for fusion in ("convex", "zscore"):
+            assert c.search("alpha zork", k=2, mode="hybrid", fusion=fusion, alpha=0.5)[0].doc_id == "one", fusion
 
 
 def test_hybrid_finds_what_either_channel_alone_misses(tmp_path, fake_embedder):
