@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import numpy as np
 
 from longvec.embedder.errors import InvalidSettingError, ModelLoadError
+from longvec.embedder.longctx import PositionMode, extend_positions, position_table, set_temperature
 from longvec.embedder.matryoshka import check_dim, normalize, truncate
 
 if TYPE_CHECKING:
@@ -61,6 +62,10 @@ class EmbedderConfig:
     """What identifies a loaded model in this process; equal configs share one instance.
 
     ``query_prefix`` / ``document_prefix`` replace the model's own ``query`` / ``document`` prompts.
+    Long context (``embedder.longctx``): ``extend_to`` grows a BERT-family position table to that many tokens
+    by ``positions`` interpolation (``keep`` and ``group`` leave the trained window's rows as they are);
+    ``temperature`` < 1 sharpens every self-attention (TempScale), ``length_scaled`` adds LongEmbed's
+    ``ln n / ln trained`` factor. ``max_tokens`` then defaults to ``extend_to``.
     """
 
     model: str = DEFAULT_MODEL
@@ -71,6 +76,10 @@ class EmbedderConfig:
     query_prefix: str = ""
     document_prefix: str = ""
     allow_download: bool = False
+    extend_to: int | None = None
+    positions: PositionMode = "keep"
+    temperature: float = 1.0
+    length_scaled: bool = False
 
 
 class Embedder:
@@ -90,6 +99,11 @@ class Embedder:
             hint = "" if config.allow_download else " (offline: pass a local path or allow downloads)"
             raise ModelLoadError(f"cannot load model {config.model!r}{hint}: {exc}") from exc
         self.position_limit = int(getattr(st[0].auto_model.config, "max_position_embeddings", 512))
+        self.trained_tokens = int(st.max_seq_length)  # the window the model was trained to read
+        long_settings = _apply_long_context(st, config, self.trained_tokens)
+        if config.extend_to is not None:
+            self.position_limit = config.extend_to
+            st.max_seq_length = config.extend_to
         if config.max_tokens is not None:
             if not 8 <= config.max_tokens <= self.position_limit:
                 raise InvalidSettingError(
@@ -99,7 +113,7 @@ class Embedder:
         self.query_prompt = config.query_prefix or _model_prompt(st, "query")
         self.document_prompt = config.document_prefix or _model_prompt(st, "document")
         # Fingerprint the model as loaded, before any precision cast (fp32 and bf16 vectors are comparable).
-        self.fingerprint = fingerprint(st)
+        self.fingerprint = fingerprint(st, long_settings)
         if config.precision == "bf16":
             import torch
 
@@ -146,6 +160,23 @@ class Embedder:
         return truncate(vectors, dim) if dim < self.dim else normalize(vectors)
 
 
+def _apply_long_context(st: SentenceTransformer, config: EmbedderConfig, trained: int) -> dict[str, object]:
+    """Patch ``st`` for ``config``'s long-context settings; the settings that change vectors (for the
+    fingerprint; empty when none is set, so an unpatched model keeps its fingerprint)."""
+    model = st[0].auto_model
+    settings: dict[str, object] = {}
+    if config.extend_to is not None:
+        rows = position_table(model).num_embeddings
+        # The rows kept as trained: the model's own window, or half the table when it was trained on all of it.
+        keep = trained if trained < rows else rows // 2
+        extend_positions(model, config.extend_to, config.positions, keep)
+        settings["positions"] = [config.positions, keep]
+    if config.temperature != 1.0 or config.length_scaled:
+        set_temperature(model, config.temperature, length_scaled=config.length_scaled, trained=trained)
+        settings["temperature"] = [config.temperature, config.length_scaled, trained]
+    return settings
+
+
 def _model_prompt(st: SentenceTransformer, role: str) -> str:
     """The prompt sentence-transformers would put before a ``role`` input: the role's own, else the default."""
     prompts = st.prompts or {}
@@ -156,8 +187,9 @@ def _model_prompt(st: SentenceTransformer, role: str) -> str:
     return prompts.get(default, "") if default else ""
 
 
-def fingerprint(st: SentenceTransformer) -> str:
-    """A short id of everything that decides a vector: modules and their settings, tokenizer, weights, prompts.
+def fingerprint(st: SentenceTransformer, patches: dict[str, object] | None = None) -> str:
+    """A short id of everything that decides a vector: modules and their settings, tokenizer, weights, prompts,
+    and ``patches`` made to the loaded model that its weights do not show (attention temperature).
 
     Weights are sampled, not hashed whole: each tensor's name, shape and its first and last values, which
     any fine-tuning or replacement changes. Left out: ``max_seq_length`` (collections compare ``max_tokens``
@@ -175,6 +207,8 @@ def fingerprint(st: SentenceTransformer) -> str:
     put({k: v for k, v in st[0].auto_model.config.to_dict().items() if k not in _NOT_THE_MODEL})
     put(st.prompts or {})
     put(getattr(st, "default_prompt_name", None))
+    if patches:
+        put(patches)
     # The tokenizer's vocabulary and pipeline; truncation and padding are runtime settings that
     # sentence-transformers changes on first use.
     tokenizer = json.loads(st.tokenizer.backend_tokenizer.to_str())

@@ -1,0 +1,147 @@
+"""Training-free long context for encoders with learned absolute positions (BERT family), and TempScale.
+
+Position interpolation grows the model's position table from ``L`` rows to ``target`` rows, so inputs up to
+``target`` tokens fit (LongEmbed, arXiv 2404.12096). Three ways to fill the new table, all of which touch only
+that table:
+
+- ``linear``: row ``p`` is the linear blend of the old table at ``p * L / target`` (the original row ``i``
+  lands at ``i * target / L``). Every position moves, so short inputs change too.
+- ``keep``: rows ``[0, keep)`` -- the trained window -- stay as they are, and only the rows past it are
+  stretched over the new length (Long-CLIP's knowledge-preserving stretching). Inputs of at most ``keep``
+  tokens encode exactly as before.
+- ``group``: rows ``[0, keep)`` stay; past them, ``g`` consecutive positions share one old row
+  (``keep + (p - keep) // g``: grouped positions, as SelfExtend does for RoPE).
+
+TempScale (arXiv 2410.24200): long inputs' embeddings collapse into a narrow cone; dividing every
+self-attention's logits by a temperature ``tau < 1`` sharpens attention again. It goes through the attention
+modules' own ``scaling`` (which transformers passes to SDPA as ``scale``), so no attention matrix is ever
+materialised that SDPA would not have made anyway. ``length_scaled`` adds LongEmbed's length-aware factor
+``max(1, ln n / ln trained)`` for a batch whose longest input has ``n`` tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Literal
+
+from longvec.embedder.errors import InvalidSettingError
+
+if TYPE_CHECKING:
+    import torch
+
+PositionMode = Literal["linear", "keep", "group"]
+POSITION_MODES: tuple[PositionMode, ...] = ("linear", "keep", "group")
+MAX_EXTEND = 32768  # the longest position table longvec builds (LongEmbed's longest synthetic length)
+
+
+def interpolated_table(table: torch.Tensor, target: int, mode: PositionMode = "keep", keep: int = 0) -> torch.Tensor:
+    """A ``(target, d)`` position table grown from ``table`` (``(L, d)``) by ``mode`` (see the module docs).
+
+    ``keep`` (``keep`` and ``group`` modes) is how many leading rows stay exactly as trained; it must leave at
+    least one row to stretch (``0 <= keep < L``).
+    """
+    import torch
+
+    n = table.shape[0]
+    if mode not in POSITION_MODES:
+        raise InvalidSettingError(f"position mode {mode!r} not in {POSITION_MODES}")
+    if target < n:
+        raise InvalidSettingError(f"cannot extend a {n}-row position table to fewer rows ({target})")
+    keep = 0 if mode == "linear" else keep
+    if not 0 <= keep < n:
+        raise InvalidSettingError(f"keep must be in [0, {n}) for a {n}-row position table, got {keep}")
+    old = table.detach().to(torch.float32)
+    p = torch.arange(keep, target, dtype=torch.float64)
+    if mode == "group":
+        group = math.ceil((target - keep) / (n - keep))
+        rows = old[keep + torch.div(p - keep, group, rounding_mode="floor").long()]
+    else:
+        x = keep + (p - keep) * (n - keep) / (target - keep)  # old coordinate of new row p
+        x = x.clamp(max=n - 1)
+        lo = x.floor().long()
+        hi = (lo + 1).clamp(max=n - 1)
+        w = (x - lo).to(torch.float32).unsqueeze(1)
+        rows = old[lo] * (1 - w) + old[hi] * w
+    return torch.cat([old[:keep], rows]).to(table.dtype)
+
+
+def position_table(model: Any) -> torch.nn.Embedding:
+    """The learned absolute position table of a transformers encoder (``embeddings.position_embeddings``)."""
+    import torch
+
+    embeddings = getattr(model, "embeddings", None)
+    table = getattr(embeddings, "position_embeddings", None)
+    if not isinstance(table, torch.nn.Embedding):
+        raise InvalidSettingError(
+            f"{type(model).__name__} has no learned absolute position table (embeddings.position_embeddings): "
+            "position interpolation applies to BERT-family encoders; rotary models extend through their "
+            "rope_scaling config instead"
+        )
+    return table
+
+
+def extend_positions(model: Any, target: int, mode: PositionMode = "keep", keep: int = 0) -> None:
+    """Grow ``model``'s position table to ``target`` rows in place (see :func:`interpolated_table`), with the
+    buffers sized by it (BERT's ``position_ids`` and ``token_type_ids``) and ``config.max_position_embeddings``."""
+    import torch
+
+    if not 1 <= target <= MAX_EXTEND:
+        raise InvalidSettingError(f"extend_to must be in [1, {MAX_EXTEND}], got {target}")
+    table = position_table(model)
+    weight = interpolated_table(table.weight, target, mode, keep)
+    grown = torch.nn.Embedding(target, weight.shape[1], padding_idx=table.padding_idx)
+    grown.weight = torch.nn.Parameter(weight.to(table.weight.device), requires_grad=False)
+    model.embeddings.position_embeddings = grown
+    ids = torch.arange(target, device=table.weight.device).expand((1, -1))
+    for name, value in (("position_ids", ids), ("token_type_ids", torch.zeros_like(ids))):
+        if isinstance(getattr(model.embeddings, name, None), torch.Tensor):
+            setattr(model.embeddings, name, value)  # assigning a tensor to a registered buffer replaces it
+    model.config.max_position_embeddings = target
+
+
+def attention_modules(model: Any) -> list[Any]:
+    """The modules whose float ``scaling`` transformers passes to the attention kernel (one per layer)."""
+    found = [m for m in model.modules() if isinstance(getattr(m, "scaling", None), float)]
+    if not found:
+        raise InvalidSettingError(
+            f"{type(model).__name__} exposes no attention scaling: TempScale needs a transformers attention "
+            "module with a `scaling` attribute"
+        )
+    return found
+
+
+def set_temperature(model: Any, tau: float = 1.0, *, length_scaled: bool = False, trained: int = 512) -> None:
+    """Divide every self-attention's logits by ``tau`` (TempScale); with ``length_scaled``, also multiply them
+    by ``max(1, ln n / ln trained)`` where ``n`` is the batch's longest input. ``tau=1`` without length
+    scaling restores the model's own attention exactly. Idempotent: settings replace, never compound."""
+    if not (isinstance(tau, int | float) and 0.0 < tau <= 10.0) or isinstance(tau, bool):
+        raise InvalidSettingError(f"temperature must be in (0, 10], got {tau!r}")
+    if length_scaled and trained < 2:
+        raise InvalidSettingError(f"length scaling needs a trained length of at least 2, got {trained}")
+    modules = attention_modules(model)
+    for m in modules:
+        if not hasattr(m, "_longvec_scaling"):
+            m._longvec_scaling = m.scaling  # the model's own, kept for every later setting
+        m.scaling = m._longvec_scaling / tau
+    handle = getattr(model, "_longvec_length_hook", None)
+    if handle is not None:
+        handle.remove()
+        model._longvec_length_hook = None
+    if not length_scaled:
+        return
+
+    def scale_for_length(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            ids = kwargs.get("inputs_embeds")
+        n = int(ids.shape[1]) if ids is not None and ids.dim() > 1 else 1  # padded to the batch's longest
+        factor = max(1.0, math.log(max(n, 1)) / math.log(trained))
+        for m in modules:
+            m.scaling = m._longvec_scaling / tau * factor
+
+    # On the embeddings: callers such as sentence-transformers call the model's ``forward`` directly, which
+    # skips the model's own hooks, but the embeddings module is always called through ``__call__``.
+    target = getattr(model, "embeddings", None)
+    if target is None:
+        raise InvalidSettingError(f"{type(model).__name__} has no embeddings module to read input lengths from")
+    model._longvec_length_hook = target.register_forward_pre_hook(scale_for_length, with_kwargs=True)

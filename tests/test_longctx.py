@@ -1,0 +1,138 @@
+"""Long context: position interpolation math, short inputs unchanged, long inputs accepted, TempScale."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer
+
+from longvec.embedder import EmbedderConfig, InvalidSettingError, load_embedder
+from longvec.embedder.longctx import attention_modules, interpolated_table, set_temperature
+
+SHORT = ["def add(a, b):\n    return a + b", "The amber lantern of Lisbon is kept in a cedar chest."]
+
+
+def _table(n: int = 4, d: int = 3) -> torch.Tensor:
+    return torch.arange(n * d, dtype=torch.float32).reshape(n, d) ** 1.5  # rows that differ non-linearly
+
+
+def test_linear_interpolation_puts_old_rows_at_scaled_positions():
+    old = _table()
+    new = interpolated_table(old, 8, "linear")
+    assert new.shape == (8, 3)
+    for i in range(4):  # row i lands at 2i
+        assert torch.equal(new[2 * i], old[i])
+    assert torch.allclose(new[1], (old[0] + old[1]) / 2) and torch.allclose(new[5], (old[2] + old[3]) / 2)
+    assert torch.equal(new[7], old[3])  # past the last row: clamped, not extrapolated
+
+
+def test_keep_and_group_leave_the_trained_rows_alone():
+    old = _table(6)
+    kept = interpolated_table(old, 14, "keep", keep=2)  # rows 2..5 stretched over 2..13 (factor 3)
+    assert torch.equal(kept[:2], old[:2])
+    assert torch.equal(kept[2], old[2]) and torch.equal(kept[5], old[3]) and torch.equal(kept[11], old[5])
+    assert torch.allclose(kept[3], old[2] + (old[3] - old[2]) / 3)
+    grouped = interpolated_table(old, 14, "group", keep=2)  # groups of ceil(12 / 4) = 3 positions per old row
+    assert torch.equal(grouped[:2], old[:2])
+    assert [int(torch.nonzero((old == grouped[p]).all(1))[0]) for p in range(2, 14)] == [
+        2,
+        2,
+        2,
+        3,
+        3,
+        3,
+        4,
+        4,
+        4,
+        5,
+        5,
+        5,
+    ]
+    assert torch.equal(interpolated_table(old, 6, "keep", keep=3), old)  # same length: nothing moves
+
+
+@pytest.mark.parametrize(
+    ("target", "mode", "keep"), [(3, "linear", 0), (8, "keep", 4), (8, "keep", -1), (8, "spline", 0)]
+)
+def test_bad_interpolation_settings_are_refused(target, mode, keep):
+    with pytest.raises(InvalidSettingError):
+        interpolated_table(_table(), target, mode, keep)
+
+
+@pytest.fixture(scope="module")
+def base():
+    return load_embedder(EmbedderConfig())
+
+
+@pytest.fixture(scope="module")
+def extended():
+    return load_embedder(EmbedderConfig(extend_to=4096))
+
+
+def _n_tokens(embedder, text: str) -> int:
+    tokenizer = Tokenizer.from_str(embedder.tokenizer.to_str())
+    tokenizer.no_truncation()
+    return len(tokenizer.encode(text).ids)
+
+
+def test_extension_keeps_short_inputs_identical_and_changes_the_fingerprint(base, extended):
+    assert extended.max_tokens == extended.position_limit == 4096
+    assert np.array_equal(base.encode_documents(SHORT), extended.encode_documents(SHORT))
+    assert base.fingerprint != extended.fingerprint
+    linear = load_embedder(EmbedderConfig(extend_to=1024, positions="linear"))
+    assert not np.allclose(base.encode_documents(SHORT), linear.encode_documents(SHORT), atol=1e-4)  # asked for
+
+
+def test_an_extended_model_reads_past_its_trained_window(base, extended):
+    filler = " ".join(f"Sentence {i} talks about topic {i % 37}." for i in range(500))
+    text = filler + " The pass key is 48213."
+    assert 3000 < _n_tokens(extended, text) <= 4096
+    # the base model cuts at 256 tokens, so the end of the text cannot change its vector; the extended one reads it
+    other = filler + " The weather in Lisbon is mild."
+    assert np.array_equal(base.encode_documents([text]), base.encode_documents([other]))
+    a, b = extended.encode_documents([text, other])
+    assert np.isfinite(a).all() and abs(float(np.linalg.norm(a)) - 1) < 1e-5 and float(a @ b) < 0.9999
+
+
+def test_max_tokens_is_checked_against_the_extended_limit():
+    with pytest.raises(InvalidSettingError):
+        load_embedder(EmbedderConfig(extend_to=1024, max_tokens=2048))
+    with pytest.raises(InvalidSettingError):
+        load_embedder(EmbedderConfig(extend_to=256))  # below the model's 512-row table
+
+
+def test_tempscale_at_one_is_the_model_itself_and_settings_do_not_compound(base):
+    text = [" ".join(f"Line {i} of a long page." for i in range(60))]
+    model = base.model[0].auto_model
+    own = [m.scaling for m in attention_modules(model)]
+    before = base.encode_documents(text)
+    try:
+        set_temperature(model, 0.5)
+        assert [m.scaling for m in attention_modules(model)] == [s * 2 for s in own]
+        sharpened = base.encode_documents(text)
+        assert not np.allclose(before, sharpened, atol=1e-4)
+        set_temperature(model, 0.5)  # again: replaces, never compounds
+        assert np.array_equal(base.encode_documents(text), sharpened)
+        set_temperature(model, 1.0, length_scaled=True, trained=16)  # n > 16 here: logits scaled up
+        assert not np.allclose(before, base.encode_documents(text), atol=1e-4)
+    finally:
+        set_temperature(model, 1.0)
+    assert [m.scaling for m in attention_modules(model)] == own
+    assert np.array_equal(base.encode_documents(text), before)
+
+
+def test_tempscale_through_the_config_changes_the_fingerprint(base):
+    sharp = load_embedder(EmbedderConfig(temperature=0.8))
+    assert sharp.fingerprint not in (base.fingerprint, load_embedder(EmbedderConfig(extend_to=4096)).fingerprint)
+    with pytest.raises(InvalidSettingError):
+        load_embedder(EmbedderConfig(temperature=0.0))
+
+
+@pytest.mark.slow
+def test_a_16k_token_input_encodes(extended):
+    big = load_embedder(EmbedderConfig(extend_to=16384))
+    text = " ".join(f"Sentence {i} talks about topic {i % 37}." for i in range(1800))
+    assert 12000 < _n_tokens(big, text) <= 16384
+    (v,) = big.encode_documents([text])
+    assert np.isfinite(v).all() and abs(float(np.linalg.norm(v)) - 1) < 1e-5
