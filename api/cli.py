@@ -68,6 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query-prefix", default="", help='text put before every query (e.g. "query: ")')
     p.add_argument("--document-prefix", default="", help='text put before every document (e.g. "passage: ")')
     p.add_argument("--allow-download", action="store_true", help="let a hub model be downloaded")
+    p.add_argument(
+        "--extend-to",
+        type=int,
+        metavar="N",
+        help="read inputs up to N tokens: interpolate a BERT-family model's position table (new collections; "
+        "documents up to N tokens then get one vector, longer ones are chunked at N)",
+    )
+    p.add_argument(
+        "--positions",
+        choices=("keep", "linear", "group"),
+        help="with --extend-to: keep the trained rows and stretch the rest (default), stretch all, or group",
+    )
+    p.add_argument("--temperature", type=float, help="TempScale: divide attention logits by this (< 1 sharpens)")
+    p.add_argument(
+        "--length-scaled", action="store_true", default=None, help="scale attention logits by ln n / ln trained"
+    )
 
     p = sub.add_parser("delete", help="delete documents by id or id prefix")
     _add_target(p)
@@ -173,8 +189,21 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     from longvec.embedder import EmbedderConfig
 
+    long_context = {
+        k: v
+        for k, v in (
+            ("extend_to", args.extend_to),
+            ("positions", args.positions),
+            ("temperature", args.temperature),
+            ("length_scaled", args.length_scaled),
+        )
+        if v is not None
+    }
     config = EmbedderConfig(
-        allow_download=args.allow_download, query_prefix=args.query_prefix, document_prefix=args.document_prefix
+        allow_download=args.allow_download,
+        query_prefix=args.query_prefix,
+        document_prefix=args.document_prefix,
+        **long_context,
     )
     if args.dry_run:
         return _index_dry_run(args, documents(), prune_roots, stats.skipped)
@@ -220,6 +249,10 @@ _SERVER_FIXED = {
     "alpha": "--alpha",
     "query_prefix": "--query-prefix",
     "document_prefix": "--document-prefix",
+    "extend_to": "--extend-to",
+    "positions": "--positions",
+    "temperature": "--temperature",
+    "length_scaled": "--length-scaled",
 }
 
 

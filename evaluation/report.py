@@ -61,7 +61,7 @@ def run_eval(
     counter = runner.encoder(256).counter
     for spec in systems:  # a bad dim fails now, not after a corpus has been indexed
         if spec.dense:
-            check_dim(spec.dim, runner.encoder(spec.max_tokens).dim)
+            check_dim(spec.dim, runner.encoder(spec.max_tokens, spec.long_context).dim)
     results = []
     taken: set[str] = set()
     groups = [(name, lambda name=name: load_dataset(name, cache_dir, counter, small=small)) for name in datasets]

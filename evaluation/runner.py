@@ -33,6 +33,7 @@ class TimedEncoder:
         self.inner = embedder
         self.model_id, self.fingerprint = embedder.model_id, embedder.fingerprint
         self.dim, self.max_tokens = embedder.dim, embedder.max_tokens
+        self.long_context = dict(getattr(embedder, "long_context", {}))
         self.tokenizer, self.document_prompt, self.query_prompt = (
             embedder.tokenizer,
             embedder.document_prompt,
@@ -153,17 +154,19 @@ class Runner:
         self.k = k
         self.model = model
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="longvec-eval-"))
-        self._encoders: dict[int, TimedEncoder] = {}
+        self._encoders: dict[tuple[int, str], TimedEncoder] = {}
 
-    def encoder(self, max_tokens: int) -> TimedEncoder:
-        if max_tokens not in self._encoders:
-            config = EmbedderConfig(model=self.model or DEFAULT_MODEL, max_tokens=max_tokens)
-            self._encoders[max_tokens] = TimedEncoder(load_embedder(config))
-        return self._encoders[max_tokens]
+    def encoder(self, max_tokens: int, long_context: dict[str, object] | None = None) -> TimedEncoder:
+        """The shared encoder for a token limit and long-context settings (``EmbedderConfig`` fields)."""
+        key = (max_tokens, repr(sorted((long_context or {}).items())))
+        if key not in self._encoders:
+            config = EmbedderConfig(model=self.model or DEFAULT_MODEL, max_tokens=max_tokens, **(long_context or {}))
+            self._encoders[key] = TimedEncoder(load_embedder(config))
+        return self._encoders[key]
 
     def run(self, spec: SystemSpec, ds: Dataset) -> SystemResult:
         start = time.perf_counter()
-        enc = self.encoder(spec.max_tokens) if spec.dense else None
+        enc = self.encoder(spec.max_tokens, spec.long_context) if spec.dense else None
         tokens0, seconds0 = (enc.tokens, enc.seconds) if enc else (0, 0.0)
         if spec.kind in ("chunk", "truncate"):
             run, index_bytes = self._run_longvec(spec, ds)
@@ -179,7 +182,7 @@ class Runner:
         return result
 
     def _run_longvec(self, spec: SystemSpec, ds: Dataset) -> tuple[Run, int]:
-        enc = self.encoder(spec.max_tokens)
+        enc = self.encoder(spec.max_tokens, spec.long_context)
         root = self.work_dir / f"{ds.name}-{spec.name}".replace(" ", "_")
         shutil.rmtree(root, ignore_errors=True)
         queries = [q.text for q in ds.queries]

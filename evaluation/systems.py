@@ -8,6 +8,9 @@ A system is named by a spec string ``KIND[:key=value,...]``:
   one aggregated vector per document), ``mode`` (``dense``/``lexical``/``hybrid``; default: a new
   collection's default), ``fusion`` (``rrf``/``convex``/``zscore``) and ``alpha`` (the dense weight, a number in [0, 1])
   for hybrid search, and ``context=0`` (chunk only) to embed code chunks without their signature context.
+  Long context (``embedder.longctx``): ``extend`` grows the model's position table to that many tokens
+  (``max_tokens`` then defaults to it) by ``positions`` (``keep``/``linear``/``group``) interpolation, and
+  ``tau`` is a TempScale attention temperature.
 - ``st``: plain sentence-transformers + exact (brute-force) search over whole documents, truncated by the model at
   ``max_tokens`` (256 is the model's own limit) — what most stacks do.
 - ``windows``: fixed ``max_tokens``-token windows cut on token ids with no regard for structure, document
@@ -24,17 +27,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from longvec.embedder import POSITION_MODES, PositionMode
 from longvec.index import AGG_MODES, FUSIONS, SEARCH_MODES, AggMode, Fusion, InvalidInputError, SearchMode
 from longvec.index.lexical import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_SEARCH_MODE
 
 Kind = Literal["chunk", "truncate", "st", "windows", "sts", "bm25"]
 KINDS: tuple[Kind, ...] = ("chunk", "truncate", "st", "windows", "sts", "bm25")
 
+LONG_KEYS = ("extend", "positions", "tau")
 DEFAULT_SYSTEMS = ("chunk", "truncate", "st:max_tokens=256", "st:max_tokens=512", "windows", "sts", "bm25")
 # The options each kind honours; any other key in a spec is an error, never silently ignored.
 KEYS: dict[str, tuple[str, ...]] = {
-    "chunk": ("max_tokens", "overlap", "dim", "agg", "mode", "fusion", "alpha", "context"),
-    "truncate": ("max_tokens", "dim", "mode", "fusion", "alpha"),
+    "chunk": ("max_tokens", "overlap", "dim", "agg", "mode", "fusion", "alpha", "context", *LONG_KEYS),
+    "truncate": ("max_tokens", "dim", "mode", "fusion", "alpha", *LONG_KEYS),
     "st": ("max_tokens",),
     "windows": ("max_tokens",),
     "sts": ("max_tokens",),
@@ -53,6 +58,9 @@ class SystemSpec:
     fusion: Fusion | None = None
     alpha: float | None = None
     context: bool = True
+    extend: int | None = None
+    positions: PositionMode | None = None
+    tau: float | None = None
 
     @classmethod
     def parse(cls, spec: str) -> SystemSpec:
@@ -66,6 +74,8 @@ class SystemSpec:
             if not sep or key not in known:
                 raise InvalidInputError(f"system {spec!r}: expected key=value with key in {list(known)}")
             values[key] = _value(spec, key, value)
+        if "extend" in values:
+            values.setdefault("max_tokens", values["extend"])
         return cls(kind=kind, **values)  # type: ignore[arg-type]
 
     @property
@@ -89,7 +99,23 @@ class SystemSpec:
                 parts.append(mode if fusion is None else f"{mode} {fusion} alpha {alpha:g}")
         if not self.context:
             parts.append("no context")
+        if self.extend is not None:
+            parts.append(f"extend {self.extend} {self.positions or 'keep'}")
+        if self.tau is not None:
+            parts.append(f"tau {self.tau:g}")
         return " ".join(parts)
+
+    @property
+    def long_context(self) -> dict[str, object]:
+        """The ``EmbedderConfig`` long-context settings this system's encoder is loaded with."""
+        out: dict[str, object] = {}
+        if self.extend is not None:
+            out["extend_to"] = self.extend
+            if self.positions is not None:
+                out["positions"] = self.positions
+        if self.tau is not None:
+            out["temperature"] = self.tau
+        return out
 
     @property
     def channels(self) -> tuple[SearchMode, Fusion | None, float | None]:
@@ -107,7 +133,12 @@ class SystemSpec:
 
 
 # The allowed words of the keys that take one; the others are numbers.
-_CHOICES: dict[str, tuple[str, ...]] = {"agg": AGG_MODES, "mode": SEARCH_MODES, "fusion": FUSIONS}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "agg": AGG_MODES,
+    "mode": SEARCH_MODES,
+    "fusion": FUSIONS,
+    "positions": POSITION_MODES,
+}
 
 
 def _value(spec: str, key: str, value: str) -> object:
@@ -116,14 +147,15 @@ def _value(spec: str, key: str, value: str) -> object:
         if value not in _CHOICES[key]:
             raise InvalidInputError(f"system {spec!r}: {key} not in {_CHOICES[key]}")
         return value
-    if key == "alpha":
+    if key in ("alpha", "tau"):
         try:
-            alpha = float(value)
+            number = float(value)
         except ValueError:
-            alpha = -1.0
-        if not 0.0 <= alpha <= 1.0:
-            raise InvalidInputError(f"system {spec!r}: alpha must be a number in [0, 1], got {value!r}")
-        return alpha
+            number = -1.0
+        low, high = (0.0, 1.0) if key == "alpha" else (0.05, 10.0)
+        if not low <= number <= high:
+            raise InvalidInputError(f"system {spec!r}: {key} must be a number in [{low:g}, {high:g}], got {value!r}")
+        return number
     if key == "context":
         if value not in ("0", "1"):
             raise InvalidInputError(f"system {spec!r}: context must be 0 or 1, got {value!r}")

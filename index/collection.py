@@ -23,7 +23,7 @@ import numpy as np
 
 from longvec.chunking import CHUNKER_VERSION, Chunk, Chunker, TokenCounter, first_window
 from longvec.chunking.types import spans_to_chunks
-from longvec.embedder import EmbedderConfig, Encoder, allowed_dims, load_embedder, truncate
+from longvec.embedder import EmbedderConfig, Encoder, allowed_dims, load_embedder, long_context, truncate
 from longvec.index.errors import (
     CollectionClosedError,
     CollectionExistsError,
@@ -143,6 +143,7 @@ class Collection:
             alpha=alpha,
             document_prompt=embedder.document_prompt,
             query_prompt=embedder.query_prompt,
+            encoder=dict(getattr(embedder, "long_context", {})),
             chunker_version=CHUNKER_VERSION,
             longvec_version=longvec_version(),
             created=now_iso(),
@@ -173,6 +174,13 @@ class Collection:
         manifest = Manifest.load(root / "manifest.json")
         if embedder is None:
             base = embedder_config or EmbedderConfig()
+            asked = long_context(base)
+            if asked and asked != manifest.encoder:
+                raise ModelMismatchError(
+                    f"collection at {root} was built with long-context settings {manifest.encoder or 'none'}; "
+                    f"got {asked} (use a new --collection directory)"
+                )
+            base = replace(base, **manifest.encoder)  # the long-context settings it was built with
             config = replace(
                 base,
                 model=model or manifest.model,
@@ -502,6 +510,7 @@ class Collection:
             "strategy": m.strategy,
             "max_tokens": m.max_tokens,
             "overlap_tokens": m.overlap_tokens,
+            "encoder": m.encoder,
             "code_context": m.code_context,
             "search_mode": m.search_mode,
             "fusion": m.fusion,

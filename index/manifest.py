@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from longvec.index.errors import InvalidInputError, ModelMismatchError
 from longvec.index.lexical import FUSIONS, SEARCH_MODES, Fusion, SearchMode
@@ -50,6 +50,9 @@ class Manifest:
     alpha: float = 0.5
     document_prompt: str = ""
     query_prompt: str = ""
+    # Long-context settings the model was loaded with (``EmbedderConfig`` fields: extend_to, positions,
+    # temperature, length_scaled); empty for the model as trained.
+    encoder: dict[str, Any] = field(default_factory=dict)
     chunker_version: str = ""
     format_version: int = FORMAT_VERSION
     longvec_version: str = ""

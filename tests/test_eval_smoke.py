@@ -13,7 +13,8 @@ from longvec.evaluation.systems import DEFAULT_SYSTEMS, SystemSpec
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    systems = [SystemSpec.parse(s) for s in (*DEFAULT_SYSTEMS, "chunk:agg=weighted,dim=64")]
+    extra = ("chunk:agg=weighted,dim=64", "truncate:extend=1024,positions=group,tau=0.9")
+    systems = [SystemSpec.parse(s) for s in (*DEFAULT_SYSTEMS, *extra)]
     cache = tmp_path_factory.mktemp("evalcache")
     return run_eval(["code", "passkey", "needle"], systems, cache_dir=cache, small=True, lengths={256}, log=print)
 
@@ -26,7 +27,10 @@ def by(results, dataset, system):
 
 
 def test_every_system_ran_on_every_pool(results):
-    names = {SystemSpec.parse(s).name for s in DEFAULT_SYSTEMS} | {"longvec chunk-256 agg weighted dim 64 dense"}
+    names = {SystemSpec.parse(s).name for s in DEFAULT_SYSTEMS} | {
+        "longvec chunk-256 agg weighted dim 64 dense",
+        "longvec truncate-1024 extend 1024 group tau 0.9",  # a long-context encoder, built by the runner
+    }
     assert {r.system for r in results} == names
     assert {r.dataset for r in results} == {"code", "passkey-256", "needle-256"}
     for r in results:
@@ -61,6 +65,8 @@ def test_tables_render(results):
         (["--datasets", "nope"], "unknown datasets ['nope']"),
         (["--systems", "chunk:dim=x"], "dim must be a non-negative integer, got 'x'"),
         (["--systems", "magic"], "kind 'magic' not in"),
+        (["--systems", "chunk:positions=spline"], "positions not in"),
+        (["--systems", "chunk:tau=0"], "tau must be a number in [0.05, 10]"),
         (["--lengths", "a,b"], "--lengths must be comma-separated integers"),
     ],
 )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from tokenizers import Tokenizer
 
+from longvec.api.cli import main
 from longvec.embedder import EmbedderConfig, InvalidSettingError, load_embedder
 from longvec.embedder.longctx import attention_modules, interpolated_table, set_temperature
+from longvec.index import Collection, Document, ModelMismatchError
 
 SHORT = ["def add(a, b):\n    return a + b", "The amber lantern of Lisbon is kept in a cedar chest."]
 
@@ -136,3 +140,42 @@ def test_a_16k_token_input_encodes(extended):
     assert 12000 < _n_tokens(big, text) <= 16384
     (v,) = big.encode_documents([text])
     assert np.isfinite(v).all() and abs(float(np.linalg.norm(v)) - 1) < 1e-5
+
+
+def test_a_collection_records_its_long_context_and_reopens_with_it(tmp_path):
+    root = tmp_path / "c"
+    text = " ".join(f"Sentence {i} talks about topic {i % 37}." for i in range(100)) + " The pass key is 48213."
+    with Collection.create(root, embedder_config=EmbedderConfig(extend_to=1024)) as c:
+        c.add([Document("long", text), Document("short", "The weather in Lisbon is mild.")])
+        assert c.info()["encoder"] == {"extend_to": 1024} and c.info()["max_tokens"] == 1024
+        assert c.info()["chunks"] == 2  # ~720 tokens: one chunk, one vector, read whole
+        before = c.search("pass key 48213", k=2, mode="dense")
+    with Collection.open(root, readonly=True) as c:  # no settings given: the manifest's are loaded
+        assert c.embedder.fingerprint == load_embedder(EmbedderConfig(extend_to=1024)).fingerprint
+        assert c.search("pass key 48213", k=2, mode="dense") == before
+    with pytest.raises(ModelMismatchError, match="long-context"):
+        Collection.open(root, embedder_config=EmbedderConfig(extend_to=2048))
+    plain = tmp_path / "plain"
+    Collection.create(plain).close()
+    manifest = json.loads((plain / "manifest.json").read_text())
+    assert manifest.pop("encoder") == {}
+    (plain / "manifest.json").write_text(json.dumps(manifest))  # as a collection made before the setting existed
+    with Collection.open(plain, readonly=True) as c:
+        assert c.manifest.encoder == {} and c.embedder.max_tokens == 256
+
+
+def test_cli_index_takes_the_long_context_flags(tmp_path, capsys):
+    docs = tmp_path / "d.jsonl"
+    docs.write_text(json.dumps({"id": "a", "text": "def f():\n    return 1\n"}) + "\n")
+    root = tmp_path / "c"
+    args = ["index", "--collection", str(root), "--input", str(docs)]
+    assert main([*args, "--extend-to", "1024", "--positions", "group", "--temperature", "0.9"]) == 0
+    capsys.readouterr()
+    assert main(["info", "--collection", str(root)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["encoder"] == {"extend_to": 1024, "positions": "group", "temperature": 0.9}
+    assert main([*args, "--extend-to", "2048"]) == 2  # a built collection keeps its encoder
+    assert "long-context settings" in capsys.readouterr().err
+    assert main([*args]) == 0  # re-indexing without the flags reuses the recorded ones
+    assert main(["index", "--collection", str(tmp_path / "d"), "--input", str(docs), "--positions", "linear"]) == 2
+    assert "needs extend_to" in capsys.readouterr().err
