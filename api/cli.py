@@ -48,7 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", type=Path, help="files or directories to walk recursively")
     p.add_argument("--include", action="append", metavar="GLOB", help="only walk files matching (repeatable)")
     p.add_argument("--exclude", action="append", metavar="GLOB", help="skip files matching (repeatable)")
-    p.add_argument("--strategy", choices=("chunk", "truncate"), help="chunk (default) or truncate (baseline)")
+    p.add_argument(
+        "--strategy",
+        choices=("chunk", "truncate", "late"),
+        help="chunk (default), truncate (baseline) or late (chunk vectors pooled from the whole document's "
+        "token states: late chunking)",
+    )
     p.add_argument("--model", help="model path or hub name (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--max-tokens", type=int, help="chunk budget in model tokens (default: the model's limit)")
     p.add_argument("--overlap-tokens", type=int, help="text chunk overlap in tokens (default 0)")

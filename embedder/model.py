@@ -122,6 +122,7 @@ class Embedder:
             st = st.to(torch.bfloat16)
         self._st: SentenceTransformer = st
         self._lock = threading.Lock()
+        self._late: dict[int, Any] = {}  # late-chunking encoders by window
         is_default = config.model in (None, "", DEFAULT_MODEL, "default")
         self.model_id = DEFAULT_MODEL if is_default else location  # absolute path for local models
         self.dim = int(st.get_embedding_dimension())
@@ -143,6 +144,24 @@ class Embedder:
     def encode_queries(self, texts: list[str], dim: int | None = None) -> np.ndarray:
         """Unit vectors (n, dim) for queries, each after ``query_prompt``."""
         return self._encode(texts, dim, self.query_prompt)
+
+    def encode_late(
+        self, docs: list[tuple[str, list[tuple[int, int]]]], *, window: int | None = None
+    ) -> list[np.ndarray]:
+        """Late chunking (``embedder.late``): per ``(text, spans)``, one unit vector per character span, pooled
+        from token states of the whole document read in windows of ``window`` tokens (default: the model's
+        position limit, ``extend_to`` when extended) after ``document_prompt``."""
+        from longvec.embedder.late import LateEncoder
+
+        window = window or self.position_limit
+        if not 16 <= window <= self.position_limit:
+            raise InvalidSettingError(f"late window {window} not in [16, {self.position_limit}] for this model")
+        with self._lock:
+            late = self._late.get(window)
+            if late is None:
+                late = LateEncoder(self._st, self.tokenizer, self.document_prompt, window, self.config.batch_size)
+                self._late[window] = late
+            return late.encode(docs)
 
     def _encode(self, texts: list[str], dim: int | None, prompt: str) -> np.ndarray:
         dim = check_dim(dim, self.dim)

@@ -18,7 +18,7 @@ from longvec.chunking import Span, TokenCounter
 from longvec.chunking.languages import CODE_LANGUAGES, normalize_language
 from longvec.embedder import DEFAULT_MODEL, EmbedderConfig, Encoder, load_embedder, truncate
 from longvec.evaluation.metrics import Run, evaluate_run
-from longvec.evaluation.systems import SystemSpec
+from longvec.evaluation.systems import LONGVEC_KINDS, SystemSpec
 from longvec.evaluation.types import Dataset, EvalDoc
 from longvec.index import Collection, Document, token_counter
 
@@ -57,6 +57,13 @@ class TimedEncoder:
 
     def encode_queries(self, texts: list[str], dim: int | None = None) -> np.ndarray:
         return self.inner.encode_queries(texts, dim)
+
+    def encode_late(self, docs: list[tuple[str, list[tuple[int, int]]]]) -> list[np.ndarray]:
+        start = time.perf_counter()
+        out = self.inner.encode_late(docs)
+        self.seconds += time.perf_counter() - start
+        self.tokens += sum(self.counter.count_many([text for text, _ in docs]))
+        return out
 
 
 @dataclass
@@ -168,7 +175,7 @@ class Runner:
         start = time.perf_counter()
         enc = self.encoder(spec.max_tokens, spec.long_context) if spec.dense else None
         tokens0, seconds0 = (enc.tokens, enc.seconds) if enc else (0, 0.0)
-        if spec.kind in ("chunk", "truncate"):
+        if spec.kind in LONGVEC_KINDS:
             run, index_bytes = self._run_longvec(spec, ds)
         elif enc is not None:
             run, index_bytes = self._run_rows(enc, ds, self._pieces(spec, enc))

@@ -2,7 +2,7 @@
 
 A system is named by a spec string ``KIND[:key=value,...]``:
 
-- ``chunk`` / ``truncate``: a longvec collection (the product path: chunker, embedder, store, FAISS).
+- ``chunk`` / ``truncate`` / ``late``: a longvec collection (the product path: chunker, embedder, store, FAISS).
   Keys: ``max_tokens`` (chunk budget), ``overlap`` (text overlap tokens), ``dim`` (Matryoshka prefix),
   ``agg`` (``maxsim``: a document scores as its best chunk, the default; or ``mean``/``max``/``weighted``:
   one aggregated vector per document), ``mode`` (``dense``/``lexical``/``hybrid``; default: a new
@@ -31,15 +31,17 @@ from longvec.embedder import POSITION_MODES, PositionMode
 from longvec.index import AGG_MODES, FUSIONS, SEARCH_MODES, AggMode, Fusion, InvalidInputError, SearchMode
 from longvec.index.lexical import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_SEARCH_MODE
 
-Kind = Literal["chunk", "truncate", "st", "windows", "sts", "bm25"]
-KINDS: tuple[Kind, ...] = ("chunk", "truncate", "st", "windows", "sts", "bm25")
+Kind = Literal["chunk", "truncate", "late", "st", "windows", "sts", "bm25"]
+KINDS: tuple[Kind, ...] = ("chunk", "truncate", "late", "st", "windows", "sts", "bm25")
 
 LONG_KEYS = ("extend", "positions", "tau")
+LONGVEC_KINDS = ("chunk", "truncate", "late")  # systems that are longvec collections
 DEFAULT_SYSTEMS = ("chunk", "truncate", "st:max_tokens=256", "st:max_tokens=512", "windows", "sts", "bm25")
 # The options each kind honours; any other key in a spec is an error, never silently ignored.
 KEYS: dict[str, tuple[str, ...]] = {
     "chunk": ("max_tokens", "overlap", "dim", "agg", "mode", "fusion", "alpha", "context", *LONG_KEYS),
     "truncate": ("max_tokens", "dim", "mode", "fusion", "alpha", *LONG_KEYS),
+    "late": ("max_tokens", "dim", "mode", "fusion", "alpha", *LONG_KEYS),
     "st": ("max_tokens",),
     "windows": ("max_tokens",),
     "sts": ("max_tokens",),
@@ -83,7 +85,7 @@ class SystemSpec:
         if self.kind == "bm25":
             return "bm25"
         parts = [f"{self.kind}-{self.max_tokens}"]
-        if self.kind in ("chunk", "truncate"):
+        if self.kind in LONGVEC_KINDS:
             parts[0] = f"longvec {parts[0]}"
         elif self.kind == "sts":
             parts[0] = f"semantic-text-splitter-{self.max_tokens}"
@@ -93,9 +95,9 @@ class SystemSpec:
             parts.append(f"agg {self.agg}")
         if self.dim is not None:
             parts.append(f"dim {self.dim}")
-        if self.kind in ("chunk", "truncate"):
+        if self.kind in LONGVEC_KINDS:
             mode, fusion, alpha = self.channels
-            if self.kind == "chunk" or mode != "dense":  # the truncation baseline is dense unless told
+            if self.kind != "truncate" or mode != "dense":  # the truncation baseline is dense unless told
                 parts.append(mode if fusion is None else f"{mode} {fusion} alpha {alpha:g}")
         if not self.context:
             parts.append("no context")

@@ -296,8 +296,7 @@ class Collection:
                 result.unchanged += 1
                 continue
             to_embed.append((doc, h, self.chunk(doc)))
-        texts = [c.embed_text for _, _, chunks in to_embed for c in chunks]
-        vectors = self.embedder.encode_documents(texts)
+        vectors = self._embed(to_embed)
         writes, offset = [], 0
         for doc, h, chunks in to_embed:
             part = vectors[offset : offset + len(chunks)]
@@ -323,6 +322,18 @@ class Collection:
                 self._store.delete(db, w.doc_id)
                 self._store.write(db, w)
         return result
+
+    def _embed(self, to_embed: list[tuple[Document, str, list[Chunk]]]) -> np.ndarray:
+        """The chunk vectors of ``to_embed``'s documents, in order: each chunk's ``embed_text`` on its own, or
+        (``late`` strategy) pooled per chunk span from the whole document read by the model at once."""
+        if self.manifest.strategy != "late":
+            return self.embedder.encode_documents([c.embed_text for _, _, chunks in to_embed for c in chunks])
+        encode_late = getattr(self.embedder, "encode_late", None)
+        if encode_late is None:
+            raise InvalidInputError(f"the {self.manifest.strategy!r} strategy needs an embedder with encode_late")
+        docs = [(doc.text, [(c.start, c.end) for c in chunks]) for doc, _, chunks in to_embed]
+        parts = encode_late(docs) if docs else []
+        return np.concatenate(parts) if parts else np.zeros((0, self.manifest.dim), np.float32)
 
     def delete(self, doc_id: str) -> None:
         """Remove ``doc_id`` and its chunks; :class:`DocumentNotFoundError` if it is not stored."""

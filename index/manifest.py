@@ -15,8 +15,8 @@ from longvec.index.lexical import FUSIONS, SEARCH_MODES, Fusion, SearchMode
 from longvec.index.vectors import write_json_atomic
 
 FORMAT_VERSION = 2
-Strategy = Literal["chunk", "truncate"]
-STRATEGIES: tuple[Strategy, ...] = ("chunk", "truncate")
+Strategy = Literal["chunk", "truncate", "late"]
+STRATEGIES: tuple[Strategy, ...] = ("chunk", "truncate", "late")
 
 
 @cache

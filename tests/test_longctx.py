@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 from longvec.api.cli import main
 from longvec.embedder import EmbedderConfig, InvalidSettingError, load_embedder
 from longvec.embedder.longctx import attention_modules, interpolated_table, set_temperature
-from longvec.index import Collection, Document, ModelMismatchError
+from longvec.index import Collection, Document, InvalidInputError, ModelMismatchError
 
 SHORT = ["def add(a, b):\n    return a + b", "The amber lantern of Lisbon is kept in a cedar chest."]
 
@@ -179,3 +179,41 @@ def test_cli_index_takes_the_long_context_flags(tmp_path, capsys):
     assert main([*args]) == 0  # re-indexing without the flags reuses the recorded ones
     assert main(["index", "--collection", str(tmp_path / "d"), "--input", str(docs), "--positions", "linear"]) == 2
     assert "needs extend_to" in capsys.readouterr().err
+
+
+def test_late_chunking_of_a_one_window_one_chunk_document_is_plain_encoding(base):
+    text = SHORT[0]
+    (late,) = base.encode_late([(text, [(0, len(text))])])
+    np.testing.assert_allclose(late, base.encode_documents([text]), atol=1e-6)
+
+
+def test_late_chunking_reads_long_documents_in_overlapping_windows(base):
+    text = " ".join(f"Sentence {i} talks about topic {i % 37}." for i in range(300))  # ~2,100 tokens
+    spans = [(i, min(i + 400, len(text))) for i in range(0, len(text), 400)]
+    (late,) = base.encode_late([(text, spans)], window=256)
+    assert late.shape == (len(spans), base.dim) and np.allclose(np.linalg.norm(late, axis=1), 1, atol=1e-5)
+    plain = base.encode_documents([text[a:b] for a, b in spans])
+    cos = (late * plain).sum(1)
+    assert 0.3 < float(cos.mean()) < 0.999  # related to the span's own text, changed by its context
+    # the same span in a different document gets a different vector (context), plain encoding cannot tell
+    other = "Completely unrelated preface about gardening tools. " * 20 + text[:400]
+    (alone,) = base.encode_late([(other, [(len(other) - 400, len(other))])], window=256)
+    assert float(alone[0] @ late[0]) < 0.9999
+    with pytest.raises(InvalidSettingError, match="no token"):
+        base.encode_late([(text, [(5, 5)])])
+    with pytest.raises(InvalidSettingError):
+        base.encode_late([(text, spans)], window=4096)  # past the model's position table
+
+
+def test_a_late_collection_indexes_and_searches(tmp_path, base, fake_embedder):
+    docs = [
+        Document("shapes.py", "class Circle:\n    def area(self):\n        return 3.14159 * self.r ** 2\n\n" * 3),
+        Document("notes.txt", "The amber lantern of Lisbon is kept in a cedar chest. " * 30),
+    ]
+    with Collection.create(tmp_path / "c", strategy="late", embedder=base) as c:
+        c.add(docs)
+        assert c.info()["strategy"] == "late" and c.info()["chunks"] >= 2
+        assert c.search("where is the lantern kept", k=1, mode="dense")[0].doc_id == "notes.txt"
+    with Collection.create(tmp_path / "f", strategy="late", embedder=fake_embedder) as c:
+        with pytest.raises(InvalidInputError, match="encode_late"):
+            c.add(docs)
