@@ -1,0 +1,152 @@
+"""Length collapse and memory of long-context encoders (position interpolation, TempScale) on the default model.
+
+Length collapse (TempScale paper, arXiv 2410.24200): as inputs grow, their embeddings crowd into a narrow cone,
+so unrelated long documents look alike. Measured here as the mean pairwise cosine of ``--docs`` documents per
+length, cut from different places of the language-reference prose that ships with Python (``pydoc_data``), for
+each encoder: the model as trained (which reads only its first 256 tokens), the position table interpolated to
+the longest length (``keep``: the trained rows kept; ``linear``), and TempScale temperatures on top.
+Lower is better spread; the trained model's 256-token row is the reference.
+
+Memory: the peak resident memory of a fresh process that loads the model extended to ``--memory`` tokens and
+encodes one input of that length, against the same process after loading only (SDPA never holds a full
+attention matrix per head; the figure says what it does hold).
+
+Usage: python benchmarks/long_context.py [--lengths 256,1024,4096,16384] [--docs 8] [--taus 1,0.9,0.8]
+       [--memory 32768] [--output FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+_MEMORY_CHILD = """
+import json, resource, sys
+from longvec.embedder import EmbedderConfig, load_embedder
+from tokenizers import Tokenizer
+n = int(sys.argv[1])
+e = load_embedder(EmbedderConfig(extend_to=n))
+tok = Tokenizer.from_str(e.tokenizer.to_str()); tok.no_truncation(); tok.no_padding()
+text = sys.stdin.read()
+ids = tok.encode(text, add_special_tokens=False)
+text = text[: ids.offsets[n - 3][1]]  # n tokens with the two special ones
+loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+e.encode_documents([text])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"tokens": len(tok.encode(text).ids), "loaded_mib": loaded / 1024, "peak_mib": peak / 1024}))
+"""
+
+
+def prose_slices(lengths: list[int], docs: int) -> dict[int, list[str]]:
+    """``docs`` texts of each length (in model tokens, specials included), cut from spread-out places of the
+    prose (the prose is read as a ring, as the synthetic tasks do)."""
+    from pydoc_data.topics import topics
+
+    from tokenizers import Tokenizer
+
+    from longvec.embedder import load_embedder
+
+    tok = Tokenizer.from_str(load_embedder().tokenizer.to_str())
+    tok.no_truncation()
+    tok.no_padding()
+    text = "\n\n".join(topics[k] for k in sorted(topics))
+    offsets = tok.encode(text, add_special_tokens=False).offsets
+    n = len(offsets)
+    out: dict[int, list[str]] = {}
+    for length in lengths:
+        content = length - 2
+        texts = []
+        for i in range(docs):
+            first = (i * n) // docs
+            last = first + content - 1
+            if last < n:
+                texts.append(text[offsets[first][0] : offsets[last][1]])
+            else:  # wrap around the ring
+                texts.append(text[offsets[first][0] :] + "\n\n" + text[: offsets[last - n][1]])
+        out[length] = texts
+    return out
+
+
+def mean_pairwise_cosine(vectors: np.ndarray) -> float:
+    sims = vectors @ vectors.T
+    n = len(vectors)
+    return float((sims.sum() - np.trace(sims)) / (n * (n - 1)))
+
+
+def collapse(lengths: list[int], docs: int, taus: list[float]) -> list[dict[str, Any]]:
+    from longvec.embedder import EmbedderConfig, load_embedder
+
+    texts = prose_slices(lengths, docs)
+    longest = max(lengths)
+    configs: list[tuple[str, EmbedderConfig]] = [("trained (first 256 tokens)", EmbedderConfig())]
+    for positions, tau in itertools.product(("keep", "linear"), taus):
+        name = f"PI {positions} {longest}" + (f" + TempScale {tau:g}" if tau != 1 else "")
+        configs.append((name, EmbedderConfig(extend_to=longest, positions=positions, temperature=tau)))
+    rows = []
+    for name, config in configs:
+        embedder = load_embedder(config)
+        row: dict[str, Any] = {"encoder": name}
+        for length in lengths:
+            start = time.perf_counter()
+            vectors = embedder.encode_documents(texts[length])
+            row[str(length)] = round(mean_pairwise_cosine(vectors), 4)
+            row[f"seconds_{length}"] = round(time.perf_counter() - start, 1)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def memory(tokens: int) -> dict[str, Any]:
+    from pydoc_data.topics import topics
+
+    text = "\n\n".join(topics[k] for k in sorted(topics))
+    while len(text) < tokens * 8:
+        text += "\n\n" + text
+    child = subprocess.run(
+        [sys.executable, "-c", _MEMORY_CHILD, str(tokens)], input=text, capture_output=True, text=True, check=True
+    )
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lengths", default="256,1024,4096,16384", help="document lengths in tokens")
+    parser.add_argument("--docs", type=int, default=8, help="documents per length (default 8)")
+    parser.add_argument("--taus", default="1,0.9,0.8", help="TempScale temperatures (1 = none)")
+    parser.add_argument("--memory", type=int, default=32768, help="input length of the memory check (0: skip)")
+    parser.add_argument("--output", help="also write the JSON here")
+    args = parser.parse_args(argv)
+    lengths = sorted(int(x) for x in args.lengths.split(","))
+    taus = [float(x) for x in args.taus.split(",")]
+    result: dict[str, Any] = {
+        "benchmark": "long_context",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "command": " ".join(["python", "benchmarks/long_context.py", *(argv or sys.argv[1:])]),
+        "collapse": collapse(lengths, args.docs, taus),
+    }
+    if args.memory:
+        result["memory"] = memory(args.memory)
+        print(json.dumps(result["memory"]), flush=True)
+    print("\n| encoder | " + " | ".join(f"{n:,} tokens" for n in lengths) + " |")
+    print("|---|" + "---|" * len(lengths))
+    for row in result["collapse"]:
+        print(f"| {row['encoder']} | " + " | ".join(f"{row[str(n)]:.3f}" for n in lengths) + " |")
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
