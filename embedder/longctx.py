@@ -65,6 +65,12 @@ def interpolated_table(table: torch.Tensor, target: int, mode: PositionMode = "k
     return torch.cat([old[:keep], rows]).to(table.dtype)
 
 
+def has_position_table(model: Any) -> bool:
+    import torch
+
+    return isinstance(getattr(getattr(model, "embeddings", None), "position_embeddings", None), torch.nn.Embedding)
+
+
 def position_table(model: Any) -> torch.nn.Embedding:
     """The learned absolute position table of a transformers encoder (``embeddings.position_embeddings``)."""
     import torch
@@ -99,13 +105,60 @@ def extend_positions(model: Any, target: int, mode: PositionMode = "keep", keep:
     model.config.max_position_embeddings = target
 
 
-def attention_modules(model: Any) -> list[Any]:
-    """The modules whose float ``scaling`` transformers passes to the attention kernel (one per layer)."""
-    found = [m for m in model.modules() if isinstance(getattr(m, "scaling", None), float)]
+def rotary_buffers(model: Any) -> list[tuple[Any, str]]:
+    """``(module, buffer name)`` of every rotary inverse-frequency buffer (``inv_freq``, ``*_inv_freq``)."""
+    return [
+        (m, name) for m in model.modules() for name, _ in m.named_buffers(recurse=False) if name.endswith("inv_freq")
+    ]
+
+
+def extend_rope(model: Any, factor: float, mode: PositionMode = "keep") -> None:
+    """Stretch a rotary encoder's positions by ``factor`` in place: ``linear`` divides every frequency by it
+    (position interpolation: position ``p * factor`` then encodes as ``p`` did); ``keep`` is NTK-aware scaling
+    (the rotary base times ``factor ** (d / (d - 2))``): the highest frequency, which tells neighbours apart,
+    stays as trained and the lowest is interpolated. ``factor`` 1 changes nothing."""
+    import torch
+
+    if mode == "group":
+        raise InvalidSettingError(
+            "grouped positions (SelfExtend) are not built for rotary encoders: use keep or linear"
+        )
+    if not factor >= 1.0:
+        raise InvalidSettingError(f"a rotary encoder can only be stretched (factor >= 1), got {factor}")
+    buffers = rotary_buffers(model)
+    if not buffers:
+        raise InvalidSettingError(f"{type(model).__name__} has neither a position table nor rotary frequencies")
+    for module, name in buffers:
+        inv = getattr(module, name)
+        if not hasattr(module, "_longvec_inv_freq"):
+            module._longvec_inv_freq = {}
+        base = module._longvec_inv_freq.setdefault(name, inv.detach().clone())
+        if mode == "linear":
+            new = base / factor
+        else:
+            half = base.shape[-1]
+            i = torch.arange(half, dtype=torch.float64)
+            new = (base.double() * factor ** (-2 * i / max(2 * half - 2, 1))).to(base.dtype)
+        setattr(module, name, new.to(inv.device))
+
+
+def temperature_knobs(model: Any) -> list[tuple[Any, str, int]]:
+    """Where attention logits can be scaled: ``(module, attribute, power)``. A module's float ``scaling`` is
+    the factor transformers passes to the attention kernel (logits scale with it: power 1); failing that, a
+    rotary module's float ``*attention_scaling`` multiplies both queries and keys (logits scale with its
+    square: power 2), as in encoders that write the softmax scale inline (ModernBERT)."""
+    found = [(m, "scaling", 1) for m in model.modules() if isinstance(getattr(m, "scaling", None), float)]
+    if not found:
+        found = [
+            (m, name, 2)
+            for m in model.modules()
+            for name, value in vars(m).items()
+            if name.endswith("attention_scaling") and isinstance(value, float)
+        ]
     if not found:
         raise InvalidSettingError(
-            f"{type(model).__name__} exposes no attention scaling: TempScale needs a transformers attention "
-            "module with a `scaling` attribute"
+            f"{type(model).__name__} exposes no attention scale: TempScale needs a transformers attention module "
+            "with a `scaling` attribute or a rotary module with an `attention_scaling`"
         )
     return found
 
@@ -118,11 +171,17 @@ def set_temperature(model: Any, tau: float = 1.0, *, length_scaled: bool = False
         raise InvalidSettingError(f"temperature must be in (0, 10], got {tau!r}")
     if length_scaled and trained < 2:
         raise InvalidSettingError(f"length scaling needs a trained length of at least 2, got {trained}")
-    modules = attention_modules(model)
-    for m in modules:
-        if not hasattr(m, "_longvec_scaling"):
-            m._longvec_scaling = m.scaling  # the model's own, kept for every later setting
-        m.scaling = m._longvec_scaling / tau
+    knobs = temperature_knobs(model)
+    for m, attr, _ in knobs:
+        if not hasattr(m, "_longvec_scale"):
+            m._longvec_scale = {}
+        m._longvec_scale.setdefault(attr, getattr(m, attr))  # the model's own, kept for every later setting
+
+    def apply(factor: float) -> None:
+        for m, attr, power in knobs:
+            setattr(m, attr, m._longvec_scale[attr] * (factor / tau) ** (1 / power))
+
+    apply(1.0)
     handle = getattr(model, "_longvec_length_hook", None)
     if handle is not None:
         handle.remove()
@@ -135,9 +194,7 @@ def set_temperature(model: Any, tau: float = 1.0, *, length_scaled: bool = False
         if ids is None:
             ids = kwargs.get("inputs_embeds")
         n = int(ids.shape[1]) if ids is not None and ids.dim() > 1 else 1  # padded to the batch's longest
-        factor = max(1.0, math.log(max(n, 1)) / math.log(trained))
-        for m in modules:
-            m.scaling = m._longvec_scaling / tau * factor
+        apply(max(1.0, math.log(max(n, 1)) / math.log(trained)))
 
     # On the embeddings: callers such as sentence-transformers call the model's ``forward`` directly, which
     # skips the model's own hooks, but the embeddings module is always called through ``__call__``.

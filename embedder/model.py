@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from longvec.embedder.errors import InvalidSettingError, ModelLoadError
-from longvec.embedder.longctx import PositionMode, extend_positions, position_table, set_temperature
+from longvec.embedder.longctx import (
+    PositionMode,
+    extend_positions,
+    extend_rope,
+    has_position_table,
+    position_table,
+    rotary_buffers,
+    set_temperature,
+)
 from longvec.embedder.matryoshka import check_dim, normalize, truncate
 
 if TYPE_CHECKING:
@@ -194,7 +202,12 @@ def _apply_long_context(st: SentenceTransformer, config: EmbedderConfig, trained
     settings: dict[str, object] = {}
     if config.extend_to is None and config.positions != EmbedderConfig.positions:
         raise InvalidSettingError(f"positions {config.positions!r} needs extend_to (the new position limit)")
-    if config.extend_to is not None:
+    if config.extend_to is not None and rotary_buffers(model) and not has_position_table(model):
+        limit = int(getattr(model.config, "max_position_embeddings", 0) or trained)
+        extend_rope(model, config.extend_to / limit, config.positions)  # keep: NTK-aware; linear: interpolation
+        model.config.max_position_embeddings = config.extend_to
+        settings["positions"] = [config.positions, "rotary", limit]
+    elif config.extend_to is not None:
         rows = position_table(model).num_embeddings
         # The rows kept as trained: the model's own window, or half the table when it was trained on all of it.
         keep = trained if trained < rows else rows // 2

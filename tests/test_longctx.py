@@ -11,7 +11,13 @@ from tokenizers import Tokenizer
 
 from longvec.api.cli import main
 from longvec.embedder import EmbedderConfig, InvalidSettingError, load_embedder
-from longvec.embedder.longctx import attention_modules, interpolated_table, set_temperature
+from longvec.embedder.longctx import (
+    extend_rope,
+    interpolated_table,
+    rotary_buffers,
+    set_temperature,
+    temperature_knobs,
+)
 from longvec.index import Collection, Document, InvalidInputError, ModelMismatchError
 
 SHORT = ["def add(a, b):\n    return a + b", "The amber lantern of Lisbon is kept in a cedar chest."]
@@ -106,14 +112,18 @@ def test_max_tokens_is_checked_against_the_extended_limit():
         load_embedder(EmbedderConfig(extend_to=256))  # below the model's 512-row table
 
 
+def _scales(model) -> list[float]:
+    return [getattr(m, attr) for m, attr, _ in temperature_knobs(model)]
+
+
 def test_tempscale_at_one_is_the_model_itself_and_settings_do_not_compound(base):
     text = [" ".join(f"Line {i} of a long page." for i in range(60))]
     model = base.model[0].auto_model
-    own = [m.scaling for m in attention_modules(model)]
+    own = _scales(model)
     before = base.encode_documents(text)
     try:
         set_temperature(model, 0.5)
-        assert [m.scaling for m in attention_modules(model)] == [s * 2 for s in own]
+        assert _scales(model) == [s * 2 for s in own]
         sharpened = base.encode_documents(text)
         assert not np.allclose(before, sharpened, atol=1e-4)
         set_temperature(model, 0.5)  # again: replaces, never compounds
@@ -122,7 +132,7 @@ def test_tempscale_at_one_is_the_model_itself_and_settings_do_not_compound(base)
         assert not np.allclose(before, base.encode_documents(text), atol=1e-4)
     finally:
         set_temperature(model, 1.0)
-    assert [m.scaling for m in attention_modules(model)] == own
+    assert _scales(model) == own
     assert np.array_equal(base.encode_documents(text), before)
 
 
@@ -217,3 +227,56 @@ def test_a_late_collection_indexes_and_searches(tmp_path, base, fake_embedder):
     with Collection.create(tmp_path / "f", strategy="late", embedder=fake_embedder) as c:
         with pytest.raises(InvalidInputError, match="encode_late"):
             c.add(docs)
+
+
+def _tiny_rotary_encoder():
+    """A randomly initialised two-layer ModernBERT (rotary positions, softmax scale written inline)."""
+    from transformers import ModernBertConfig, ModernBertModel
+
+    torch.manual_seed(0)
+    config = ModernBertConfig(
+        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=128, global_attn_every_n_layers=1, pad_token_id=0, bos_token_id=1,
+        eos_token_id=2, cls_token_id=1, sep_token_id=2,
+    )  # fmt: skip
+    return ModernBertModel(config).eval()
+
+
+def _states(model, ids):
+    with torch.inference_mode():
+        return model(input_ids=ids).last_hidden_state
+
+
+def test_rotary_scaling_math_and_identity_at_factor_one():
+    model = _tiny_rotary_encoder()
+    ids = torch.randint(3, 100, (1, 300))  # past the configured 128 positions
+    before = _states(model, ids)
+    (module, name), *_ = [(m, n) for m, n in rotary_buffers(model) if "original" not in n]
+    trained = getattr(module, name).clone()
+    for mode in ("keep", "linear"):
+        extend_rope(model, 1.0, mode)
+        assert torch.equal(getattr(module, name), trained) and torch.equal(_states(model, ids), before)
+    extend_rope(model, 4.0, "linear")  # every frequency / 4: position 4p now turns as p did
+    assert torch.allclose(getattr(module, name), trained / 4)
+    extend_rope(model, 4.0, "keep")  # NTK-aware (from the trained frequencies, not compounded)
+    ntk = getattr(module, name)
+    assert ntk[0] == trained[0] and torch.isclose(ntk[-1], trained[-1] / 4)  # fastest kept, slowest interpolated
+    assert bool((ntk <= trained).all()) and bool((ntk >= trained / 4 - 1e-12).all())
+    assert float((_states(model, ids) - before).abs().max()) > 1e-5  # random weights: positions matter little
+    with pytest.raises(InvalidSettingError):
+        extend_rope(model, 2.0, "group")
+    with pytest.raises(InvalidSettingError):
+        extend_rope(model, 0.5, "keep")
+
+
+def test_tempscale_on_a_rotary_encoder_goes_through_its_rotary_scale():
+    model = _tiny_rotary_encoder()
+    ids = torch.randint(3, 100, (1, 64))
+    before = _states(model, ids)
+    (knob,) = {(id(m), attr, power) for m, attr, power in temperature_knobs(model)}
+    assert knob[2] == 2  # cos and sin both scaled: logits scale with its square
+    set_temperature(model, 0.25)
+    assert [getattr(m, a) for m, a, _ in temperature_knobs(model)] == [2.0]  # 1/sqrt(0.25): logits x4
+    assert not torch.allclose(_states(model, ids), before, atol=1e-4)
+    set_temperature(model, 1.0)
+    assert torch.equal(_states(model, ids), before)
