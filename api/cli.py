@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         const=False,
         help="embed code chunks without the signatures of the definitions they belong to (new collections)",
     )
+    p.add_argument(
+        "--doc-vector",
+        action="store_const",
+        const=True,
+        help="also give each document of several chunks one vector of its first --max-tokens tokens (new collections)",
+    )
     _add_channels(p, "the new collection's default: ")
     p.add_argument("--batch-docs", type=int, default=32, help="documents per transaction")
     p.add_argument(
@@ -221,6 +227,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         overlap_tokens=args.overlap_tokens,
         code_context=args.code_context,
+        doc_vector=args.doc_vector,
         search_mode=args.mode,
         fusion=args.fusion,
         alpha=args.alpha,
@@ -249,6 +256,7 @@ _SERVER_FIXED = {
     "max_tokens": "--max-tokens",
     "overlap_tokens": "--overlap-tokens",
     "code_context": "--no-code-context",
+    "doc_vector": "--doc-vector",
     "mode": "--mode",
     "fusion": "--fusion",
     "alpha": "--alpha",

@@ -194,7 +194,12 @@ class Runner:
         shutil.rmtree(root, ignore_errors=True)
         queries = [q.text for q in ds.queries]
         # The product path, as a user's call: index the documents, then search with the system's options.
-        settings = {"strategy": spec.kind, "overlap_tokens": spec.overlap, "code_context": spec.context}
+        settings = {
+            "strategy": spec.kind,
+            "overlap_tokens": spec.overlap,
+            "code_context": spec.context,
+            "doc_vector": spec.docvec,
+        }
         with Collection.create(root, embedder=enc, **settings) as coll:
             coll.add(Document(d.doc_id, d.text, language=d.language) for d in ds.docs)
             mode, fusion, alpha = spec.channels

@@ -7,7 +7,8 @@ A system is named by a spec string ``KIND[:key=value,...]``:
   ``agg`` (``maxsim``: a document scores as its best chunk, the default; or ``mean``/``max``/``weighted``:
   one aggregated vector per document), ``mode`` (``dense``/``lexical``/``hybrid``; default: a new
   collection's default), ``fusion`` (``rrf``/``convex``/``zscore``) and ``alpha`` (the dense weight, a number in [0, 1])
-  for hybrid search, and ``context=0`` (chunk only) to embed code chunks without their signature context.
+  for hybrid search, ``context=0`` (chunk only) to embed code chunks without their signature context, and
+  ``docvec=1`` to give each document of several chunks one more vector of its first ``max_tokens`` tokens.
   Long context (``embedder.longctx``): ``extend`` grows the model's position table to that many tokens
   (``max_tokens`` then defaults to it) by ``positions`` (``keep``/``linear``/``group``) interpolation, and
   ``tau`` is a TempScale attention temperature.
@@ -39,9 +40,9 @@ LONGVEC_KINDS = ("chunk", "truncate", "late")  # systems that are longvec collec
 DEFAULT_SYSTEMS = ("chunk", "truncate", "st:max_tokens=256", "st:max_tokens=512", "windows", "sts", "bm25")
 # The options each kind honours; any other key in a spec is an error, never silently ignored.
 KEYS: dict[str, tuple[str, ...]] = {
-    "chunk": ("max_tokens", "overlap", "dim", "agg", "mode", "fusion", "alpha", "context", *LONG_KEYS),
+    "chunk": ("max_tokens", "overlap", "dim", "agg", "mode", "fusion", "alpha", "context", "docvec", *LONG_KEYS),
     "truncate": ("max_tokens", "dim", "mode", "fusion", "alpha", *LONG_KEYS),
-    "late": ("max_tokens", "dim", "mode", "fusion", "alpha", *LONG_KEYS),
+    "late": ("max_tokens", "dim", "mode", "fusion", "alpha", "docvec", *LONG_KEYS),
     "st": ("max_tokens",),
     "windows": ("max_tokens",),
     "sts": ("max_tokens",),
@@ -60,6 +61,7 @@ class SystemSpec:
     fusion: Fusion | None = None
     alpha: float | None = None
     context: bool = True
+    docvec: bool = False
     extend: int | None = None
     positions: PositionMode | None = None
     tau: float | None = None
@@ -101,6 +103,8 @@ class SystemSpec:
                 parts.append(mode if fusion is None else f"{mode} {fusion} alpha {alpha:g}")
         if not self.context:
             parts.append("no context")
+        if self.docvec:
+            parts.append("+ doc vector")
         if self.extend is not None:
             parts.append(f"extend {self.extend} {self.positions or 'keep'}")
         if self.tau is not None:
@@ -158,9 +162,9 @@ def _value(spec: str, key: str, value: str) -> object:
         if not low <= number <= high:
             raise InvalidInputError(f"system {spec!r}: {key} must be a number in [{low:g}, {high:g}], got {value!r}")
         return number
-    if key == "context":
+    if key in ("context", "docvec"):
         if value not in ("0", "1"):
-            raise InvalidInputError(f"system {spec!r}: context must be 0 or 1, got {value!r}")
+            raise InvalidInputError(f"system {spec!r}: {key} must be 0 or 1, got {value!r}")
         return value == "1"
     if not value.isdigit():
         raise InvalidInputError(f"system {spec!r}: {key} must be a non-negative integer, got {value!r}")

@@ -49,6 +49,11 @@ from longvec.index.sync import AGG_MODES, AggMode, SnapshotTooOld, VectorCache, 
 from longvec.index.types import AddResult, Document, Hit
 from longvec.index.vectors import gpu_count
 
+# Settings fixed when a collection is built (giving other values for an existing one is an error).
+_BUILD_SETTINGS = ("strategy", "max_tokens", "overlap_tokens", "code_context", "doc_vector")
+# The symbol of a document's own vector (``doc_vector``): no code symbol can be spelled so.
+DOC_SYMBOL = "<document>"
+
 
 def token_counter(embedder: Encoder) -> TokenCounter:
     """Counts tokens as ``embedder`` sees a document: its own tokenizer, with its document prompt."""
@@ -107,6 +112,7 @@ class Collection:
         max_tokens: int | None = None,
         overlap_tokens: int = 0,
         code_context: bool = True,
+        doc_vector: bool = False,
         search_mode: SearchMode = DEFAULT_SEARCH_MODE,
         fusion: Fusion = DEFAULT_FUSION,
         alpha: float = DEFAULT_ALPHA,
@@ -116,6 +122,9 @@ class Collection:
         """A new collection at ``root``; ``embedder`` (already loaded) wins over ``model``/``embedder_config``.
 
         ``code_context``: code chunks are embedded with the signatures of the definitions they belong to.
+        ``doc_vector``: a document of several chunks also gets one vector of its first ``max_tokens`` tokens
+        (one more chunk, searched with the others: a document scores as its best), so a document read whole
+        competes as itself beside its parts.
         ``search_mode``, ``fusion`` and ``alpha`` are the defaults of :meth:`search_many`.
         """
         root = Path(root)
@@ -138,6 +147,7 @@ class Collection:
             max_tokens=embedder.max_tokens,
             overlap_tokens=overlap_tokens,
             code_context=code_context,
+            doc_vector=doc_vector,
             search_mode=search_mode,
             fusion=fusion,
             alpha=alpha,
@@ -206,7 +216,7 @@ class Collection:
         root = Path(root)
         if not (root / "manifest.json").exists():
             return cls.create(root, **{k: v for k, v in kwargs.items() if v is not None})
-        wanted = {k: kwargs.pop(k, None) for k in ("strategy", "max_tokens", "overlap_tokens", "code_context")}
+        wanted = {k: kwargs.pop(k, None) for k in _BUILD_SETTINGS}
         search = {k: v for k in _SEARCH_DEFAULTS if (v := kwargs.pop(k, None)) is not None}
         collection = cls.open(root, **kwargs)
         m = collection.manifest
@@ -254,7 +264,15 @@ class Collection:
             counts = counter.count_many([doc.text[s.start : s.end] for s in spans])
             kind = "code" if language else "text"
             return spans_to_chunks(doc.doc_id, doc.text, spans, counts, kind, language)
-        return self._chunker.chunk(doc.doc_id, doc.text, path=doc.path, language=language)
+        chunks = self._chunker.chunk(doc.doc_id, doc.text, path=doc.path, language=language)
+        if self.manifest.doc_vector and len(chunks) > 1:
+            first = first_window(self.counter, doc.text, self.manifest.max_tokens)
+            assert first is not None  # the document has chunks, so it is not blank
+            text = doc.text[first.start : first.end]
+            (n,) = self.counter.count_many([text])
+            kind = chunks[0].kind
+            chunks.append(Chunk(doc.doc_id, len(chunks), first.start, first.end, text, n, kind, language, DOC_SYMBOL))
+        return chunks
 
     def add(
         self,
@@ -301,7 +319,8 @@ class Collection:
         for doc, h, chunks in to_embed:
             part = vectors[offset : offset + len(chunks)]
             offset += len(chunks)
-            terms = [document_terms(c.embed_text) for c in chunks]  # tokenised here, outside the lock
+            # tokenised here, outside the lock; a document vector's window repeats its chunks' terms: none
+            terms = [document_terms(c.embed_text) if c.symbol != DOC_SYMBOL else "" for c in chunks]
             writes.append(
                 DocumentWrite(
                     doc.doc_id, doc.text, h, doc.path, doc.effective_language, doc.metadata, chunks, part, terms
@@ -523,6 +542,7 @@ class Collection:
             "overlap_tokens": m.overlap_tokens,
             "encoder": m.encoder,
             "code_context": m.code_context,
+            "doc_vector": m.doc_vector,
             "search_mode": m.search_mode,
             "fusion": m.fusion,
             "alpha": m.alpha,

@@ -19,6 +19,7 @@ from longvec.embedder.longctx import (
     temperature_knobs,
 )
 from longvec.index import Collection, Document, InvalidInputError, ModelMismatchError
+from longvec.index.collection import DOC_SYMBOL
 
 SHORT = ["def add(a, b):\n    return a + b", "The amber lantern of Lisbon is kept in a cedar chest."]
 
@@ -280,3 +281,18 @@ def test_tempscale_on_a_rotary_encoder_goes_through_its_rotary_scale():
     assert not torch.allclose(_states(model, ids), before, atol=1e-4)
     set_temperature(model, 1.0)
     assert torch.equal(_states(model, ids), before)
+
+
+def test_a_document_vector_joins_the_chunks_of_a_long_document(tmp_path, fake_embedder):
+    long = "\n\n".join(f"Paragraph {i}: alpha beta gamma delta words go here." for i in range(40))
+    with Collection.create(tmp_path / "c", embedder=fake_embedder, doc_vector=True) as c:
+        c.add([Document("long", long), Document("short", "alpha once")])
+        assert c.info()["doc_vector"] is True
+        rows = c._store._db.execute("SELECT doc_id, chunk_id, start, symbol FROM chunks ORDER BY id").fetchall()
+        long_rows = [r for r in rows if r[0] == "long"]
+        assert len(long_rows) > 2 and long_rows[-1][2:] == (0, DOC_SYMBOL)  # one more, from the start
+        assert [r for r in rows if r[0] == "short"] == [("short", 0, 0, None)]  # one chunk: no extra vector
+        lexical = c._store._db.execute("SELECT terms FROM chunk_terms ORDER BY rowid").fetchall()
+        assert lexical[len(long_rows) - 1] == ("",)  # its window repeats its chunks' terms: not indexed again
+    with pytest.raises(ModelMismatchError):
+        Collection.open_or_create(tmp_path / "c", embedder=fake_embedder, doc_vector=False)
