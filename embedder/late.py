@@ -38,11 +38,17 @@ class _Window:
 def check_late_model(st: SentenceTransformer) -> None:
     """:class:`InvalidSettingError` unless ``st`` is a transformer with mean pooling (and optional normalising)."""
     names = [type(m).__name__ for m in st]
-    pooling = st[1].get_config_dict().get("pooling_mode") if len(names) > 1 and names[1] == "Pooling" else None
+    config = st[1].get_config_dict() if len(names) > 1 and names[1] == "Pooling" else {}
+    pooling = config.get("pooling_mode")
     if names[:2] != ["Transformer", "Pooling"] or pooling != "mean" or any(n != "Normalize" for n in names[2:]):
         raise InvalidSettingError(
             f"late chunking needs a transformer with mean pooling (modules Transformer, Pooling[mean], "
             f"Normalize?); this model has {names} with pooling {pooling!r}"
+        )
+    if config.get("include_prompt") is False or getattr(st[0], "do_lower_case", False):
+        raise InvalidSettingError(
+            "late chunking pools every token it feeds the model: a model that leaves its prompt out of pooling "
+            "or lowercases its input is not supported"
         )
 
 
@@ -60,7 +66,9 @@ class LateEncoder:
         self.tokenizer = raw
         word = raw.encode("a", add_special_tokens=False).ids
         framed = raw.encode("a", add_special_tokens=True).ids
-        at = next(i for i in range(len(framed)) if framed[i : i + len(word)] == word)
+        at = next((i for i in range(len(framed)) if framed[i : i + len(word)] == word), None)
+        if at is None:
+            raise InvalidSettingError("cannot tell this tokenizer's special tokens apart from the text")
         self.front, self.back = framed[:at], framed[at + len(word) :]
         self.prompt = raw.encode(prompt, add_special_tokens=False).ids if prompt else []
         self.lead = len(self.front) + len(self.prompt)  # states before the content in every window

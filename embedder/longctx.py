@@ -4,8 +4,9 @@ Position interpolation grows the model's position table from ``L`` rows to ``tar
 ``target`` tokens fit (LongEmbed, arXiv 2404.12096). Three ways to fill the new table, all of which touch only
 that table:
 
-- ``linear``: row ``p`` is the linear blend of the old table at ``p * L / target`` (the original row ``i``
-  lands at ``i * target / L``). Every position moves, so short inputs change too.
+- ``linear``: row ``p`` is the linear blend of the old table at ``p * (L - 1) / (target - 1)`` (the first
+  and last rows stay first and last, row ``i`` lands near ``i * target / L``). Every position moves, so short
+  inputs change too.
 - ``keep``: rows ``[0, keep)`` -- the trained window -- stay as they are, and only the rows past it are
   stretched over the new length (Long-CLIP's knowledge-preserving stretching). Inputs of at most ``keep``
   tokens encode exactly as before.
@@ -56,13 +57,26 @@ def interpolated_table(table: torch.Tensor, target: int, mode: PositionMode = "k
         group = math.ceil((target - keep) / (n - keep))
         rows = old[keep + torch.div(p - keep, group, rounding_mode="floor").long()]
     else:
-        x = keep + (p - keep) * (n - keep) / (target - keep)  # old coordinate of new row p
+        # old coordinate of new row p: row keep stays at keep, the last row lands on the last row
+        x = keep + (p - keep) * (n - 1 - keep) / max(target - 1 - keep, 1)
         x = x.clamp(max=n - 1)
         lo = x.floor().long()
         hi = (lo + 1).clamp(max=n - 1)
         w = (x - lo).to(torch.float32).unsqueeze(1)
         rows = old[lo] * (1 - w) + old[hi] * w
     return torch.cat([old[:keep], rows]).to(table.dtype)
+
+
+def position_offset(model: Any) -> int:
+    """Rows before the first position of the table: RoBERTa-style encoders (RoBERTa, XLM-R, MPNet) number
+    positions from ``padding_idx + 1``, so their first ``padding_idx + 1`` rows are not positions."""
+    table = position_table(model)
+    return 0 if table.padding_idx is None else int(table.padding_idx) + 1
+
+
+def usable_positions(model: Any) -> int:
+    """How many input tokens the position table can number."""
+    return position_table(model).num_embeddings - position_offset(model)
 
 
 def has_position_table(model: Any) -> bool:
@@ -87,29 +101,38 @@ def position_table(model: Any) -> torch.nn.Embedding:
 
 
 def extend_positions(model: Any, target: int, mode: PositionMode = "keep", keep: int = 0) -> None:
-    """Grow ``model``'s position table to ``target`` rows in place (see :func:`interpolated_table`), with the
-    buffers sized by it (BERT's ``position_ids`` and ``token_type_ids``) and ``config.max_position_embeddings``."""
+    """Grow ``model``'s position table in place to number ``target`` tokens (see :func:`interpolated_table`),
+    with the buffers sized by it (BERT's ``position_ids`` and ``token_type_ids``) and
+    ``config.max_position_embeddings``; a RoBERTa-style table keeps its leading non-position rows."""
     import torch
 
     if not 1 <= target <= MAX_EXTEND:
         raise InvalidSettingError(f"extend_to must be in [1, {MAX_EXTEND}], got {target}")
     table = position_table(model)
-    weight = interpolated_table(table.weight, target, mode, keep)
-    grown = torch.nn.Embedding(target, weight.shape[1], padding_idx=table.padding_idx)
+    offset = position_offset(model)  # rows before the positions (RoBERTa-style): copied, never interpolated
+    old = table.weight.detach()
+    weight = torch.cat([old[:offset], interpolated_table(old[offset:], target, mode, keep)])
+    grown = torch.nn.Embedding(offset + target, weight.shape[1], padding_idx=table.padding_idx)
     grown.weight = torch.nn.Parameter(weight.to(table.weight.device), requires_grad=False)
     model.embeddings.position_embeddings = grown
-    ids = torch.arange(target, device=table.weight.device).expand((1, -1))
+    ids = torch.arange(offset + target, device=table.weight.device).expand((1, -1))
     for name, value in (("position_ids", ids), ("token_type_ids", torch.zeros_like(ids))):
         if isinstance(getattr(model.embeddings, name, None), torch.Tensor):
             setattr(model.embeddings, name, value)  # assigning a tensor to a registered buffer replaces it
-    model.config.max_position_embeddings = target
+    model.config.max_position_embeddings = offset + target
 
 
 def rotary_buffers(model: Any) -> list[tuple[Any, str]]:
-    """``(module, buffer name)`` of every rotary inverse-frequency buffer (``inv_freq``, ``*_inv_freq``)."""
-    return [
-        (m, name) for m in model.modules() for name, _ in m.named_buffers(recurse=False) if name.endswith("inv_freq")
-    ]
+    """``(module, buffer name)`` of the rotary inverse-frequency buffers that long inputs need stretched:
+    ``inv_freq`` and ``*_inv_freq``, but not a copy kept as ``*original*`` nor those of sliding-window
+    (local) layers, which never see more than their window whatever the input's length."""
+    skip = ("original", "sliding", "local")
+    found = []
+    for m in model.modules():
+        for name, _ in m.named_buffers(recurse=False):
+            if name.endswith("inv_freq") and not any(word in name for word in skip):
+                found.append((m, name))
+    return found
 
 
 def extend_rope(model: Any, factor: float, mode: PositionMode = "keep") -> None:

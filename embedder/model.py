@@ -17,9 +17,9 @@ from longvec.embedder.longctx import (
     extend_positions,
     extend_rope,
     has_position_table,
-    position_table,
     rotary_buffers,
     set_temperature,
+    usable_positions,
 )
 from longvec.embedder.matryoshka import check_dim, normalize, truncate
 
@@ -107,7 +107,11 @@ class Embedder:
         except (OSError, ValueError) as exc:
             hint = "" if config.allow_download else " (offline: pass a local path or allow downloads)"
             raise ModelLoadError(f"cannot load model {config.model!r}{hint}: {exc}") from exc
-        self.position_limit = int(getattr(st[0].auto_model.config, "max_position_embeddings", 512))
+        auto = st[0].auto_model
+        limit = (
+            usable_positions(auto) if has_position_table(auto) else getattr(auto.config, "max_position_embeddings", 512)
+        )
+        self.position_limit = int(limit)  # input tokens the model can number (RoBERTa-style tables: 2 fewer rows)
         self.trained_tokens = int(st.max_seq_length)  # the window the model was trained to read
         long_settings = _apply_long_context(st, config, self.trained_tokens)
         self.long_context = long_context(config)
@@ -131,6 +135,9 @@ class Embedder:
         self._st: SentenceTransformer = st
         self._lock = threading.Lock()
         self._late: dict[int, Any] = {}  # late-chunking encoders by window
+        # Length-scaled attention reads the batch's padded length: one input per batch keeps a text's vector
+        # independent of what it was batched with.
+        self._batch_size = 1 if config.length_scaled else config.batch_size
         is_default = config.model in (None, "", DEFAULT_MODEL, "default")
         self.model_id = DEFAULT_MODEL if is_default else location  # absolute path for local models
         self.dim = int(st.get_embedding_dimension())
@@ -167,7 +174,7 @@ class Embedder:
         with self._lock:
             late = self._late.get(window)
             if late is None:
-                late = LateEncoder(self._st, self.tokenizer, self.document_prompt, window, self.config.batch_size)
+                late = LateEncoder(self._st, self.tokenizer, self.document_prompt, window, self._batch_size)
                 self._late[window] = late
             return late.encode(docs)
 
@@ -180,7 +187,7 @@ class Embedder:
             out = self._st.encode(
                 texts,
                 prompt=prompt,
-                batch_size=self.config.batch_size,
+                batch_size=self._batch_size,
                 convert_to_numpy=True,
                 normalize_embeddings=False,
                 show_progress_bar=False,
@@ -208,7 +215,7 @@ def _apply_long_context(st: SentenceTransformer, config: EmbedderConfig, trained
         model.config.max_position_embeddings = config.extend_to
         settings["positions"] = [config.positions, "rotary", limit]
     elif config.extend_to is not None:
-        rows = position_table(model).num_embeddings
+        rows = usable_positions(model)
         # The rows kept as trained: the model's own window, or half the table when it was trained on all of it.
         keep = trained if trained < rows else rows // 2
         extend_positions(model, config.extend_to, config.positions, keep)

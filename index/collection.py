@@ -46,13 +46,11 @@ from longvec.index.manifest import Manifest, Strategy, longvec_version, now_iso
 from longvec.index.search import MAX_K, Channels, check_channels, check_search, rank, rank_fused
 from longvec.index.store import DocumentWrite, Store, StoredDocument
 from longvec.index.sync import AGG_MODES, AggMode, SnapshotTooOld, VectorCache, View
-from longvec.index.types import AddResult, Document, Hit
+from longvec.index.types import DOC_SYMBOL, AddResult, Document, Hit
 from longvec.index.vectors import gpu_count
 
 # Settings fixed when a collection is built (giving other values for an existing one is an error).
 _BUILD_SETTINGS = ("strategy", "max_tokens", "overlap_tokens", "code_context", "doc_vector")
-# The symbol of a document's own vector (``doc_vector``): no code symbol can be spelled so.
-DOC_SYMBOL = "<document>"
 
 
 def token_counter(embedder: Encoder) -> TokenCounter:
@@ -327,7 +325,7 @@ class Collection:
                 )
             )
             result.chunks += len(chunks)
-            result.tokens += sum(c.n_tokens for c in chunks)
+            result.tokens += sum(c.n_tokens for c in chunks if c.symbol != DOC_SYMBOL)  # its text, counted once
             if doc.doc_id in stored:
                 result.updated += 1
             else:

@@ -34,6 +34,11 @@ SEARCH_MODES: tuple[SearchMode, ...] = ("dense", "lexical", "hybrid")
 Fusion = Literal["rrf", "convex", "zscore"]
 FUSIONS: tuple[Fusion, ...] = ("rrf", "convex", "zscore")
 RRF_K = 60
+# zscore: the least standard deviation of each channel's candidate scores, in its own units (dense: cosine,
+# lexical: FTS5 BM25). A match on terms in over half the chunks scores ~1e-6 (FTS5 floors their idf), and
+# standardising 1e-6 against zeros would make it as loud as a rare name; a cosine spread of 0.01 or a BM25
+# spread of 0.1 is what one weak term or rounding gives, far below a discriminating match (BM25 ~5-15).
+Z_MIN_STD = (0.01, 0.1)
 # What a new collection searches with unless told otherwise (chosen on the eval suite: docs/BENCHMARKS.md).
 DEFAULT_SEARCH_MODE: SearchMode = "hybrid"
 DEFAULT_FUSION: Fusion = "zscore"
@@ -93,12 +98,12 @@ def fuse(
     list, best first; ``alpha`` weighs the dense channel, ``1 - alpha`` the lexical one. Non-finite scores
     are dropped."""
     fused: dict[K, float] = {}
-    for weight, channel in ((alpha, dense), (1.0 - alpha, lexical)):
+    for weight, channel, floor in ((alpha, dense, Z_MIN_STD[0]), (1.0 - alpha, lexical, Z_MIN_STD[1])):
         ranked = [(key, s) for key, s in channel if math.isfinite(s)]
         if fusion == "rrf":
             contributions = [(key, weight / (RRF_K + rank)) for rank, (key, _) in enumerate(ranked, 1)]
         else:
-            normalised = _min_max(ranked) if fusion == "convex" else _z_scores(ranked)
+            normalised = _min_max(ranked) if fusion == "convex" else _z_scores(ranked, floor)
             contributions = [(key, weight * s) for key, s in normalised]
         for key, s in contributions:
             fused[key] = fused.get(key, 0.0) + s
@@ -118,14 +123,16 @@ def _min_max(channel: list[tuple[K, float]]) -> list[tuple[K, float]]:
     return [(key, (s - lo) / span) for key, s in channel]
 
 
-def _z_scores(channel: list[tuple[K, float]]) -> list[tuple[K, float]]:
+def _z_scores(channel: list[tuple[K, float]], floor: float = 0.0) -> list[tuple[K, float]]:
     """Scores standardised within the channel's candidates (mean 0, standard deviation 1); all 0 when they
-    are equal to rounding. A candidate far above the rest (a rare exact term) keeps its distance."""
+    are equal to rounding. A candidate far above the rest (a rare exact term) keeps its distance. The
+    standard deviation is taken as at least ``floor``: a spread smaller than that is noise in the channel's
+    own units, which standardising would blow up into evidence."""
     if not channel:
         return []
     scores = [s for _, s in channel]
     mean = math.fsum(scores) / len(scores)
-    std = math.sqrt(math.fsum((s - mean) ** 2 for s in scores) / len(scores))
+    std = max(math.sqrt(math.fsum((s - mean) ** 2 for s in scores) / len(scores)), floor)
     if std <= 1e-9 * max(1.0, abs(mean)):
         return [(key, 0.0) for key, _ in channel]
     return [(key, (s - mean) / std) for key, s in channel]

@@ -82,6 +82,10 @@ def check_search(
     check_channels(channels.mode, channels.fusion, channels.alpha)
     if channels.mode != "dense" and agg != "maxsim":
         raise InvalidInputError(f"mode {channels.mode!r} ranks chunks: it needs agg 'maxsim', got {agg!r}")
+    if manifest.doc_vector and agg != "maxsim":
+        raise InvalidInputError(
+            f"agg {agg!r} would fold a document's own vector (doc_vector) in with its chunks: use 'maxsim'"
+        )
     if not 1 <= k <= MAX_K:
         raise InvalidInputError(f"k must be in [1, {MAX_K}], got {k}")
     if chunks_per_doc < 1:
@@ -239,7 +243,9 @@ def rank_fused(
             only_dense = [i for i in dense if i not in lex]
             if expression is not None and only_dense:
                 found = lexical_scores(expression, only_dense)
-                lex.update((i, found.get(i, 0.0)) for i in only_dense)
+                lex.update(found)
+                if channels.fusion != "rrf":  # a score fusion reads "no term matched" as BM25 0; a rank has none
+                    lex.update((i, 0.0) for i in only_dense if i not in found)
             fused = fuse(_best_first(dense), _best_first(lex), fusion=channels.fusion, alpha=channels.alpha)
         rows = lookup([i for i, _ in fused])
         ranked: dict[str, list[ChunkHit]] = {}

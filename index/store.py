@@ -24,6 +24,7 @@ import numpy as np
 
 from longvec.chunking.types import Chunk
 from longvec.index.lexical import FTS_TOKENIZE, document_terms
+from longvec.index.types import DOC_SYMBOL
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,7 @@ class Store:
                 json.dumps(doc.metadata, sort_keys=True),
                 doc.text,
                 len(doc.chunks),
-                sum(c.n_tokens for c in doc.chunks),
+                sum(c.n_tokens for c in doc.chunks if c.symbol != DOC_SYMBOL),  # a document vector repeats text
             ),
         )
         ids = []

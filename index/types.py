@@ -10,6 +10,9 @@ from typing import Any
 from longvec.chunking import language_for_path
 from longvec.index.errors import InvalidInputError
 
+# The symbol of a document's own vector (a collection's ``doc_vector``): no code symbol can be spelled so.
+DOC_SYMBOL = "<document>"
+
 
 def check_utf8(text: str, what: str) -> None:
     """Reject strings that cannot be encoded as UTF-8 (lone surrogates), which the tokenizer cannot take."""

@@ -110,6 +110,43 @@ def test_hybrid_scores_a_chunk_in_the_channel_whose_shortlist_cut_it(tmp_path, f
             assert c.search("alpha zork", k=2, mode="hybrid", fusion=fusion, alpha=0.5)[0].doc_id == "one", fusion
 
 
+def _fused_order(lexical_hits, fusion):
+    """Doc ids ranked by rank_fused over 30 one-chunk documents whose dense order is d30 > d29 > ... > d1,
+    with the lexical channel returning ``lexical_hits`` (chunk id -> BM25) for its shortlist and scores."""
+    import numpy as np
+
+    from longvec.index.search import Channels, rank_fused
+    from longvec.index.store import ChunkRow
+    from longvec.index.vectors import VectorIndex
+
+    ids = np.arange(1, 31)
+    angles = (31 - ids) * 0.02  # higher id: nearer the query
+    vectors = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+    index = VectorIndex(2, use_gpu=False)
+    index.add(ids, vectors)
+    query = np.array([[1.0, 0.0]], np.float32)
+    rows = {int(i): ChunkRow(int(i), f"d{i:02d}", 0, 0, 1, None) for i in ids}
+    hits = rank_fused(
+        index, query, ['"term"'], 10, channels=Channels("hybrid", fusion, 0.7), chunks_per_doc=1, max_id=30,
+        lexical=lambda e, limit, per_doc: sorted(lexical_hits.items(), key=lambda x: -x[1])[:limit],
+        lexical_scores=lambda e, wanted: {i: lexical_hits[i] for i in wanted if i in lexical_hits},
+        dense_scores=lambda q, wanted: vectors[np.asarray(wanted) - 1] @ q,
+        lookup=lambda wanted: {int(i): rows[int(i)] for i in wanted},
+        ranges=lambda docs: [(int(d[1:]), int(d[1:])) for d in docs],
+    )  # fmt: skip
+    return [h.doc_id for h in hits[0]]
+
+
+def test_a_lexical_channel_with_nothing_to_say_leaves_the_dense_order():
+    dense = [f"d{i:02d}" for i in range(30, 20, -1)]
+    for fusion in ("rrf", "convex", "zscore"):  # no chunk matches: unmatched chunks are not ranked by id
+        assert _fused_order({}, fusion) == dense, fusion
+    # every chunk matches only a term in over half the rows (FTS5 floors its idf: BM25 ~1e-6), in the order
+    # opposite to dense: standardised, that noise must not outvote the dense channel
+    noise = {i: 1e-6 * (31 - i) for i in range(1, 31)}
+    assert _fused_order(noise, "zscore") == dense
+
+
 def test_hybrid_finds_what_either_channel_alone_misses(tmp_path, fake_embedder):
     docs = [
         Document("dense-only", "alpha beta gamma"),  # the fake embedder sees only its keywords

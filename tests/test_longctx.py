@@ -12,14 +12,17 @@ from tokenizers import Tokenizer
 from longvec.api.cli import main
 from longvec.embedder import EmbedderConfig, InvalidSettingError, load_embedder
 from longvec.embedder.longctx import (
+    extend_positions,
     extend_rope,
     interpolated_table,
+    position_offset,
     rotary_buffers,
     set_temperature,
     temperature_knobs,
+    usable_positions,
 )
 from longvec.index import Collection, Document, InvalidInputError, ModelMismatchError
-from longvec.index.collection import DOC_SYMBOL
+from longvec.index.types import DOC_SYMBOL
 
 SHORT = ["def add(a, b):\n    return a + b", "The amber lantern of Lisbon is kept in a cedar chest."]
 
@@ -28,38 +31,32 @@ def _table(n: int = 4, d: int = 3) -> torch.Tensor:
     return torch.arange(n * d, dtype=torch.float32).reshape(n, d) ** 1.5  # rows that differ non-linearly
 
 
-def test_linear_interpolation_puts_old_rows_at_scaled_positions():
+def _blend(old: torch.Tensor, x: float) -> torch.Tensor:
+    lo = int(x)
+    hi = min(lo + 1, len(old) - 1)
+    return old[lo] + (old[hi] - old[lo]) * (x - lo)
+
+
+def test_linear_interpolation_spreads_the_old_rows_over_the_new_length():
     old = _table()
     new = interpolated_table(old, 8, "linear")
     assert new.shape == (8, 3)
-    for i in range(4):  # row i lands at 2i
-        assert torch.equal(new[2 * i], old[i])
-    assert torch.allclose(new[1], (old[0] + old[1]) / 2) and torch.allclose(new[5], (old[2] + old[3]) / 2)
-    assert torch.equal(new[7], old[3])  # past the last row: clamped, not extrapolated
+    for p in range(8):  # row p reads the old table at p * 3 / 7: first and last rows stay first and last
+        assert torch.allclose(new[p], _blend(old, p * 3 / 7)), p
+    assert torch.equal(new[0], old[0]) and torch.equal(new[7], old[3])
+    assert len({tuple(r.tolist()) for r in new}) == 8  # no row repeated at the tail
 
 
 def test_keep_and_group_leave_the_trained_rows_alone():
     old = _table(6)
-    kept = interpolated_table(old, 14, "keep", keep=2)  # rows 2..5 stretched over 2..13 (factor 3)
-    assert torch.equal(kept[:2], old[:2])
-    assert torch.equal(kept[2], old[2]) and torch.equal(kept[5], old[3]) and torch.equal(kept[11], old[5])
-    assert torch.allclose(kept[3], old[2] + (old[3] - old[2]) / 3)
+    kept = interpolated_table(old, 14, "keep", keep=2)  # rows 2..5 stretched over 2..13
+    assert torch.equal(kept[:2], old[:2]) and torch.equal(kept[2], old[2]) and torch.equal(kept[13], old[5])
+    for p in range(2, 14):
+        assert torch.allclose(kept[p], _blend(old, 2 + (p - 2) * 3 / 11)), p
     grouped = interpolated_table(old, 14, "group", keep=2)  # groups of ceil(12 / 4) = 3 positions per old row
     assert torch.equal(grouped[:2], old[:2])
-    assert [int(torch.nonzero((old == grouped[p]).all(1))[0]) for p in range(2, 14)] == [
-        2,
-        2,
-        2,
-        3,
-        3,
-        3,
-        4,
-        4,
-        4,
-        5,
-        5,
-        5,
-    ]
+    sources = [int(torch.nonzero((old == grouped[p]).all(1))[0]) for p in range(2, 14)]
+    assert sources == [2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5]
     assert torch.equal(interpolated_table(old, 6, "keep", keep=3), old)  # same length: nothing moves
 
 
@@ -237,7 +234,7 @@ def _tiny_rotary_encoder():
     torch.manual_seed(0)
     config = ModernBertConfig(
         vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        max_position_embeddings=128, global_attn_every_n_layers=1, pad_token_id=0, bos_token_id=1,
+        max_position_embeddings=128, global_attn_every_n_layers=2, pad_token_id=0, bos_token_id=1,
         eos_token_id=2, cls_token_id=1, sep_token_id=2,
     )  # fmt: skip
     return ModernBertModel(config).eval()
@@ -252,7 +249,9 @@ def test_rotary_scaling_math_and_identity_at_factor_one():
     model = _tiny_rotary_encoder()
     ids = torch.randint(3, 100, (1, 300))  # past the configured 128 positions
     before = _states(model, ids)
-    (module, name), *_ = [(m, n) for m, n in rotary_buffers(model) if "original" not in n]
+    ((module, name),) = rotary_buffers(model)  # the global layers' frequencies only
+    assert name == "full_attention_inv_freq"
+    local = module.sliding_attention_inv_freq.clone()  # a local layer sees 64 tokens whatever the input
     trained = getattr(module, name).clone()
     for mode in ("keep", "linear"):
         extend_rope(model, 1.0, mode)
@@ -264,6 +263,7 @@ def test_rotary_scaling_math_and_identity_at_factor_one():
     assert ntk[0] == trained[0] and torch.isclose(ntk[-1], trained[-1] / 4)  # fastest kept, slowest interpolated
     assert bool((ntk <= trained).all()) and bool((ntk >= trained / 4 - 1e-12).all())
     assert float((_states(model, ids) - before).abs().max()) > 1e-5  # random weights: positions matter little
+    assert torch.equal(module.sliding_attention_inv_freq, local)
     with pytest.raises(InvalidSettingError):
         extend_rope(model, 2.0, "group")
     with pytest.raises(InvalidSettingError):
@@ -274,10 +274,10 @@ def test_tempscale_on_a_rotary_encoder_goes_through_its_rotary_scale():
     model = _tiny_rotary_encoder()
     ids = torch.randint(3, 100, (1, 64))
     before = _states(model, ids)
-    (knob,) = {(id(m), attr, power) for m, attr, power in temperature_knobs(model)}
-    assert knob[2] == 2  # cos and sin both scaled: logits scale with its square
+    knobs = temperature_knobs(model)  # the global and the local layers' rotary scales
+    assert len(knobs) == 2 and all(power == 2 for _, _, power in knobs)  # cos and sin: logits go as its square
     set_temperature(model, 0.25)
-    assert [getattr(m, a) for m, a, _ in temperature_knobs(model)] == [2.0]  # 1/sqrt(0.25): logits x4
+    assert [getattr(m, a) for m, a, _ in knobs] == [2.0, 2.0]  # 1/sqrt(0.25): logits x4
     assert not torch.allclose(_states(model, ids), before, atol=1e-4)
     set_temperature(model, 1.0)
     assert torch.equal(_states(model, ids), before)
@@ -294,5 +294,39 @@ def test_a_document_vector_joins_the_chunks_of_a_long_document(tmp_path, fake_em
         assert [r for r in rows if r[0] == "short"] == [("short", 0, 0, None)]  # one chunk: no extra vector
         lexical = c._store._db.execute("SELECT terms FROM chunk_terms ORDER BY rowid").fetchall()
         assert lexical[len(long_rows) - 1] == ("",)  # its window repeats its chunks' terms: not indexed again
+        counted = c._store._db.execute("SELECT n_tokens FROM documents WHERE doc_id = 'long'").fetchone()[0]
+        chunk_tokens = c._store._db.execute("SELECT n_tokens FROM chunks WHERE doc_id = 'long'").fetchall()
+        assert counted == sum(n for (n,) in chunk_tokens[:-1])  # the document's text counted once
+        with pytest.raises(InvalidInputError, match="doc_vector"):
+            c.search("alpha", agg="mean")
     with pytest.raises(ModelMismatchError):
         Collection.open_or_create(tmp_path / "c", embedder=fake_embedder, doc_vector=False)
+
+
+def test_roberta_style_tables_keep_their_leading_rows_and_number_every_token():
+    from transformers import RobertaConfig, RobertaModel
+
+    torch.manual_seed(0)
+    config = RobertaConfig(
+        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=66, pad_token_id=1,
+    )  # fmt: skip
+    model = RobertaModel(config).eval()
+    assert position_offset(model) == 2 and usable_positions(model) == 64  # positions start at padding_idx + 1
+    old = model.embeddings.position_embeddings.weight.detach().clone()
+    short = torch.randint(3, 100, (1, 30))
+    before = _states(model, short)
+    extend_positions(model, 256, "keep", keep=32)
+    table = model.embeddings.position_embeddings.weight
+    assert usable_positions(model) == 256 and torch.equal(table[:34], old[:34]) and torch.equal(table[-1], old[-1])
+    assert torch.equal(_states(model, short), before)  # inside the kept rows: unchanged
+    assert _states(model, torch.randint(3, 100, (1, 256))).shape == (1, 256, 32)  # every position numbered
+
+
+def test_length_scaled_vectors_do_not_depend_on_their_batch():
+    scaled = load_embedder(EmbedderConfig(extend_to=1024, length_scaled=True))
+    long = " ".join(f"Line {i} of a long page." for i in range(100))  # ~700 tokens: logits scaled by ~1.2
+    assert 600 < _n_tokens(scaled, long) < 1024
+    alone = scaled.encode_documents([SHORT[1]])
+    beside = scaled.encode_documents([SHORT[1], long])[:1]
+    assert np.array_equal(alone, beside)
