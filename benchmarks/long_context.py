@@ -34,15 +34,17 @@ import json, resource, sys
 from longvec.embedder import EmbedderConfig, load_embedder
 from tokenizers import Tokenizer
 n = int(sys.argv[1])
+def mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the process's high-water mark
 e = load_embedder(EmbedderConfig(extend_to=n))
+loaded = mib()
 tok = Tokenizer.from_str(e.tokenizer.to_str()); tok.no_truncation(); tok.no_padding()
-text = sys.stdin.read()
+text = sys.stdin.read()[: 8 * n]
 ids = tok.encode(text, add_special_tokens=False)
 text = text[: ids.offsets[n - 3][1]]  # n tokens with the two special ones
-loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = mib()
 e.encode_documents([text])
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"tokens": len(tok.encode(text).ids), "loaded_mib": loaded / 1024, "peak_mib": peak / 1024}))
+print(json.dumps({"tokens": len(tok.encode(text).ids), "loaded_mib": loaded, "before_mib": before, "peak_mib": mib()}))
 """
 
 
@@ -86,7 +88,7 @@ def collapse(lengths: list[int], docs: int, taus: list[float]) -> list[dict[str,
     from longvec.embedder import EmbedderConfig, load_embedder
 
     texts = prose_slices(lengths, docs)
-    longest = max(lengths)
+    longest = max(max(lengths), load_embedder().position_limit)  # a table is only ever grown
     configs: list[tuple[str, EmbedderConfig]] = [("trained (first 256 tokens)", EmbedderConfig())]
     for positions, tau in itertools.product(("keep", "linear"), taus):
         name = f"PI {positions} {longest}" + (f" + TempScale {tau:g}" if tau != 1 else "")

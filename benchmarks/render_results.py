@@ -1,6 +1,8 @@
 """Render the markdown tables of docs/BENCHMARKS.md from `longvec eval --output` JSON files.
 
-Usage: python benchmarks/render_results.py benchmarks/results/eval-2026-11-30.json [more.json ...]
+Usage: python benchmarks/render_results.py [--pivot] benchmarks/results/eval-2026-11-30.json [more.json ...]
+
+``--pivot`` prints one compact table instead: a row per system, nDCG@10 per pool and bucket side by side.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from longvec.evaluation.report import SYNTHETIC, render
+from longvec.evaluation.metrics import format_table
+from longvec.evaluation.report import SYNTHETIC, pivot_rows, render
 from longvec.evaluation.runner import SystemResult
 
 
@@ -24,7 +27,8 @@ def load(path: Path) -> tuple[dict, list[SystemResult]]:
 
 
 if __name__ == "__main__":
-    for arg in sys.argv[1:]:
+    pivot = "--pivot" in sys.argv[1:]
+    for arg in [a for a in sys.argv[1:] if a != "--pivot"]:
         meta, results = load(Path(arg))
         print(f"<!-- {arg}: {meta['command']} | {meta['date']} | {meta['machine']} -->\n")
-        print(render(results))
+        print(format_table(pivot_rows(results)) if pivot else render(results))

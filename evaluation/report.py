@@ -107,6 +107,19 @@ def quality_rows(results: list[SystemResult]) -> list[dict[str, object]]:
     return sorted(rows, key=lambda x: (x["dataset"], order.get(str(x["bucket"]), 1), x["bucket"]))
 
 
+def pivot_rows(results: list[SystemResult], metric: str = "ndcg@10") -> list[dict[str, object]]:
+    """One row per system, one column per (non-synthetic pool, bucket): ``metric`` side by side, with the
+    bucket's size in the column name."""
+    table: dict[str, dict[str, object]] = {}
+    for r in results:
+        if r.synthetic:
+            continue
+        row = table.setdefault(r.system, {"system": r.system})
+        for bucket, m in sorted(r.metrics.items(), key=lambda item: (item[0] != "all", item[0])):
+            row[f"{r.dataset} {bucket} (n={int(m['n'])})"] = m[metric]
+    return list(table.values())
+
+
 def synthetic_rows(results: list[SystemResult]) -> list[dict[str, object]]:
     """acc@1 per (task, system) across lengths, with the average over lengths."""
     table: dict[tuple[str, str], dict[str, object]] = {}

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from longvec.api.cli import main
-from longvec.evaluation.report import render, run_eval, synthetic_rows
+from longvec.evaluation.report import pivot_rows, render, run_eval, synthetic_rows
 from longvec.evaluation.systems import DEFAULT_SYSTEMS, SystemSpec
 
 
@@ -58,6 +58,11 @@ def test_tables_render(results):
     assert "### Retrieval quality" in text and "### Synthetic" in text and "### Cost" in text
     rows = synthetic_rows(results)
     assert {row["task"] for row in rows} == {"passkey", "needle"} and all("256" in row for row in rows)
+    pivot = {row["system"]: row for row in pivot_rows(results)}
+    assert set(pivot) == {r.system for r in results}
+    code = by(results, "code", CHUNK).metrics
+    column = next(c for c in pivot[CHUNK] if c.startswith("code all"))
+    assert pivot[CHUNK][column] == code["all"]["ndcg@10"] and f"(n={int(code['all']['n'])})" in column
 
 
 @pytest.mark.parametrize(
