@@ -32,19 +32,18 @@ import numpy as np
 _MEMORY_CHILD = """
 import json, resource, sys
 from longvec.embedder import EmbedderConfig, load_embedder
-from tokenizers import Tokenizer
+from longvec.index import token_counter
 n = int(sys.argv[1])
 def mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the process's high-water mark
 e = load_embedder(EmbedderConfig(extend_to=n))
 loaded = mib()
-tok = Tokenizer.from_str(e.tokenizer.to_str()); tok.no_truncation(); tok.no_padding()
+counter = token_counter(e)
 text = sys.stdin.read()[: 8 * n]
-ids = tok.encode(text, add_special_tokens=False)
-text = text[: ids.offsets[n - 3][1]]  # n tokens with the two special ones
+text = text[: counter.token_offsets(text)[n - counter.n_special - 1][1]]  # n tokens with the special ones
 before = mib()
 e.encode_documents([text])
-print(json.dumps({"tokens": len(tok.encode(text).ids), "loaded_mib": loaded, "before_mib": before, "peak_mib": mib()}))
+print(json.dumps({"tokens": counter.count(text), "loaded_mib": loaded, "before_mib": before, "peak_mib": mib()}))
 """
 
 
@@ -53,19 +52,16 @@ def prose_slices(lengths: list[int], docs: int) -> dict[int, list[str]]:
     prose (the prose is read as a ring, as the synthetic tasks do)."""
     from pydoc_data.topics import topics
 
-    from tokenizers import Tokenizer
-
     from longvec.embedder import load_embedder
+    from longvec.index import token_counter
 
-    tok = Tokenizer.from_str(load_embedder().tokenizer.to_str())
-    tok.no_truncation()
-    tok.no_padding()
+    counter = token_counter(load_embedder())
     text = "\n\n".join(topics[k] for k in sorted(topics))
-    offsets = tok.encode(text, add_special_tokens=False).offsets
+    offsets = counter.token_offsets(text)
     n = len(offsets)
     out: dict[int, list[str]] = {}
     for length in lengths:
-        content = length - 2
+        content = length - counter.n_special
         texts = []
         for i in range(docs):
             first = (i * n) // docs

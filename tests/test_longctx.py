@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer
 
 from longvec.api.cli import main
 from longvec.embedder import EmbedderConfig, InvalidSettingError, load_embedder
@@ -21,7 +20,7 @@ from longvec.embedder.longctx import (
     temperature_knobs,
     usable_positions,
 )
-from longvec.index import Collection, Document, InvalidInputError, ModelMismatchError
+from longvec.index import Collection, Document, InvalidInputError, ModelMismatchError, token_counter
 from longvec.index.types import DOC_SYMBOL
 
 SHORT = ["def add(a, b):\n    return a + b", "The amber lantern of Lisbon is kept in a cedar chest."]
@@ -79,9 +78,7 @@ def extended():
 
 
 def _n_tokens(embedder, text: str) -> int:
-    tokenizer = Tokenizer.from_str(embedder.tokenizer.to_str())
-    tokenizer.no_truncation()
-    return len(tokenizer.encode(text).ids)
+    return token_counter(embedder).count(text)
 
 
 def test_extension_keeps_short_inputs_identical_and_changes_the_fingerprint(base, extended):
