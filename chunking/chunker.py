@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from longvec.chunking.budget import TokenCounter
@@ -13,7 +14,7 @@ from longvec.chunking.types import Chunk
 
 # Bump whenever a change to any chunker changes the chunks it makes for some input: stored documents are
 # re-chunked when they are indexed again (their content hash includes this).
-CHUNKER_VERSION = "3"
+CHUNKER_VERSION = "4"
 # A chunk with fewer content tokens than this (a closing bracket, a lone ``</UL>``, ``import os``) is a fragment:
 # embedded alone it carries no retrievable meaning, yet under max-sim it can outrank a document's real content.
 # Under small budgets the bar is a sixteenth of the budget instead (see ``fragment_tokens``).
@@ -26,10 +27,12 @@ class Chunker:
 
     An explicit ``language`` wins over the one implied by ``path``'s extension. Languages with a bundled
     tree-sitter grammar go to ``CodeChunker``; other known code languages to the text chunker with kind
-    ``"code"``; everything else to the text chunker with kind ``"text"``. ``overlap_tokens`` applies to
-    text chunking only (AST chunks never overlap). ``code_context`` gives AST chunks the signatures of the
-    definitions they are part of as embedded context (``chunking.context``); their spans are then packed to
-    ``max_tokens - context_reserve(max_tokens)`` tokens, leaving the context room.
+    ``"code"``; everything else to the text chunker with kind ``"text"``. ``overlap_tokens`` > 0 repeats
+    up to that many tokens of a chunk's end at the start of the next: whole segments in text, and in code whole
+    lines, only between pieces of one split definition (AST chunks of different definitions never overlap;
+    code is then packed that many tokens short, leaving the overlap room). ``code_context`` gives AST chunks
+    the signatures of the definitions they are part of as embedded context (``chunking.context``); their spans
+    are then packed to ``max_tokens - context_reserve(max_tokens)`` tokens, leaving the context room.
     """
 
     counter: TokenCounter
@@ -46,7 +49,9 @@ class Chunker:
         lang = normalize_language(language) if language else (language_for_path(path) if path else None)
         if lang in CODE_LANGUAGES:
             budget = self.max_tokens - (context_reserve(self.max_tokens) if self.code_context else 0)
-            chunks = CodeChunker(self.counter, budget).chunk(doc_id, text, lang)
+            chunks = CodeChunker(self.counter, budget - self.overlap_tokens).chunk(doc_id, text, lang)
+            if self.overlap_tokens:
+                chunks = overlap_pieces(chunks, text, self.counter, self.overlap_tokens, budget)
         else:
             text_chunker = TextChunker(self.counter, self.max_tokens, self.overlap_tokens)
             kind = "code" if lang in KNOWN_CODE_LANGUAGES else "text"
@@ -83,6 +88,39 @@ def merge_fragments(chunks: list[Chunk], text: str, counter: TokenCounter, max_t
         else:
             out.append(chunk)
     return [replace(c, chunk_id=k) for k, c in enumerate(out)] if len(out) < len(chunks) else out
+
+
+def overlap_pieces(
+    chunks: list[Chunk], text: str, counter: TokenCounter, overlap_tokens: int, max_tokens: int
+) -> list[Chunk]:
+    """``chunks`` of one code document where each piece of a split definition (same symbol as the chunk before
+    it) also starts with the last whole lines of the piece before: at most ``overlap_tokens`` content tokens
+    of them, and no more than keep the chunk within ``max_tokens``. The chunk's ``start`` moves back over them."""
+    out = list(chunks)
+    for i in range(1, len(out)):
+        prev, chunk = chunks[i - 1], out[i]
+        if chunk.symbol is None or chunk.symbol != prev.symbol:
+            continue
+        start = chunk.start
+        for line_start in _line_starts_back(text, prev.start, chunk.start):
+            carried = counter.count(text[line_start : chunk.start]) - counter.n_special
+            if carried > overlap_tokens or counter.count(text[line_start : chunk.end]) > max_tokens:
+                break
+            start = line_start
+        if start < chunk.start:
+            out[i] = _joined(chunk, start, chunk.end, text, counter)
+    return out
+
+
+def _line_starts_back(text: str, lo: int, hi: int) -> Iterator[int]:
+    """Where each non-blank line before ``hi`` (and after ``lo``) starts, its indentation skipped, nearest
+    ``hi`` first; the line ``hi`` falls in counts from its start to ``hi``."""
+    end, pos = hi, text.rfind("\n", lo, hi)
+    while pos >= lo:
+        line = text[pos + 1 : end]
+        if line.strip():
+            yield pos + 1 + len(line) - len(line.lstrip())
+        end, pos = pos, text.rfind("\n", lo, pos)
 
 
 def fragment_tokens(max_tokens: int) -> int:

@@ -50,6 +50,25 @@ def test_body_pieces_carry_their_signature(counter: TokenCounter, language, text
             assert len(piece.context.splitlines()[-1]) > len(name) + 4
 
 
+@pytest.mark.parametrize(("language", "text", "signatures"), CASES)
+def test_overlap_repeats_whole_lines_only_inside_a_split_definition(counter: TokenCounter, language, text, signatures):
+    budget, overlap = 128, 24
+    chunks = Chunker(counter, budget, overlap_tokens=overlap).chunk("doc", text, language=language)
+    overlapped = 0
+    for c in chunks:
+        assert c.text == text[c.start : c.end] and c.n_tokens == counter.count(c.embed_text) <= budget
+    for a, b in zip(chunks, chunks[1:], strict=False):
+        if b.start >= a.end:
+            continue
+        overlapped += 1
+        assert a.symbol is not None and a.symbol == b.symbol  # pieces of one definition, never neighbours
+        assert text[text.rfind("\n", 0, b.start) + 1 : b.start].strip() == ""  # starts at a line's first token
+        assert counter.count(text[b.start : a.end]) - counter.n_special <= overlap
+    assert overlapped >= 1
+    disjoint = Chunker(counter, budget).chunk("doc", text, language=language)
+    assert all(a.end <= b.start for a, b in zip(disjoint, disjoint[1:], strict=False))
+
+
 def test_a_method_inside_a_split_class_gets_the_class_line(counter: TokenCounter) -> None:
     chunks = Chunker(counter, 96).chunk("doc", HEADERS_PYTHON, language="python")
     closed = next(c for c in chunks if c.symbol == "Reader.closed")
