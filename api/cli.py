@@ -38,6 +38,17 @@ def _add_channels(p: argparse.ArgumentParser, what: str = "") -> None:
     p.add_argument("--alpha", type=float, help=f"{what}hybrid: weight of the dense channel in [0, 1]")
 
 
+def _add_engine(p: argparse.ArgumentParser) -> None:
+    """Where and at what precision the model encodes (vectors stay comparable: not a collection setting)."""
+    p.add_argument("--device", help="auto (default: CUDA when present, else CPU), cpu, cuda, cuda:N")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="encode precision; auto (default): a low precision only where this machine runs it faster within the "
+        "parity gate",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="longvec", description="Index and search long code and long text.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target(p)
     p.add_argument("--input", type=Path, help='JSONL of {"id", "text", "path"?, "language"?, "metadata"?}')
     p.add_argument("paths", nargs="*", type=Path, help="files or directories to walk recursively")
+    _add_engine(p)
     p.add_argument("--include", action="append", metavar="GLOB", help="only walk files matching (repeatable)")
     p.add_argument("--exclude", action="append", metavar="GLOB", help="skip files matching (repeatable)")
     p.add_argument(
@@ -56,7 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", help="model path or hub name (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--max-tokens", type=int, help="chunk budget in model tokens (default: the model's limit)")
-    p.add_argument("--overlap-tokens", type=int, help="text chunk overlap in tokens (default 0)")
+    p.add_argument(
+        "--overlap-tokens",
+        type=int,
+        help="tokens a chunk repeats from the one before: whole text segments, or in code whole lines "
+        "of the same split definition (default 0)",
+    )
     p.add_argument(
         "--no-code-context",
         dest="code_context",
@@ -118,11 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_channels(p)
     p.add_argument("--output", type=Path, help="write JSON lines here instead of stdout")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout (default for --queries)")
+    _add_engine(p)
 
     p = sub.add_parser("serve", help="serve the REST API")
     _add_collection(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    _add_engine(p)
 
     p = sub.add_parser("info", help="print a collection's manifest and counts as JSON")
     _add_collection(p)
@@ -148,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, help="write all results (with per-query metrics) as JSON here")
     p.add_argument("--runs", type=Path, metavar="DIR", help="write each system's ranking as TREC and JSONL runs")
     p.add_argument("--k", type=int, default=100, help="documents ranked per query (default 100, for recall@100)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="encode precision of every system (a spec's precision= wins)",
+    )
     return parser
 
 
@@ -211,6 +236,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         if v is not None
     }
     config = EmbedderConfig(
+        device=args.device or "auto",
+        precision=args.precision or "auto",
         allow_download=args.allow_download,
         query_prefix=args.query_prefix,
         document_prefix=args.document_prefix,
@@ -266,6 +293,8 @@ _SERVER_FIXED = {
     "positions": "--positions",
     "temperature": "--temperature",
     "length_scaled": "--length-scaled",
+    "device": "--device",
+    "precision": "--precision",
 }
 
 
@@ -446,7 +475,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     channels = {"mode": args.mode, "fusion": args.fusion, "alpha": args.alpha}
     manifest = Manifest.load(args.collection / "manifest.json")
     check_search(manifest, [t for _, t in queries], args.k, 1, args.dim, args.agg, **channels)
-    with Collection.open(args.collection, readonly=True) as collection:
+    with Collection.open(args.collection, readonly=True, embedder_config=_engine_config(args)) as collection:
         texts = [t for _, t in queries]
         options = {"k": args.k, "dim": args.dim, "agg": args.agg, **channels}
         results = collection.search_many(texts, **options) if queries else []
@@ -474,13 +503,19 @@ def _print_hits(query: str, hits: list[Any], out: TextIO) -> None:
         out.write(f"{rank:3d}. {h.score:.4f}  {h.doc_id}{where}\n")
 
 
+def _engine_config(args: argparse.Namespace) -> Any:
+    from longvec.embedder import EmbedderConfig
+
+    return EmbedderConfig(device=args.device or "auto", precision=args.precision or "auto")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from longvec.api.app import create_app
     from longvec.index import Collection
 
-    collection = Collection.open(args.collection)
+    collection = Collection.open(args.collection, embedder_config=_engine_config(args))
     print(f"serving {args.collection} on http://{args.host}:{args.port} (POST /search, GET /info)", flush=True)
     uvicorn.run(create_app(collection), host=args.host, port=args.port, log_level="info")
     return 0
@@ -521,6 +556,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         small=args.small,
         lengths=lengths,
         model=args.model,
+        precision=args.precision,
         extra_pools=beir,
         k=args.k,
     )

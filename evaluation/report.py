@@ -12,7 +12,7 @@ from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from longvec.embedder import check_dim
+from longvec.embedder import Precision, check_dim
 from longvec.evaluation.datasets import load_dataset
 from longvec.evaluation.metrics import format_table, paired_test
 from longvec.evaluation.runner import Runner, SystemResult
@@ -49,6 +49,7 @@ def run_eval(
     small: bool = False,
     lengths: set[int] | None = None,
     model: str | None = None,
+    precision: Precision = "auto",
     extra_pools: list[Dataset] | None = None,
     k: int = 100,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
@@ -57,11 +58,11 @@ def run_eval(
 
     ``lengths`` selects the synthetic pools' lengths; pools are renamed where two would share a name.
     """
-    runner = Runner(model=model, k=k)
+    runner = Runner(model=model, k=k, precision=precision)
     counter = runner.encoder(256).counter
     for spec in systems:  # a bad dim fails now, not after a corpus has been indexed
         if spec.dense:
-            check_dim(spec.dim, runner.encoder(spec.max_tokens, spec.long_context).dim)
+            check_dim(spec.dim, runner.encoder(spec.max_tokens, spec.encoder_settings).dim)
     results = []
     taken: set[str] = set()
     groups = [(name, lambda name=name: load_dataset(name, cache_dir, counter, small=small)) for name in datasets]

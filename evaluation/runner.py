@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 
 from longvec.chunking import Span, TokenCounter
 from longvec.chunking.languages import CODE_LANGUAGES, normalize_language
-from longvec.embedder import DEFAULT_MODEL, EmbedderConfig, Encoder, load_embedder, truncate
+from longvec.embedder import DEFAULT_MODEL, EmbedderConfig, Encoder, Precision, load_embedder, truncate
 from longvec.evaluation.metrics import Run, evaluate_run
 from longvec.evaluation.systems import LONGVEC_KINDS, SystemSpec
 from longvec.evaluation.types import Dataset, EvalDoc
@@ -157,23 +157,27 @@ def _dir_bytes(path: Path) -> int:
 class Runner:
     """Runs systems on pools; one model per ``max_tokens`` is loaded once and shared."""
 
-    def __init__(self, *, k: int = 10, model: str | None = None, work_dir: Path | None = None) -> None:
+    def __init__(
+        self, *, k: int = 10, model: str | None = None, work_dir: Path | None = None, precision: Precision = "auto"
+    ) -> None:
         self.k = k
         self.model = model
+        self.precision = precision
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="longvec-eval-"))
         self._encoders: dict[tuple[int, str], TimedEncoder] = {}
 
-    def encoder(self, max_tokens: int, long_context: dict[str, object] | None = None) -> TimedEncoder:
-        """The shared encoder for a token limit and long-context settings (``EmbedderConfig`` fields)."""
-        key = (max_tokens, repr(sorted((long_context or {}).items())))
+    def encoder(self, max_tokens: int, settings: dict[str, object] | None = None) -> TimedEncoder:
+        """The shared encoder for a token limit and ``EmbedderConfig`` settings (long context, precision)."""
+        settings = {"precision": self.precision} | (settings or {})
+        key = (max_tokens, repr(sorted(settings.items())))
         if key not in self._encoders:
-            config = EmbedderConfig(model=self.model or DEFAULT_MODEL, max_tokens=max_tokens, **(long_context or {}))
+            config = EmbedderConfig(model=self.model or DEFAULT_MODEL, max_tokens=max_tokens, **settings)
             self._encoders[key] = TimedEncoder(load_embedder(config))
         return self._encoders[key]
 
     def run(self, spec: SystemSpec, ds: Dataset) -> SystemResult:
         start = time.perf_counter()
-        enc = self.encoder(spec.max_tokens, spec.long_context) if spec.dense else None
+        enc = self.encoder(spec.max_tokens, spec.encoder_settings) if spec.dense else None
         tokens0, seconds0 = (enc.tokens, enc.seconds) if enc else (0, 0.0)
         if spec.kind in LONGVEC_KINDS:
             run, index_bytes = self._run_longvec(spec, ds)
@@ -189,7 +193,7 @@ class Runner:
         return result
 
     def _run_longvec(self, spec: SystemSpec, ds: Dataset) -> tuple[Run, int]:
-        enc = self.encoder(spec.max_tokens, spec.long_context)
+        enc = self.encoder(spec.max_tokens, spec.encoder_settings)
         root = self.work_dir / f"{ds.name}-{spec.name}".replace(" ", "_")
         shutil.rmtree(root, ignore_errors=True)
         queries = [q.text for q in ds.queries]

@@ -3,7 +3,7 @@
 A system is named by a spec string ``KIND[:key=value,...]``:
 
 - ``chunk`` / ``truncate`` / ``late``: a longvec collection (the product path: chunker, embedder, store, FAISS).
-  Keys: ``max_tokens`` (chunk budget), ``overlap`` (text overlap tokens), ``dim`` (Matryoshka prefix),
+  Keys: ``max_tokens`` (chunk budget), ``overlap`` (overlap tokens), ``dim`` (Matryoshka prefix),
   ``agg`` (``maxsim``: a document scores as its best chunk, the default; or ``mean``/``max``/``weighted``:
   one aggregated vector per document), ``mode`` (``dense``/``lexical``/``hybrid``; default: a new
   collection's default), ``fusion`` (``rrf``/``convex``/``zscore``) and ``alpha`` (the dense weight, a number in [0, 1])
@@ -12,6 +12,8 @@ A system is named by a spec string ``KIND[:key=value,...]``:
   Long context (``embedder.longctx``): ``extend`` grows the model's position table to that many tokens
   (``max_tokens`` then defaults to it) by ``positions`` (``keep``/``linear``/``group``) interpolation, and
   ``tau`` is a TempScale attention temperature.
+- Every kind that embeds also takes ``precision`` (``fp32``/``bf16``/``fp16``/``auto``): the encode engine's
+  precision (default: the run's ``--precision``, itself ``auto`` unless given).
 - ``st``: plain sentence-transformers + exact (brute-force) search over whole documents, truncated by the model at
   ``max_tokens`` (256 is the model's own limit) — what most stacks do.
 - ``windows``: fixed ``max_tokens``-token windows cut on token ids with no regard for structure, document
@@ -28,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from longvec.embedder import POSITION_MODES, PositionMode
+from longvec.embedder import POSITION_MODES, PRECISIONS, PositionMode, Precision
 from longvec.index import AGG_MODES, FUSIONS, SEARCH_MODES, AggMode, Fusion, InvalidInputError, SearchMode
 from longvec.index.lexical import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_SEARCH_MODE
 
@@ -48,6 +50,8 @@ KEYS: dict[str, tuple[str, ...]] = {
     "sts": ("max_tokens",),
     "bm25": (),
 }
+for _kind in ("chunk", "truncate", "late", "st", "windows", "sts"):
+    KEYS[_kind] += ("precision",)
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class SystemSpec:
     extend: int | None = None
     positions: PositionMode | None = None
     tau: float | None = None
+    precision: Precision | None = None
 
     @classmethod
     def parse(cls, spec: str) -> SystemSpec:
@@ -109,6 +114,8 @@ class SystemSpec:
             parts.append(f"extend {self.extend} {self.positions or 'keep'}")
         if self.tau is not None:
             parts.append(f"tau {self.tau:g}")
+        if self.precision is not None:
+            parts.append(self.precision)
         return " ".join(parts)
 
     @property
@@ -122,6 +129,11 @@ class SystemSpec:
         if self.tau is not None:
             out["temperature"] = self.tau
         return out
+
+    @property
+    def encoder_settings(self) -> dict[str, object]:
+        """The ``EmbedderConfig`` fields this system's encoder is loaded with: long context and precision."""
+        return self.long_context | ({"precision": self.precision} if self.precision is not None else {})
 
     @property
     def channels(self) -> tuple[SearchMode, Fusion | None, float | None]:
@@ -144,6 +156,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "mode": SEARCH_MODES,
     "fusion": FUSIONS,
     "positions": POSITION_MODES,
+    "precision": PRECISIONS,
 }
 
 

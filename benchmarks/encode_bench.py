@@ -1,0 +1,260 @@
+"""Encode throughput: plain sentence-transformers against longvec's encode engine, on the same texts, one process.
+
+    python benchmarks/encode_bench.py [--tokens 120000] [--model M] [--device auto] [--budgets 4096,8192,16384]
+                                      [--index] [--output FILE.json]
+
+Texts: what longvec indexes, chunked as it chunks them (256-token budget, lengths as they come): the Python
+standard library's ``.py`` files (code, sorted by path) and the language reference that ships with Python
+(``pydoc_data.topics``, prose), alternating document by document until ``--tokens`` tokens are reached.
+
+Rows, each timed on all texts after a warm-up (best of ``--rounds``, the rows interleaved in every round so
+background load falls on all alike):
+- ``st-fp32``: ``SentenceTransformer.encode(texts)`` with its defaults (fp32, batches of 32): the baseline.
+- ``st-bf16-autocast``: the same call inside ``torch.autocast(..., bfloat16)`` (what autocast alone gives).
+- ``longvec-fp32`` / ``longvec-bf16`` (``-fp16`` on CUDA): longvec's engine (token-budget batches of
+  length-sorted texts, next batch tokenised while the model runs) at each precision, at the default token
+  budget; ``--budgets`` adds rows at other budgets for the chosen precision.
+- ``longvec-auto``: what ``EmbedderConfig(precision="auto")`` picks on this machine (its trial is printed).
+Each row: tokens/s (real tokens, no padding), the speed-up over ``st-fp32``, parity against ``st-fp32`` (mean
+and min cosine), and achieved GFLOP/s against the machine's nominal peak:
+- model FLOPs per input of ``n`` real tokens: ``layers * (2 n (4 h^2 + 2 h i) + 4 n^2 h)`` (the linear layers'
+  multiply-adds and the attention products; padding, embeddings, softmax and pooling not counted);
+- CPU peak = physical cores x base clock (``/proc/cpuinfo`` ``cpu MHz``) x FLOP per cycle per core: fp32 with
+  AVX-512 = 2 FMA units x 16 lanes x 2 = 64 (AVX2: 32); bf16 with AMX = 1024 (a TMUL multiply-add of
+  16x32 by 32x16 bf16 tiles per 16 cycles), with AVX-512 BF16 and no AMX = 128. Turbo clocks and whether the
+  machine's cores are hyperthreads of fewer physical ones are unknown here, so the peak is nominal.
+- CUDA: no peak is computed (printed as ``-``).
+With ``--index``, the same documents are also indexed by ``Collection.add`` with ``longvec-auto`` (chunking,
+encoding, SQLite and FAISS writes: what ``longvec index`` runs) and its chunk tokens/s is compared with the
+engine's raw rate on those texts.
+The last line is ``speed-up N.Nx``: the fastest longvec row that passes the parity gate over ``st-fp32``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from longvec.chunking import Chunker
+from longvec.embedder import EmbedderConfig, load_embedder
+from longvec.embedder.engine import PARITY_MIN_COSINE, Engine, candidates, cpu_flags, cpu_name
+from longvec.index import Collection, Document, token_counter
+
+FLOPS_PER_CYCLE = {"fp32-avx512": 64, "fp32-avx2": 32, "bf16-amx": 1024, "bf16-avx512": 128}
+
+
+def documents() -> Iterator[tuple[str, str, str | None]]:
+    """``(doc_id, text, path)``: standard-library code and reference prose, alternating."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    code = (
+        p
+        for p in sorted(stdlib.rglob("*.py"))
+        if not any(part in ("test", "tests", "idlelib", "site-packages") for part in p.relative_to(stdlib).parts)
+    )
+    from pydoc_data.topics import topics
+
+    prose = ((f"topic/{k}", topics[k]) for k in sorted(topics))
+    for path, (topic, text) in zip(code, prose, strict=False):
+        try:
+            yield str(path.relative_to(stdlib)), path.read_text(encoding="utf-8"), str(path)
+        except (OSError, UnicodeDecodeError):
+            pass
+        yield topic, text, None
+
+
+def corpus(chunker: Chunker, tokens: int) -> tuple[list[tuple[str, str, str | None]], list[str], int]:
+    """Documents and their chunks' embedded texts until ``tokens`` chunk tokens."""
+    docs, texts, total = [], [], 0
+    for doc_id, text, path in documents():
+        chunks = chunker.chunk(doc_id, text, path=path)
+        docs.append((doc_id, text, path))
+        texts += [c.embed_text for c in chunks]
+        total += sum(c.n_tokens for c in chunks)
+        if total >= tokens:
+            break
+    return docs, texts, total
+
+
+def model_flops(st: Any, lengths: list[int]) -> float:
+    cfg = st[0].auto_model.config
+    h, i, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    n = np.asarray(lengths, dtype=np.float64)
+    return float(layers * np.sum(2 * n * (4 * h * h + 2 * h * i) + 4 * n * n * h))
+
+
+def physical_cores() -> int:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return os.cpu_count() or 1
+    pairs = set()
+    phys = core = None
+    for line in text.splitlines() + [""]:
+        if line.startswith("physical id"):
+            phys = line.split(":")[1].strip()
+        elif line.startswith("core id"):
+            core = line.split(":")[1].strip()
+        elif not line.strip() and core is not None:
+            pairs.add((phys, core))
+            phys = core = None
+    return len(pairs) or os.cpu_count() or 1
+
+
+def cpu_ghz() -> float | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":")[1]) / 1000
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def peak_gflops(precision: str) -> float | None:
+    """Nominal peak of this CPU for ``precision`` (see the module docstring), or None when unknown."""
+    flags, ghz = cpu_flags(), cpu_ghz()
+    if ghz is None:
+        return None
+    if precision == "bf16" and "amx_bf16" in flags:
+        per = FLOPS_PER_CYCLE["bf16-amx"]
+    elif precision == "bf16" and "avx512_bf16" in flags:
+        per = FLOPS_PER_CYCLE["bf16-avx512"]
+    elif "avx512f" in flags:
+        per = FLOPS_PER_CYCLE["fp32-avx512"]
+    elif "avx2" in flags:
+        per = FLOPS_PER_CYCLE["fp32-avx2"]
+    else:
+        return None
+    return physical_cores() * ghz * per
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tokens", type=int, default=120_000)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--budgets", default="", help="extra token budgets for the auto precision, comma-separated")
+    ap.add_argument("--index", action="store_true", help="also time Collection.add on the same documents")
+    ap.add_argument("--output", type=Path)
+    args = ap.parse_args(argv)
+    import torch
+
+    kw = {"model": args.model} if args.model else {}
+    auto = load_embedder(EmbedderConfig(device=args.device, **kw))
+    st, device = auto.model, auto.model.device.type
+    print(
+        f"device {device} ({cpu_name() if device == 'cpu' else torch.cuda.get_device_name()}), torch threads "
+        f"{torch.get_num_threads()}, auto precision {auto.precision}: {json.dumps(auto.precision_report)}"
+    )
+    chunker = Chunker(token_counter(auto), auto.max_tokens)
+    docs, texts, total = corpus(chunker, args.tokens)
+    print(f"{len(texts)} chunks of {len(docs)} documents, {total} tokens")
+
+    def st_encode(batch: list[str], autocast: torch.dtype | None) -> np.ndarray:
+        ctx = torch.autocast(device, dtype=autocast) if autocast else torch.inference_mode()
+        with ctx:
+            return st.encode(batch, convert_to_numpy=True, show_progress_bar=False)
+
+    engines: dict[str, Engine] = {}
+    for p in ("fp32", *candidates(device)):
+        engines[f"longvec-{p}"] = Engine(st, precision=p)
+    for b in (int(x) for x in args.budgets.split(",") if x):
+        engines[f"longvec-{auto.precision}-budget{b}"] = Engine(st, precision=auto.precision, token_budget=b)
+    rows: dict[str, Any] = {"st-fp32": lambda batch: st_encode(batch, None)}
+    if candidates(device):
+        low = torch.bfloat16 if "bf16" in candidates(device) else torch.float16
+        rows[f"st-{'bf16' if low == torch.bfloat16 else 'fp16'}-autocast"] = lambda batch: st_encode(batch, low)
+    for name, engine in engines.items():
+        rows[name] = lambda batch, engine=engine: engine.encode(batch, "")
+    auto_name = f"longvec-{auto.precision}"
+    lengths = engines["longvec-fp32"].lengths(texts, "")
+    flops = model_flops(st, lengths)
+    for fn in rows.values():  # warm-up
+        fn(texts[:64])
+    best = dict.fromkeys(rows, float("inf"))
+    vectors: dict[str, np.ndarray] = {}
+    for _ in range(args.rounds):
+        for name, fn in rows.items():
+            start = time.perf_counter()
+            vectors[name] = unit(np.asarray(fn(texts), dtype=np.float32))
+            best[name] = min(best[name], time.perf_counter() - start)
+    real_tokens = sum(lengths)
+    base = best["st-fp32"]
+    results = []
+    print(f"{'row':<34} {'tokens/s':>9} {'speed-up':>8} {'mean cos':>9} {'min cos':>9} {'GFLOP/s':>8} {'peak':>7}")
+    for name in rows:
+        cos = np.sum(vectors[name] * vectors["st-fp32"], axis=1)
+        precision = "bf16" if "bf16" in name else "fp16" if "fp16" in name else "fp32"
+        peak = peak_gflops(precision) if device == "cpu" else None
+        gflops = flops / best[name] / 1e9
+        row = {
+            "row": name,
+            "tokens_per_s": real_tokens / best[name],
+            "speedup": base / best[name],
+            "mean_cos": float(cos.mean()),
+            "min_cos": float(cos.min()),
+            "gflops": gflops,
+            "peak_gflops": peak,
+            "parity": bool(cos.mean() >= (PARITY_MIN_COSINE if precision != "fp32" else 0.9999)),
+        }
+        results.append(row)
+        print(
+            f"{name:<34} {row['tokens_per_s']:>9.0f} {row['speedup']:>7.2f}x {row['mean_cos']:>9.6f} "
+            f"{row['min_cos']:>9.6f} {gflops:>8.1f} {peak if peak else '-':>7}"
+        )
+    out: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["python benchmarks/encode_bench.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": platform.platform(),
+        "cpu": cpu_name(),
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "chunks": len(texts),
+        "tokens": real_tokens,
+        "auto": auto.precision_report,
+        "rows": results,
+    }
+    if args.index:
+        raw = real_tokens / best[auto_name]
+        root = Path(tempfile.mkdtemp(prefix="encode-bench-"))
+        try:
+            start = time.perf_counter()
+            with Collection.create(root / "c", embedder=auto) as coll:
+                coll.add(Document(d, t, path=p) for d, t, p in docs)
+            seconds = time.perf_counter() - start
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        out["index"] = {"seconds": seconds, "tokens_per_s": total / seconds, "engine_tokens_per_s": raw}
+        print(
+            f"index: Collection.add {total / seconds:.0f} chunk tokens/s vs engine {raw:.0f} "
+            f"({total / seconds / raw:.0%} of the engine's raw rate)"
+        )
+    passing = [r for r in results if r["row"].startswith("longvec") and r["parity"]]
+    top = max(passing, key=lambda r: r["speedup"])
+    out["speedup"] = {"row": top["row"], "value": top["speedup"]}
+    if args.output:
+        args.output.write_text(json.dumps(out, indent=1))
+    print(f"speed-up {top['speedup']:.1f}x ({top['row']} over st-fp32)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

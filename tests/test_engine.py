@@ -1,0 +1,133 @@
+"""The encode engine: token-budget batches, precisions within their parity gate, the automatic choice."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from longvec.embedder import EmbedderConfig, InvalidSettingError, load_embedder
+from longvec.embedder import engine as engine_module
+from longvec.embedder.engine import PARITY_MIN_COSINE, Engine, Trial, candidates, choose_precision, trial_texts
+
+
+@pytest.fixture(scope="module")
+def fp32():
+    return load_embedder(EmbedderConfig(precision="fp32"))
+
+
+def test_batches_respect_the_token_budget_and_cover_every_text(fp32) -> None:
+    engine = Engine(fp32.model, token_budget=1000, max_batch=8)
+    lengths = [5, 300, 40, 256, 256, 7, 999, 1200, 64, 64, 64, 64, 64, 64, 64, 64, 64, 3]
+    batches = engine.batches(lengths)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        width = max(lengths[i] for i in batch)
+        assert len(batch) <= 8
+        assert len(batch) == 1 or len(batch) * width <= 1000  # a text over the budget goes alone
+        assert lengths[batch[0]] == width  # longest first: the first text sets the padded width
+    assert [lengths[i] for i in batches[0]] == [1200]
+
+
+def test_engine_fp32_matches_sentence_transformers(fp32) -> None:
+    texts = trial_texts(24)
+    ours = fp32.encode_documents(texts)
+    theirs = fp32.model.encode(texts, batch_size=7, normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(ours, theirs, atol=2e-6)  # same vectors, in the input order
+
+
+@pytest.mark.parametrize("budget", [64, 512, 100_000])
+def test_vectors_do_not_depend_on_the_budget_in_fp32(fp32, budget) -> None:
+    texts = trial_texts(12)
+    engine = Engine(fp32.model, token_budget=budget)
+    try:
+        got = engine.encode(texts, fp32.document_prompt)
+    finally:
+        engine.close()
+    want = fp32.model.encode(texts, batch_size=1, convert_to_numpy=True)
+    np.testing.assert_allclose(got, want, atol=2e-6)
+
+
+def test_bf16_keeps_the_parity_gate(fp32) -> None:
+    """bf16 (autocast; emulated where the CPU lacks bf16 instructions) stays within the gate on code and prose."""
+    texts = trial_texts(32)
+    bf16 = load_embedder(EmbedderConfig(precision="bf16"))
+    assert bf16.precision == "bf16" and bf16.fingerprint == fp32.fingerprint  # same model, comparable vectors
+    cos = np.sum(bf16.encode_documents(texts) * fp32.encode_documents(texts), axis=1)
+    assert cos.mean() >= PARITY_MIN_COSINE and cos.min() >= 0.998
+
+
+def test_late_chunking_runs_under_the_engine_precision(fp32) -> None:
+    text = " ".join(f"Sentence {i} is about topic {i % 5}." for i in range(120))
+    spans = [(0, 200), (200, len(text))]
+    bf16 = load_embedder(EmbedderConfig(precision="bf16"))
+    a, b = fp32.encode_late([(text, spans)])[0], bf16.encode_late([(text, spans)])[0]
+    assert np.sum(a * b, axis=1).min() >= PARITY_MIN_COSINE
+
+
+def test_no_native_low_precision_means_fp32(fp32, monkeypatch, tmp_path) -> None:
+    assert candidates("cpu", frozenset({"avx2", "avx512f"})) == []
+    assert candidates("cpu", frozenset({"avx512f", "avx512_bf16"})) == ["bf16"]
+    assert candidates("cpu", frozenset({"amx_bf16"})) == ["bf16"]
+    monkeypatch.setattr(engine_module, "candidates", lambda device: [])
+    precision, report = choose_precision(fp32.model, "m", tmp_path)
+    assert precision == "fp32" and "no low precision" in report["reason"]
+    assert not list(tmp_path.iterdir())  # nothing to remember: no trial ran
+
+
+def _fake_trial(speedup: float, cosine: float):
+    def run(st, options, texts, rounds=2):
+        return [
+            Trial("fp32", 1000.0, 1.0, 1.0, 1.0),
+            *(Trial(p, 1000 * speedup, cosine, cosine, speedup) for p in options),
+        ]
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("speedup", "cosine", "chosen"),
+    [(2.5, 0.99998, "bf16"), (1.02, 0.99998, "fp32"), (3.0, 0.995, "fp32")],
+    ids=["faster-and-close", "not-faster", "fails-parity"],
+)
+def test_auto_takes_a_low_precision_only_if_faster_and_within_parity(
+    fp32, monkeypatch, tmp_path, speedup, cosine, chosen
+) -> None:
+    monkeypatch.setattr(engine_module, "candidates", lambda device: ["bf16"])
+    monkeypatch.setattr(engine_module, "trial", _fake_trial(speedup, cosine))
+    precision, report = choose_precision(fp32.model, "m", tmp_path)
+    assert precision == chosen == report["precision"]
+    assert [t["precision"] for t in report["trials"]] == ["fp32", "bf16"]
+    # cached: a second choice reads the file instead of running a trial
+    monkeypatch.setattr(engine_module, "trial", lambda *a, **k: pytest.fail("trial ran again"))
+    assert choose_precision(fp32.model, "m", tmp_path)[0] == chosen
+    (cached,) = tmp_path.glob("precision-*.json")
+    assert json.loads(cached.read_text())["precision"] == chosen
+
+
+def test_a_corrupt_cache_is_ignored(fp32, monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(engine_module, "candidates", lambda device: ["bf16"])
+    monkeypatch.setattr(engine_module, "trial", _fake_trial(2.0, 0.99999))
+    choose_precision(fp32.model, "m", tmp_path)
+    (cached,) = tmp_path.glob("precision-*.json")
+    cached.write_text('{"precision": "int3"}')
+    assert choose_precision(fp32.model, "m", tmp_path)[0] == "bf16"
+
+
+def test_auto_on_this_machine_is_fp32_or_a_gated_low_precision(tmp_path) -> None:
+    """The real trial on this machine: whatever it picks, its report shows why."""
+    embedder = load_embedder(EmbedderConfig(cache_dir=str(tmp_path)))
+    report = embedder.precision_report
+    assert embedder.precision == report["precision"]
+    if embedder.precision != "fp32":
+        (t,) = [t for t in report["trials"] if t["precision"] == embedder.precision]
+        assert t["mean_cosine"] >= PARITY_MIN_COSINE and t["speedup"] >= engine_module.MIN_SPEEDUP
+    assert list(tmp_path.glob("precision-*.json")) or "reason" in report
+
+
+def test_bad_engine_settings_are_clear_errors() -> None:
+    with pytest.raises(InvalidSettingError, match="precision 'int4'"):
+        load_embedder(EmbedderConfig(precision="int4"))  # type: ignore[arg-type]
+    with pytest.raises(InvalidSettingError, match="fp32/bf16/fp16"):
+        Engine(None, precision="auto")  # type: ignore[arg-type]
