@@ -47,6 +47,11 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
         help="encode precision; auto (default): a low precision only where this machine runs it faster within the "
         "parity gate",
     )
+    p.add_argument(
+        "--backend",
+        choices=("auto", "torch", "openvino"),
+        help="encode backend; auto (default): the fastest within the parity gate (openvino needs longvec[openvino])",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="encode precision of every system (a spec's precision= wins)",
     )
+    p.add_argument(
+        "--backend",
+        choices=("auto", "torch", "openvino"),
+        default="auto",
+        help="encode backend of every system (a spec's backend= wins)",
+    )
     return parser
 
 
@@ -238,6 +249,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     config = EmbedderConfig(
         device=args.device or "auto",
         precision=args.precision or "auto",
+        backend=args.backend or "auto",
         allow_download=args.allow_download,
         query_prefix=args.query_prefix,
         document_prefix=args.document_prefix,
@@ -295,6 +307,7 @@ _SERVER_FIXED = {
     "length_scaled": "--length-scaled",
     "device": "--device",
     "precision": "--precision",
+    "backend": "--backend",
 }
 
 
@@ -506,7 +519,9 @@ def _print_hits(query: str, hits: list[Any], out: TextIO) -> None:
 def _engine_config(args: argparse.Namespace) -> Any:
     from longvec.embedder import EmbedderConfig
 
-    return EmbedderConfig(device=args.device or "auto", precision=args.precision or "auto")
+    return EmbedderConfig(
+        device=args.device or "auto", precision=args.precision or "auto", backend=args.backend or "auto"
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -557,6 +572,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         lengths=lengths,
         model=args.model,
         precision=args.precision,
+        backend=args.backend,
         extra_pools=beir,
         k=args.k,
     )

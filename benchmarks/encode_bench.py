@@ -11,10 +11,12 @@ Rows, each timed on all texts after a warm-up (best of ``--rounds``, the rows in
 background load falls on all alike):
 - ``st-fp32``: ``SentenceTransformer.encode(texts)`` with its defaults (fp32, batches of 32): the baseline.
 - ``st-bf16-autocast``: the same call inside ``torch.autocast(..., bfloat16)`` (what autocast alone gives).
-- ``longvec-fp32`` / ``longvec-bf16`` (``-fp16`` on CUDA): longvec's engine (token-budget batches of
-  length-sorted texts, next batch tokenised while the model runs) at each precision, at the default token
-  budget; ``--budgets`` adds rows at other budgets for the chosen precision.
-- ``longvec-auto``: what ``EmbedderConfig(precision="auto")`` picks on this machine (its trial is printed).
+- ``longvec-BACKEND-PRECISION``: longvec's engine (token-budget batches of length-sorted texts, next batch
+  tokenised while the model runs) on each backend and precision this machine can try (torch fp32 and, where
+  native, bf16 autocast; OpenVINO fp32 and bf16 when installed; fp16 on CUDA), at the default token budget;
+  ``--budgets`` adds rows at other budgets for what ``auto`` picks.
+- What ``EmbedderConfig()`` (backend and precision ``auto``) picks on this machine, with its trial, is printed
+  first.
 Each row: tokens/s (real tokens, no padding), the speed-up over ``st-fp32``, parity against ``st-fp32`` (mean
 and min cosine), and achieved GFLOP/s against the machine's nominal peak:
 - model FLOPs per input of ``n`` real tokens: ``layers * (2 n (4 h^2 + 2 h i) + 4 n^2 h)`` (the linear layers'
@@ -24,7 +26,7 @@ and min cosine), and achieved GFLOP/s against the machine's nominal peak:
   16x32 by 32x16 bf16 tiles per 16 cycles), with AVX-512 BF16 and no AMX = 128. Turbo clocks and whether the
   machine's cores are hyperthreads of fewer physical ones are unknown here, so the peak is nominal.
 - CUDA: no peak is computed (printed as ``-``).
-With ``--index``, the same documents are also indexed by ``Collection.add`` with ``longvec-auto`` (chunking,
+With ``--index``, the same documents are also indexed by ``Collection.add`` with what ``auto`` picks (chunking,
 encoding, SQLite and FAISS writes: what ``longvec index`` runs) and its chunk tokens/s is compared with the
 engine's raw rate on those texts.
 The last line is ``speed-up N.Nx``: the fastest longvec row that passes the parity gate over ``st-fp32``.
@@ -50,7 +52,15 @@ import numpy as np
 
 from longvec.chunking import Chunker
 from longvec.embedder import EmbedderConfig, load_embedder
-from longvec.embedder.engine import PARITY_MIN_COSINE, Engine, candidates, cpu_flags, cpu_name
+from longvec.embedder.engine import (
+    PARITY_MIN_COSINE,
+    Engine,
+    candidates,
+    cpu_flags,
+    cpu_name,
+    openvino_available,
+    options,
+)
 from longvec.index import Collection, Document, token_counter
 
 FLOPS_PER_CYCLE = {"fp32-avx512": 64, "fp32-avx2": 32, "bf16-amx": 1024, "bf16-avx512": 128}
@@ -162,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     st, device = auto.model, auto.model.device.type
     print(
         f"device {device} ({cpu_name() if device == 'cpu' else torch.cuda.get_device_name()}), torch threads "
-        f"{torch.get_num_threads()}, auto precision {auto.precision}: {json.dumps(auto.precision_report)}"
+        f"{torch.get_num_threads()}, auto: {auto.backend} {auto.precision}: {json.dumps(auto.engine_report)}"
     )
     chunker = Chunker(token_counter(auto), auto.max_tokens)
     docs, texts, total = corpus(chunker, args.tokens)
@@ -174,18 +184,24 @@ def main(argv: list[str] | None = None) -> int:
             return st.encode(batch, convert_to_numpy=True, show_progress_bar=False)
 
     engines: dict[str, Engine] = {}
-    for p in ("fp32", *candidates(device)):
-        engines[f"longvec-{p}"] = Engine(st, precision=p)
-    for b in (int(x) for x in args.budgets.split(",") if x):
-        engines[f"longvec-{auto.precision}-budget{b}"] = Engine(st, precision=auto.precision, token_budget=b)
+    pairs = [("torch", "fp32"), *options(device)]
+    if device == "cpu" and openvino_available() and ("openvino", "fp32") not in pairs:
+        pairs.append(("openvino", "fp32"))
+    with tempfile.TemporaryDirectory() as ir:
+        for b, p in pairs:
+            engines[f"longvec-{b}-{p}"] = Engine(st, backend=b, precision=p, openvino_cache=Path(ir) / "m")
+        for budget in (int(x) for x in args.budgets.split(",") if x):
+            engines[f"longvec-{auto.backend}-{auto.precision}-budget{budget}"] = Engine(
+                st, backend=auto.backend, precision=auto.precision, token_budget=budget, openvino_cache=Path(ir) / "m"
+            )
     rows: dict[str, Any] = {"st-fp32": lambda batch: st_encode(batch, None)}
     if candidates(device):
         low = torch.bfloat16 if "bf16" in candidates(device) else torch.float16
         rows[f"st-{'bf16' if low == torch.bfloat16 else 'fp16'}-autocast"] = lambda batch: st_encode(batch, low)
     for name, engine in engines.items():
         rows[name] = lambda batch, engine=engine: engine.encode(batch, "")
-    auto_name = f"longvec-{auto.precision}"
-    lengths = engines["longvec-fp32"].lengths(texts, "")
+    auto_name = f"longvec-{auto.backend}-{auto.precision}"
+    lengths = engines["longvec-torch-fp32"].lengths(texts, "")
     flops = model_flops(st, lengths)
     for fn in rows.values():  # warm-up
         fn(texts[:64])
@@ -229,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": torch.get_num_threads(),
         "chunks": len(texts),
         "tokens": real_tokens,
-        "auto": auto.precision_report,
+        "auto": auto.engine_report,
         "rows": results,
     }
     if args.index:

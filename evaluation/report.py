@@ -12,7 +12,7 @@ from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from longvec.embedder import Precision, check_dim
+from longvec.embedder import Backend, Precision, check_dim
 from longvec.evaluation.datasets import load_dataset
 from longvec.evaluation.metrics import format_table, paired_test
 from longvec.evaluation.runner import Runner, SystemResult
@@ -50,6 +50,7 @@ def run_eval(
     lengths: set[int] | None = None,
     model: str | None = None,
     precision: Precision = "auto",
+    backend: Backend = "auto",
     extra_pools: list[Dataset] | None = None,
     k: int = 100,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
@@ -58,7 +59,7 @@ def run_eval(
 
     ``lengths`` selects the synthetic pools' lengths; pools are renamed where two would share a name.
     """
-    runner = Runner(model=model, k=k, precision=precision)
+    runner = Runner(model=model, k=k, precision=precision, backend=backend)
     counter = runner.encoder(256).counter
     for spec in systems:  # a bad dim fails now, not after a corpus has been indexed
         if spec.dense:

@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 
 from longvec.chunking import Span, TokenCounter
 from longvec.chunking.languages import CODE_LANGUAGES, normalize_language
-from longvec.embedder import DEFAULT_MODEL, EmbedderConfig, Encoder, Precision, load_embedder, truncate
+from longvec.embedder import DEFAULT_MODEL, Backend, EmbedderConfig, Encoder, Precision, load_embedder, truncate
 from longvec.evaluation.metrics import Run, evaluate_run
 from longvec.evaluation.systems import LONGVEC_KINDS, SystemSpec
 from longvec.evaluation.types import Dataset, EvalDoc
@@ -158,17 +158,23 @@ class Runner:
     """Runs systems on pools; one model per ``max_tokens`` is loaded once and shared."""
 
     def __init__(
-        self, *, k: int = 10, model: str | None = None, work_dir: Path | None = None, precision: Precision = "auto"
+        self,
+        *,
+        k: int = 10,
+        model: str | None = None,
+        work_dir: Path | None = None,
+        precision: Precision = "auto",
+        backend: Backend = "auto",
     ) -> None:
         self.k = k
         self.model = model
-        self.precision = precision
+        self.engine = {"precision": precision, "backend": backend}
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="longvec-eval-"))
         self._encoders: dict[tuple[int, str], TimedEncoder] = {}
 
     def encoder(self, max_tokens: int, settings: dict[str, object] | None = None) -> TimedEncoder:
         """The shared encoder for a token limit and ``EmbedderConfig`` settings (long context, precision)."""
-        settings = {"precision": self.precision} | (settings or {})
+        settings = self.engine | (settings or {})
         key = (max_tokens, repr(sorted(settings.items())))
         if key not in self._encoders:
             config = EmbedderConfig(model=self.model or DEFAULT_MODEL, max_tokens=max_tokens, **settings)

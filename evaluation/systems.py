@@ -12,8 +12,9 @@ A system is named by a spec string ``KIND[:key=value,...]``:
   Long context (``embedder.longctx``): ``extend`` grows the model's position table to that many tokens
   (``max_tokens`` then defaults to it) by ``positions`` (``keep``/``linear``/``group``) interpolation, and
   ``tau`` is a TempScale attention temperature.
-- Every kind that embeds also takes ``precision`` (``fp32``/``bf16``/``fp16``/``auto``): the encode engine's
-  precision (default: the run's ``--precision``, itself ``auto`` unless given).
+- Every kind that embeds also takes ``precision`` (``fp32``/``bf16``/``fp16``/``auto``) and ``backend``
+  (``torch``/``openvino``/``auto``): the encode engine's (default: the run's ``--precision`` / ``--backend``,
+  themselves ``auto`` unless given).
 - ``st``: plain sentence-transformers + exact (brute-force) search over whole documents, truncated by the model at
   ``max_tokens`` (256 is the model's own limit) — what most stacks do.
 - ``windows``: fixed ``max_tokens``-token windows cut on token ids with no regard for structure, document
@@ -30,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from longvec.embedder import POSITION_MODES, PRECISIONS, PositionMode, Precision
+from longvec.embedder import BACKENDS, POSITION_MODES, PRECISIONS, Backend, PositionMode, Precision
 from longvec.index import AGG_MODES, FUSIONS, SEARCH_MODES, AggMode, Fusion, InvalidInputError, SearchMode
 from longvec.index.lexical import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_SEARCH_MODE
 
@@ -51,7 +52,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "bm25": (),
 }
 for _kind in ("chunk", "truncate", "late", "st", "windows", "sts"):
-    KEYS[_kind] += ("precision",)
+    KEYS[_kind] += ("precision", "backend")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class SystemSpec:
     positions: PositionMode | None = None
     tau: float | None = None
     precision: Precision | None = None
+    backend: Backend | None = None
 
     @classmethod
     def parse(cls, spec: str) -> SystemSpec:
@@ -114,6 +116,8 @@ class SystemSpec:
             parts.append(f"extend {self.extend} {self.positions or 'keep'}")
         if self.tau is not None:
             parts.append(f"tau {self.tau:g}")
+        if self.backend is not None:
+            parts.append(self.backend)
         if self.precision is not None:
             parts.append(self.precision)
         return " ".join(parts)
@@ -133,7 +137,8 @@ class SystemSpec:
     @property
     def encoder_settings(self) -> dict[str, object]:
         """The ``EmbedderConfig`` fields this system's encoder is loaded with: long context and precision."""
-        return self.long_context | ({"precision": self.precision} if self.precision is not None else {})
+        engine = {"precision": self.precision, "backend": self.backend}
+        return self.long_context | {k: v for k, v in engine.items() if v is not None}
 
     @property
     def channels(self) -> tuple[SearchMode, Fusion | None, float | None]:
@@ -157,6 +162,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "fusion": FUSIONS,
     "positions": POSITION_MODES,
     "precision": PRECISIONS,
+    "backend": BACKENDS,
 }
 
 

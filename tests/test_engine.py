@@ -9,7 +9,16 @@ import pytest
 
 from longvec.embedder import EmbedderConfig, InvalidSettingError, load_embedder
 from longvec.embedder import engine as engine_module
-from longvec.embedder.engine import PARITY_MIN_COSINE, Engine, Trial, candidates, choose_precision, trial_texts
+from longvec.embedder.engine import (
+    PARITY_MIN_COSINE,
+    Engine,
+    Trial,
+    candidates,
+    choose,
+    openvino_available,
+    options,
+    trial_texts,
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,22 +75,32 @@ def test_late_chunking_runs_under_the_engine_precision(fp32) -> None:
     assert np.sum(a * b, axis=1).min() >= PARITY_MIN_COSINE
 
 
-def test_no_native_low_precision_means_fp32(fp32, monkeypatch, tmp_path) -> None:
+def test_what_is_tried_follows_the_hardware_and_the_installed_backends(monkeypatch) -> None:
     assert candidates("cpu", frozenset({"avx2", "avx512f"})) == []
     assert candidates("cpu", frozenset({"avx512f", "avx512_bf16"})) == ["bf16"]
     assert candidates("cpu", frozenset({"amx_bf16"})) == ["bf16"]
+    monkeypatch.setattr(engine_module, "candidates", lambda device: ["bf16"])
+    monkeypatch.setattr(engine_module, "openvino_available", lambda: True)
+    assert options("cpu") == [("torch", "bf16"), ("openvino", "bf16")]
+    assert options("cpu", precision="fp32") == [("openvino", "fp32")]
+    assert options("cpu", backend="torch") == [("torch", "bf16")]
+    monkeypatch.setattr(engine_module, "openvino_available", lambda: False)  # not installed: torch only
+    assert options("cpu") == [("torch", "bf16")]
     monkeypatch.setattr(engine_module, "candidates", lambda device: [])
-    precision, report = choose_precision(fp32.model, "m", tmp_path)
-    assert precision == "fp32" and "no low precision" in report["reason"]
+    assert options("cpu") == []
+
+
+def test_nothing_to_try_means_torch_fp32(fp32, monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(engine_module, "options", lambda device, backend, precision: [])
+    backend, precision, report = choose(fp32.model, "m", tmp_path)
+    assert (backend, precision) == ("torch", "fp32") and "nothing besides torch fp32" in report["reason"]
     assert not list(tmp_path.iterdir())  # nothing to remember: no trial ran
 
 
 def _fake_trial(speedup: float, cosine: float):
-    def run(st, options, texts, rounds=2):
-        return [
-            Trial("fp32", 1000.0, 1.0, 1.0, 1.0),
-            *(Trial(p, 1000 * speedup, cosine, cosine, speedup) for p in options),
-        ]
+    def run(st, pairs, texts, rounds=2, openvino_cache=None):
+        rows = [Trial(b, p, 1000 * speedup, cosine, cosine, speedup) for b, p in pairs]
+        return [Trial("torch", "fp32", 1000.0, 1.0, 1.0, 1.0), *rows]
 
     return run
 
@@ -94,34 +113,34 @@ def _fake_trial(speedup: float, cosine: float):
 def test_auto_takes_a_low_precision_only_if_faster_and_within_parity(
     fp32, monkeypatch, tmp_path, speedup, cosine, chosen
 ) -> None:
-    monkeypatch.setattr(engine_module, "candidates", lambda device: ["bf16"])
+    monkeypatch.setattr(engine_module, "options", lambda device, backend, precision: [("torch", "bf16")])
     monkeypatch.setattr(engine_module, "trial", _fake_trial(speedup, cosine))
-    precision, report = choose_precision(fp32.model, "m", tmp_path)
-    assert precision == chosen == report["precision"]
+    backend, precision, report = choose(fp32.model, "m", tmp_path)
+    assert backend == "torch" and precision == chosen == report["precision"]
     assert [t["precision"] for t in report["trials"]] == ["fp32", "bf16"]
     # cached: a second choice reads the file instead of running a trial
     monkeypatch.setattr(engine_module, "trial", lambda *a, **k: pytest.fail("trial ran again"))
-    assert choose_precision(fp32.model, "m", tmp_path)[0] == chosen
+    assert choose(fp32.model, "m", tmp_path)[1] == chosen
     (cached,) = tmp_path.glob("precision-*.json")
     assert json.loads(cached.read_text())["precision"] == chosen
 
 
 def test_a_corrupt_cache_is_ignored(fp32, monkeypatch, tmp_path) -> None:
-    monkeypatch.setattr(engine_module, "candidates", lambda device: ["bf16"])
+    monkeypatch.setattr(engine_module, "options", lambda device, backend, precision: [("torch", "bf16")])
     monkeypatch.setattr(engine_module, "trial", _fake_trial(2.0, 0.99999))
-    choose_precision(fp32.model, "m", tmp_path)
+    choose(fp32.model, "m", tmp_path)
     (cached,) = tmp_path.glob("precision-*.json")
-    cached.write_text('{"precision": "int3"}')
-    assert choose_precision(fp32.model, "m", tmp_path)[0] == "bf16"
+    cached.write_text('{"precision": "int3", "backend": "torch"}')
+    assert choose(fp32.model, "m", tmp_path)[1] == "bf16"
 
 
 def test_auto_on_this_machine_is_fp32_or_a_gated_low_precision(tmp_path) -> None:
     """The real trial on this machine: whatever it picks, its report shows why."""
     embedder = load_embedder(EmbedderConfig(cache_dir=str(tmp_path)))
-    report = embedder.precision_report
-    assert embedder.precision == report["precision"]
-    if embedder.precision != "fp32":
-        (t,) = [t for t in report["trials"] if t["precision"] == embedder.precision]
+    report = embedder.engine_report
+    assert (embedder.backend, embedder.precision) == (report["backend"], report["precision"])
+    if (embedder.backend, embedder.precision) != ("torch", "fp32"):
+        (t,) = [t for t in report["trials"] if (t["backend"], t["precision"]) == (embedder.backend, embedder.precision)]
         assert t["mean_cosine"] >= PARITY_MIN_COSINE and t["speedup"] >= engine_module.MIN_SPEEDUP
     assert list(tmp_path.glob("precision-*.json")) or "reason" in report
 
@@ -129,5 +148,48 @@ def test_auto_on_this_machine_is_fp32_or_a_gated_low_precision(tmp_path) -> None
 def test_bad_engine_settings_are_clear_errors() -> None:
     with pytest.raises(InvalidSettingError, match="precision 'int4'"):
         load_embedder(EmbedderConfig(precision="int4"))  # type: ignore[arg-type]
+    with pytest.raises(InvalidSettingError, match="backend 'onnx'"):
+        load_embedder(EmbedderConfig(backend="onnx"))  # type: ignore[arg-type]
     with pytest.raises(InvalidSettingError, match="fp32/bf16/fp16"):
         Engine(None, precision="auto")  # type: ignore[arg-type]
+    with pytest.raises(InvalidSettingError, match="length-scaled"):
+        load_embedder(EmbedderConfig(backend="openvino", temperature=0.9, length_scaled=True))
+
+
+# `make install` installs the openvino extra; without it these are reported as skipped (pytest -ra), never hidden.
+needs_openvino = pytest.mark.skipif(not openvino_available(), reason="the openvino extra is not installed")
+
+
+@needs_openvino
+@pytest.mark.parametrize(("precision", "least"), [("fp32", 0.99999), ("bf16", PARITY_MIN_COSINE)])
+def test_openvino_matches_torch_fp32(fp32, tmp_path, precision, least) -> None:
+    texts = trial_texts(32)
+    ov = load_embedder(EmbedderConfig(backend="openvino", precision=precision, cache_dir=str(tmp_path)))
+    assert (ov.backend, ov.precision) == ("openvino", precision) and ov.fingerprint == fp32.fingerprint
+    cos = np.sum(ov.encode_documents(texts) * fp32.encode_documents(texts), axis=1)
+    assert cos.mean() >= least
+    assert list(tmp_path.glob("openvino-*.xml"))  # converted once, kept for the next load
+
+
+@needs_openvino
+def test_openvino_carries_long_context_patches(tmp_path) -> None:
+    """The converted model is the patched one: extended positions read past the trained window alike."""
+    config = {"extend_to": 1024, "positions": "keep", "cache_dir": str(tmp_path)}
+    torch32 = load_embedder(EmbedderConfig(backend="torch", precision="fp32", **config))
+    ov = load_embedder(EmbedderConfig(backend="openvino", precision="fp32", **config))
+    text = " ".join(f"Clause {i} names the value {i * 7}." for i in range(150))  # ~900 tokens
+    assert np.sum(ov.encode_documents([text]) * torch32.encode_documents([text])) >= 0.9999
+
+
+@needs_openvino
+def test_a_backend_that_fails_falls_back_to_torch_under_auto(monkeypatch, tmp_path, caplog) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("conversion failed")
+
+    monkeypatch.setattr(engine_module, "OpenVinoForward", broken)
+    monkeypatch.setattr(engine_module, "options", lambda device, backend, precision: [("openvino", "fp32")])
+    embedder = load_embedder(EmbedderConfig(cache_dir=str(tmp_path), token_budget=4096))
+    assert embedder.backend == "torch"
+    assert "left out of the engine trial: conversion failed" in caplog.text
+    with pytest.raises(InvalidSettingError, match="openvino backend cannot run this model: conversion failed"):
+        load_embedder(EmbedderConfig(backend="openvino", precision="fp32", cache_dir=str(tmp_path)))

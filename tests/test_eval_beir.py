@@ -214,6 +214,6 @@ def test_cli_agg_choices_are_the_products():
 def test_bad_system_options_fail_before_any_indexing(tmp_path, capsys):
     root = write_beir(tmp_path / "tiny")
     assert main(["eval", "--beir", str(root), "--systems", "st:dim=128"]) == 2
-    assert "expected key=value with key in ['max_tokens', 'precision']" in capsys.readouterr().err
+    assert "expected key=value with key in ['max_tokens', 'precision', 'backend']" in capsys.readouterr().err
     assert main(["eval", "--beir", str(root), "--systems", "chunk:dim=100"]) == 2
     assert "dim 100 not in" in capsys.readouterr().err

@@ -98,7 +98,8 @@ def test_spec_parsing():
     assert SystemSpec.parse("sts:max_tokens=128").name == "semantic-text-splitter-128"
     assert "sts" in DEFAULT_SYSTEMS
     with pytest.raises(
-        InvalidInputError, match=r"system 'sts:overlap=8': expected key=value with key in \['max_tokens', 'precision'\]"
+        InvalidInputError,
+        match=r"system 'sts:overlap=8': expected key=value with key in \['max_tokens', 'precision', 'backend'\]",
     ):
         SystemSpec.parse("sts:overlap=8")
 

@@ -67,14 +67,20 @@ def test_bad_interpolation_settings_are_refused(target, mode, keep):
         interpolated_table(_table(), target, mode, keep)
 
 
+def _config(**settings) -> EmbedderConfig:
+    """The model on torch in fp32: these tests check the patches' arithmetic, exactly (the engine's backends and
+    precisions are held to their parity gate in test_engine.py)."""
+    return EmbedderConfig(backend="torch", precision="fp32", **settings)
+
+
 @pytest.fixture(scope="module")
 def base():
-    return load_embedder(EmbedderConfig())
+    return load_embedder(_config())
 
 
 @pytest.fixture(scope="module")
 def extended():
-    return load_embedder(EmbedderConfig(extend_to=4096))
+    return load_embedder(_config(extend_to=4096))
 
 
 def _n_tokens(embedder, text: str) -> int:
@@ -85,7 +91,7 @@ def test_extension_keeps_short_inputs_identical_and_changes_the_fingerprint(base
     assert extended.max_tokens == extended.position_limit == 4096
     assert np.array_equal(base.encode_documents(SHORT), extended.encode_documents(SHORT))
     assert base.fingerprint != extended.fingerprint
-    linear = load_embedder(EmbedderConfig(extend_to=1024, positions="linear"))
+    linear = load_embedder(_config(extend_to=1024, positions="linear"))
     assert not np.allclose(base.encode_documents(SHORT), linear.encode_documents(SHORT), atol=1e-4)  # asked for
 
 
@@ -102,9 +108,9 @@ def test_an_extended_model_reads_past_its_trained_window(base, extended):
 
 def test_max_tokens_is_checked_against_the_extended_limit():
     with pytest.raises(InvalidSettingError):
-        load_embedder(EmbedderConfig(extend_to=1024, max_tokens=2048))
+        load_embedder(_config(extend_to=1024, max_tokens=2048))
     with pytest.raises(InvalidSettingError):
-        load_embedder(EmbedderConfig(extend_to=256))  # below the model's 512-row table
+        load_embedder(_config(extend_to=256))  # below the model's 512-row table
 
 
 def _scales(model) -> list[float]:
@@ -132,15 +138,15 @@ def test_tempscale_at_one_is_the_model_itself_and_settings_do_not_compound(base)
 
 
 def test_tempscale_through_the_config_changes_the_fingerprint(base):
-    sharp = load_embedder(EmbedderConfig(temperature=0.8))
-    assert sharp.fingerprint not in (base.fingerprint, load_embedder(EmbedderConfig(extend_to=4096)).fingerprint)
+    sharp = load_embedder(_config(temperature=0.8))
+    assert sharp.fingerprint not in (base.fingerprint, load_embedder(_config(extend_to=4096)).fingerprint)
     with pytest.raises(InvalidSettingError):
-        load_embedder(EmbedderConfig(temperature=0.0))
+        load_embedder(_config(temperature=0.0))
 
 
 @pytest.mark.slow
 def test_a_16k_token_input_encodes(extended):
-    big = load_embedder(EmbedderConfig(extend_to=16384))
+    big = load_embedder(_config(extend_to=16384))
     text = " ".join(f"Sentence {i} talks about topic {i % 37}." for i in range(1800))
     assert 12000 < _n_tokens(big, text) <= 16384
     (v,) = big.encode_documents([text])
@@ -150,16 +156,16 @@ def test_a_16k_token_input_encodes(extended):
 def test_a_collection_records_its_long_context_and_reopens_with_it(tmp_path):
     root = tmp_path / "c"
     text = " ".join(f"Sentence {i} talks about topic {i % 37}." for i in range(100)) + " The pass key is 48213."
-    with Collection.create(root, embedder_config=EmbedderConfig(extend_to=1024)) as c:
+    with Collection.create(root, embedder_config=_config(extend_to=1024)) as c:
         c.add([Document("long", text), Document("short", "The weather in Lisbon is mild.")])
         assert c.info()["encoder"] == {"extend_to": 1024} and c.info()["max_tokens"] == 1024
         assert c.info()["chunks"] == 2  # ~720 tokens: one chunk, one vector, read whole
         before = c.search("pass key 48213", k=2, mode="dense")
-    with Collection.open(root, readonly=True) as c:  # no settings given: the manifest's are loaded
-        assert c.embedder.fingerprint == load_embedder(EmbedderConfig(extend_to=1024)).fingerprint
+    with Collection.open(root, readonly=True, embedder_config=_config()) as c:  # the manifest's settings are loaded
+        assert c.embedder.fingerprint == load_embedder(_config(extend_to=1024)).fingerprint
         assert c.search("pass key 48213", k=2, mode="dense") == before
     with pytest.raises(ModelMismatchError, match="long-context"):
-        Collection.open(root, embedder_config=EmbedderConfig(extend_to=2048))
+        Collection.open(root, embedder_config=_config(extend_to=2048))
     plain = tmp_path / "plain"
     Collection.create(plain).close()
     manifest = json.loads((plain / "manifest.json").read_text())
@@ -321,7 +327,7 @@ def test_roberta_style_tables_keep_their_leading_rows_and_number_every_token():
 
 
 def test_length_scaled_vectors_do_not_depend_on_their_batch():
-    scaled = load_embedder(EmbedderConfig(extend_to=1024, length_scaled=True))
+    scaled = load_embedder(_config(extend_to=1024, length_scaled=True))
     long = " ".join(f"Line {i} of a long page." for i in range(100))  # ~700 tokens: logits scaled by ~1.2
     assert 600 < _n_tokens(scaled, long) < 1024
     alone = scaled.encode_documents([SHORT[1]])
