@@ -17,8 +17,9 @@ background load falls on all alike):
   ``--budgets`` adds rows at other budgets for what ``auto`` picks.
 - What ``EmbedderConfig()`` (backend and precision ``auto``) picks on this machine, with its trial, is printed
   first.
-Each row: tokens/s (real tokens, no padding), the speed-up over ``st-fp32``, parity against ``st-fp32`` (mean
-and min cosine), and achieved GFLOP/s against the machine's nominal peak:
+The padding each engine row's batches add over the real tokens is printed first (what padding-free packing
+could save at most). Each row: tokens/s (real tokens, no padding), the speed-up over ``st-fp32``, parity
+against ``st-fp32`` (mean and min cosine), and achieved GFLOP/s against the machine's nominal peak:
 - model FLOPs per input of ``n`` real tokens: ``layers * (2 n (4 h^2 + 2 h i) + 4 n^2 h)`` (the linear layers'
   multiply-adds and the attention products; padding, embeddings, softmax and pooling not counted);
 - CPU peak = physical cores x base clock (``/proc/cpuinfo`` ``cpu MHz``) x FLOP per cycle per core: fp32 with
@@ -213,6 +214,13 @@ def main(argv: list[str] | None = None) -> int:
             vectors[name] = unit(np.asarray(fn(texts), dtype=np.float32))
             best[name] = min(best[name], time.perf_counter() - start)
     real_tokens = sum(lengths)
+    padded = {
+        name: sum(len(b) * max(lengths[i] for i in b) for b in engine.batches(lengths))
+        for name, engine in engines.items()
+    }
+    for name, n in padded.items():
+        batches = len(engines[name].batches(lengths))
+        print(f"{name}: {n / real_tokens - 1:.1%} padding over the real tokens ({batches} batches)")
     base = best["st-fp32"]
     results = []
     print(f"{'row':<34} {'tokens/s':>9} {'speed-up':>8} {'mean cos':>9} {'min cos':>9} {'GFLOP/s':>8} {'peak':>7}")
@@ -246,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "chunks": len(texts),
         "tokens": real_tokens,
         "auto": auto.engine_report,
+        "padding": {name: n / real_tokens - 1 for name, n in padded.items()},
         "rows": results,
     }
     if args.index:

@@ -14,7 +14,6 @@ import numpy as np
 
 from longvec.embedder.engine import (
     BACKENDS,
-    DEFAULT_TOKEN_BUDGET,
     PARITY_MIN_COSINE,
     PRECISIONS,
     Backend,
@@ -102,7 +101,7 @@ class EmbedderConfig:
     backend: Backend = "auto"
     max_tokens: int | None = None  # None: the model's own max_seq_length
     batch_size: int = 256
-    token_budget: int = DEFAULT_TOKEN_BUDGET
+    token_budget: int | None = None  # None: by device (engine.TOKEN_BUDGETS)
     cache_dir: str | None = str(Path.home() / ".cache" / "longvec" / "engine")
     query_prefix: str = ""
     document_prefix: str = ""
@@ -204,7 +203,7 @@ class Embedder:
         with self._lock:
             late = self._late.get(window)
             if late is None:
-                batch = max(1, min(self._batch_size, self.config.token_budget // window))
+                batch = max(1, min(self._batch_size, self._engine.token_budget // window))
                 late = LateEncoder(self._st, self.tokenizer, self.document_prompt, window, batch, self._engine.autocast)
                 self._late[window] = late
             return late.encode(docs)
