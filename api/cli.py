@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="embed code chunks without the signatures of the definitions they belong to (new collections)",
     )
     p.add_argument(
+        "--path-context",
+        action="store_const",
+        const=True,
+        help="embed code chunks with their document's path as the first line of their context (new collections)",
+    )
+    p.add_argument(
         "--doc-vector",
         action="store_const",
         const=True,
@@ -266,6 +272,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         overlap_tokens=args.overlap_tokens,
         code_context=args.code_context,
+        path_context=args.path_context,
         doc_vector=args.doc_vector,
         search_mode=args.mode,
         fusion=args.fusion,
@@ -295,6 +302,7 @@ _SERVER_FIXED = {
     "max_tokens": "--max-tokens",
     "overlap_tokens": "--overlap-tokens",
     "code_context": "--no-code-context",
+    "path_context": "--path-context",
     "doc_vector": "--doc-vector",
     "mode": "--mode",
     "fusion": "--fusion",
@@ -423,8 +431,9 @@ class _first_run:
 
 
 class _progress:
-    """Called with each batch's AddResult: a tqdm bar on a terminal; elsewhere a log line every few seconds
-    (documents done of ``total``, chunks, tokens/s, time left), so long jobs in CI or cron are not silent."""
+    """Called with each batch's AddResult: a tqdm bar on a terminal (docs/s, chunks, tokens/s); elsewhere a log
+    line every few seconds (documents done of ``total``, chunks, tokens/s, time left), so long jobs in CI or cron
+    are not silent."""
 
     EVERY = 5.0
 
@@ -442,7 +451,8 @@ class _progress:
         self.docs, self.chunks, self.tokens = self.docs + done, self.chunks + result.chunks, self.tokens + result.tokens
         if self._bar is not None:
             self._bar.update(done)
-            self._bar.set_postfix(chunks=self.chunks)
+            elapsed = max(time.monotonic() - self._start, 1e-9)
+            self._bar.set_postfix(chunks=self.chunks, tok_s=f"{self.tokens / elapsed:.0f}")
         elif time.monotonic() - self._last >= self.EVERY:
             self._last = time.monotonic()
             print(self.line(), file=sys.stderr, flush=True)

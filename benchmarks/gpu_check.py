@@ -32,11 +32,11 @@ def encode_check(texts: list[str]) -> dict[str, Any]:
 
     if not torch.cuda.is_available():
         return {"skipped": "torch.cuda.is_available() is False"}
-    cpu = load_embedder(EmbedderConfig(device="cpu"))
+    cpu = load_embedder(EmbedderConfig(device="cpu", backend="torch", precision="fp32"))
     ref = cpu.encode_documents(texts[:64])
     out: dict[str, Any] = {"device": torch.cuda.get_device_name(0)}
-    for precision in ("fp32", "bf16"):
-        gpu = load_embedder(EmbedderConfig(device="cuda", precision=precision, batch_size=128))
+    for precision in ("fp32", "bf16", "fp16"):
+        gpu = load_embedder(EmbedderConfig(device="cuda", backend="torch", precision=precision))
         gpu.encode_documents(texts[:64])  # warm-up
         torch.cuda.synchronize()
         start = time.perf_counter()

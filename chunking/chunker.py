@@ -39,6 +39,7 @@ class Chunker:
     max_tokens: int
     overlap_tokens: int = 0
     code_context: bool = True
+    path_context: bool = False
 
     def __post_init__(self) -> None:
         # Validate eagerly with the same messages as the chunkers themselves.
@@ -58,7 +59,7 @@ class Chunker:
             chunks = text_chunker.chunk(doc_id, text, kind=kind, language=lang)
         chunks = merge_fragments(chunks, text, self.counter, self.max_tokens)
         if self.code_context and lang in CODE_LANGUAGES:
-            chunks = with_context(chunks, self.counter, self.max_tokens)
+            chunks = with_context(chunks, self.counter, self.max_tokens, path if self.path_context else None)
         return chunks
 
 

@@ -36,12 +36,15 @@ def context_reserve(max_tokens: int) -> int:
     return min(MAX_CONTEXT_TOKENS, max_tokens // 8)
 
 
-def with_context(chunks: list[Chunk], counter: TokenCounter, max_tokens: int) -> list[Chunk]:
-    """``chunks`` of one code document with ``context`` set where an enclosing definition's header is missing."""
+def with_context(chunks: list[Chunk], counter: TokenCounter, max_tokens: int, path: str | None = None) -> list[Chunk]:
+    """``chunks`` of one code document with ``context`` set where an enclosing definition's header is missing;
+    with ``path``, every chunk's context starts with the document's path (the outermost line: dropped first)."""
     signatures = _signatures(chunks)
     out = []
     for chunk in chunks:
         lines = [signatures[p] for p in _scopes(chunk.symbol) if p in signatures and not _contains(chunk, p)]
+        if path:
+            lines.insert(0, path[-_MAX_LINE_CHARS:])
         context = _fit(lines, counter, max_tokens - chunk.n_tokens) if lines else ""
         if context and (n := counter.count(context + "\n" + chunk.text)) <= max_tokens:  # joins can merge tokens
             chunk = replace(chunk, context=context, n_tokens=n)

@@ -208,10 +208,13 @@ class Runner:
             "strategy": spec.kind,
             "overlap_tokens": spec.overlap,
             "code_context": spec.context,
+            "path_context": spec.path,
             "doc_vector": spec.docvec,
         }
         with Collection.create(root, embedder=enc, **settings) as coll:
-            coll.add(Document(d.doc_id, d.text, language=d.language) for d in ds.docs)
+            coll.add(
+                Document(d.doc_id, d.text, language=d.language, path=d.path if spec.path else None) for d in ds.docs
+            )
             mode, fusion, alpha = spec.channels
             channels = {"mode": mode, "fusion": fusion, "alpha": alpha}
             hits = coll.search_many(queries, k=self.k, dim=spec.dim, agg=spec.agg, **channels)

@@ -43,7 +43,19 @@ LONGVEC_KINDS = ("chunk", "truncate", "late")  # systems that are longvec collec
 DEFAULT_SYSTEMS = ("chunk", "truncate", "st:max_tokens=256", "st:max_tokens=512", "windows", "sts", "bm25")
 # The options each kind honours; any other key in a spec is an error, never silently ignored.
 KEYS: dict[str, tuple[str, ...]] = {
-    "chunk": ("max_tokens", "overlap", "dim", "agg", "mode", "fusion", "alpha", "context", "docvec", *LONG_KEYS),
+    "chunk": (
+        "max_tokens",
+        "overlap",
+        "dim",
+        "agg",
+        "mode",
+        "fusion",
+        "alpha",
+        "context",
+        "docvec",
+        "path",
+        *LONG_KEYS,
+    ),
     "truncate": ("max_tokens", "dim", "mode", "fusion", "alpha", *LONG_KEYS),
     "late": ("max_tokens", "dim", "mode", "fusion", "alpha", "docvec", *LONG_KEYS),
     "st": ("max_tokens",),
@@ -67,6 +79,7 @@ class SystemSpec:
     alpha: float | None = None
     context: bool = True
     docvec: bool = False
+    path: bool = False
     extend: int | None = None
     positions: PositionMode | None = None
     tau: float | None = None
@@ -112,6 +125,8 @@ class SystemSpec:
             parts.append("no context")
         if self.docvec:
             parts.append("+ doc vector")
+        if self.path:
+            parts.append("+ path")
         if self.extend is not None:
             parts.append(f"extend {self.extend} {self.positions or 'keep'}")
         if self.tau is not None:
@@ -181,7 +196,7 @@ def _value(spec: str, key: str, value: str) -> object:
         if not low <= number <= high:
             raise InvalidInputError(f"system {spec!r}: {key} must be a number in [{low:g}, {high:g}], got {value!r}")
         return number
-    if key in ("context", "docvec"):
+    if key in ("context", "docvec", "path"):
         if value not in ("0", "1"):
             raise InvalidInputError(f"system {spec!r}: {key} must be 0 or 1, got {value!r}")
         return value == "1"

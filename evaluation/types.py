@@ -12,6 +12,7 @@ class EvalDoc:
     doc_id: str
     text: str
     language: str | None
+    path: str | None = None  # the source file, where the dataset knows it (code: doc_id ``file::name``)
 
 
 @dataclass(frozen=True)

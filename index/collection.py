@@ -50,7 +50,7 @@ from longvec.index.types import DOC_SYMBOL, AddResult, Document, Hit
 from longvec.index.vectors import gpu_count
 
 # Settings fixed when a collection is built (giving other values for an existing one is an error).
-_BUILD_SETTINGS = ("strategy", "max_tokens", "overlap_tokens", "code_context", "doc_vector")
+_BUILD_SETTINGS = ("strategy", "max_tokens", "overlap_tokens", "code_context", "path_context", "doc_vector")
 
 
 def token_counter(embedder: Encoder) -> TokenCounter:
@@ -58,9 +58,11 @@ def token_counter(embedder: Encoder) -> TokenCounter:
     return TokenCounter(embedder.tokenizer, embedder.document_prompt)
 
 
-def _chunker(counter: TokenCounter, max_tokens: int, overlap_tokens: int, code_context: bool = True) -> Chunker:
+def _chunker(
+    counter: TokenCounter, max_tokens: int, overlap_tokens: int, code_context: bool = True, path_context: bool = False
+) -> Chunker:
     try:
-        return Chunker(counter, max_tokens, overlap_tokens, code_context)
+        return Chunker(counter, max_tokens, overlap_tokens, code_context, path_context)
     except ValueError as exc:  # the chunkers' own range checks: bad settings from the caller
         raise InvalidInputError(str(exc)) from None
 
@@ -86,7 +88,9 @@ class Collection:
     def __init__(self, root: Path, manifest: Manifest, embedder: Encoder, *, readonly: bool) -> None:
         self.root, self.manifest, self.embedder, self.readonly = root, manifest, embedder, readonly
         self.counter = token_counter(embedder)
-        self._chunker = _chunker(self.counter, manifest.max_tokens, manifest.overlap_tokens, manifest.code_context)
+        self._chunker = _chunker(
+            self.counter, manifest.max_tokens, manifest.overlap_tokens, manifest.code_context, manifest.path_context
+        )
         self._lock = threading.RLock()
         self._lock_file = None if readonly else take_writer_lock(root)
         try:
@@ -110,6 +114,7 @@ class Collection:
         max_tokens: int | None = None,
         overlap_tokens: int = 0,
         code_context: bool = True,
+        path_context: bool = False,
         doc_vector: bool = False,
         search_mode: SearchMode = DEFAULT_SEARCH_MODE,
         fusion: Fusion = DEFAULT_FUSION,
@@ -119,7 +124,8 @@ class Collection:
     ) -> Collection:
         """A new collection at ``root``; ``embedder`` (already loaded) wins over ``model``/``embedder_config``.
 
-        ``code_context``: code chunks are embedded with the signatures of the definitions they belong to.
+        ``code_context``: code chunks are embedded with the signatures of the definitions they belong to;
+        ``path_context``: and with their document's ``path`` first (a document without a path gets none).
         ``doc_vector``: a document of several chunks also gets one vector of its first ``max_tokens`` tokens
         (one more chunk, searched with the others: a document scores as its best), so a document read whole
         competes as itself beside its parts.
@@ -145,6 +151,7 @@ class Collection:
             max_tokens=embedder.max_tokens,
             overlap_tokens=overlap_tokens,
             code_context=code_context,
+            path_context=path_context,
             doc_vector=doc_vector,
             search_mode=search_mode,
             fusion=fusion,
@@ -252,6 +259,11 @@ class Collection:
 
     # -- writing ---------------------------------------------------------------------------------------
 
+    def _chunk_key(self, doc: Document) -> str:
+        """What besides the text and language decides ``doc``'s chunks: the chunker version, and the path where
+        chunks carry it."""
+        return f"{CHUNKER_VERSION}\0path={doc.path or ''}" if self.manifest.path_context else CHUNKER_VERSION
+
     def chunk(self, doc: Document) -> list[Chunk]:
         """The chunks ``doc`` is stored as under this collection's strategy."""
         language = doc.effective_language
@@ -304,7 +316,7 @@ class Collection:
         with self._lock:
             stored = self._store.hashes(list(latest))
         for doc in latest.values():
-            h = doc.content_hash(CHUNKER_VERSION)
+            h = doc.content_hash(self._chunk_key(doc))
             old = stored.get(doc.doc_id)
             if old is not None and old[0] == h:
                 if (old[1], old[3]) != (doc.path, json.dumps(doc.metadata, sort_keys=True)):
@@ -383,7 +395,7 @@ class Collection:
                 old = stored.get(doc.doc_id)
                 if old is None:
                     result.added += 1
-                elif old[0] == doc.content_hash(CHUNKER_VERSION):
+                elif old[0] == doc.content_hash(self._chunk_key(doc)):
                     result.unchanged += 1
                 else:
                     result.updated += 1
@@ -540,6 +552,7 @@ class Collection:
             "overlap_tokens": m.overlap_tokens,
             "encoder": m.encoder,
             "code_context": m.code_context,
+            "path_context": m.path_context,
             "doc_vector": m.doc_vector,
             "search_mode": m.search_mode,
             "fusion": m.fusion,

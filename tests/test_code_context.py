@@ -75,6 +75,35 @@ def test_a_method_inside_a_split_class_gets_the_class_line(counter: TokenCounter
     assert closed.text.startswith("@property") and closed.context == "class Reader(BaseReader):"
 
 
+@pytest.mark.parametrize(("language", "text", "signatures"), CASES)
+def test_path_context_leads_every_chunk_and_stays_out_of_the_span(counter: TokenCounter, language, text, signatures):
+    budget, path = 256, "src/pkg/module_name.ext"
+    chunks = Chunker(counter, budget, path_context=True).chunk("doc", text, language=language, path=path)
+    plain = Chunker(counter, budget).chunk("doc", text, language=language, path=path)
+    assert [(c.start, c.end) for c in chunks] == [(c.start, c.end) for c in plain]  # the same spans
+    carried = 0
+    for c, p in zip(chunks, plain, strict=True):
+        assert c.text == text[c.start : c.end] and c.n_tokens == counter.count(c.embed_text) <= budget
+        if c.context == p.context:  # short of room: the path, the outermost line, went first
+            continue
+        first, _, rest = c.context.partition("\n")
+        assert path.startswith(first) and rest == p.context  # the path (or its cut start), then the signatures
+        carried += first == path
+    assert carried >= len(chunks) // 2
+    no_path = Chunker(counter, budget, path_context=True).chunk("doc", text, language=language)
+    assert [c.context for c in no_path] == [c.context for c in plain]
+
+
+def test_path_context_re_embeds_a_moved_document(tmp_path, fake_embedder) -> None:
+    with Collection.create(tmp_path / "c", embedder=fake_embedder, path_context=True) as c:
+        c.add([Document("d", "def f():\n    return 1\n", path="a/x.py")])
+        assert c.add([Document("d", "def f():\n    return 1\n", path="a/x.py")]).unchanged == 1
+        assert c.add([Document("d", "def f():\n    return 1\n", path="b/x.py")]).updated == 1  # its context changed
+    with Collection.create(tmp_path / "p", embedder=fake_embedder) as c:  # without path context: a field update
+        c.add([Document("d", "def f():\n    return 1\n", path="a/x.py")])
+        assert c.add([Document("d", "def f():\n    return 1\n", path="b/x.py")]).unchanged == 1
+
+
 def test_no_room_no_context(counter: TokenCounter) -> None:
     """A body piece that fills the budget gets a cut context, or none below the minimum worth adding."""
     for budget in (64, 80, 96):
