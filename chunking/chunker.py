@@ -32,7 +32,8 @@ class Chunker:
     lines, only between pieces of one split definition (AST chunks of different definitions never overlap;
     code is then packed that many tokens short, leaving the overlap room). ``code_context`` gives AST chunks
     the signatures of the definitions they are part of as embedded context (``chunking.context``); their spans
-    are then packed to ``max_tokens - context_reserve(max_tokens)`` tokens, leaving the context room.
+    are then packed to ``max_tokens - context_reserve(max_tokens)`` tokens, leaving the context room;
+    ``path_context`` puts the ``path`` given to :meth:`chunk` first in that context.
     """
 
     counter: TokenCounter

@@ -125,7 +125,7 @@ class Collection:
         """A new collection at ``root``; ``embedder`` (already loaded) wins over ``model``/``embedder_config``.
 
         ``code_context``: code chunks are embedded with the signatures of the definitions they belong to;
-        ``path_context``: and with their document's ``path`` first (a document without a path gets none).
+        ``path_context``: and with their document's file path first (``Document.source_path``; none without).
         ``doc_vector``: a document of several chunks also gets one vector of its first ``max_tokens`` tokens
         (one more chunk, searched with the others: a document scores as its best), so a document read whole
         competes as itself beside its parts.
@@ -262,7 +262,7 @@ class Collection:
     def _chunk_key(self, doc: Document) -> str:
         """What besides the text and language decides ``doc``'s chunks: the chunker version, and the path where
         chunks carry it."""
-        return f"{CHUNKER_VERSION}\0path={doc.path or ''}" if self.manifest.path_context else CHUNKER_VERSION
+        return f"{CHUNKER_VERSION}\0path={doc.source_path or ''}" if self.manifest.path_context else CHUNKER_VERSION
 
     def chunk(self, doc: Document) -> list[Chunk]:
         """The chunks ``doc`` is stored as under this collection's strategy."""
@@ -274,7 +274,7 @@ class Collection:
             counts = counter.count_many([doc.text[s.start : s.end] for s in spans])
             kind = "code" if language else "text"
             return spans_to_chunks(doc.doc_id, doc.text, spans, counts, kind, language)
-        chunks = self._chunker.chunk(doc.doc_id, doc.text, path=doc.path, language=language)
+        chunks = self._chunker.chunk(doc.doc_id, doc.text, path=doc.source_path, language=language)
         if self.manifest.doc_vector and len(chunks) > 1:
             first = first_window(self.counter, doc.text, self.manifest.max_tokens)
             assert first is not None  # the document has chunks, so it is not blank

@@ -50,6 +50,12 @@ class Document:
     def effective_language(self) -> str | None:
         return self.language or language_for_path(self.path or self.doc_id)
 
+    @property
+    def source_path(self) -> str | None:
+        """The document's file path: ``path``, else ``doc_id`` where it names a file of a known language
+        (``src/app.py``, as directory walks and many JSONL exports name documents)."""
+        return self.path or (self.doc_id if language_for_path(self.doc_id) else None)
+
     def content_hash(self, chunker_version: str) -> str:
         """What decides re-embedding: the text, the language it is chunked as and the chunker's version
         (so re-indexing after a chunker change re-chunks the document instead of skipping it)."""

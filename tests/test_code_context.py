@@ -104,6 +104,13 @@ def test_path_context_re_embeds_a_moved_document(tmp_path, fake_embedder) -> Non
         assert c.add([Document("d", "def f():\n    return 1\n", path="b/x.py")]).unchanged == 1
 
 
+def test_source_path_is_the_path_else_a_file_like_doc_id() -> None:
+    assert Document("d", "x", path="a/b.go").source_path == "a/b.go"
+    assert Document("src/app.py", "x").source_path == "src/app.py"
+    assert Document("doc-17", "x").source_path is None
+    assert Document("json/decoder.py::scanstring", "x").source_path is None
+
+
 def test_no_room_no_context(counter: TokenCounter) -> None:
     """A body piece that fills the budget gets a cut context, or none below the minimum worth adding."""
     for budget in (64, 80, 96):
