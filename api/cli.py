@@ -87,10 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="embed code chunks without the signatures of the definitions they belong to (new collections)",
     )
     p.add_argument(
-        "--path-context",
+        "--no-path-context",
+        dest="path_context",
         action="store_const",
-        const=True,
-        help="embed code chunks with their document's path as the first line of their context (new collections)",
+        const=False,
+        help="embed code chunks without their file path as the first line of their context (new collections)",
     )
     p.add_argument(
         "--doc-vector",
@@ -302,7 +303,7 @@ _SERVER_FIXED = {
     "max_tokens": "--max-tokens",
     "overlap_tokens": "--overlap-tokens",
     "code_context": "--no-code-context",
-    "path_context": "--path-context",
+    "path_context": "--no-path-context",
     "doc_vector": "--doc-vector",
     "mode": "--mode",
     "fusion": "--fusion",

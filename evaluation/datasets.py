@@ -117,8 +117,7 @@ def read_cache(path: Path) -> tuple[dict[str, Any], list[Dataset]]:
             elif kind == "dataset":
                 datasets.append(Dataset(r["name"], [], [], {}))
             elif kind == "doc":
-                path = r["doc_id"].split("::", 1)[0] if r["language"] and "::" in r["doc_id"] else None
-                datasets[-1].docs.append(EvalDoc(r["doc_id"], r["text"], r["language"], path))
+                datasets[-1].docs.append(EvalDoc(r["doc_id"], r["text"], r["language"]))
             elif kind == "query":
                 datasets[-1].queries.append(EvalQuery(r["qid"], r["text"], r["bucket"]))
                 datasets[-1].qrels[r["qid"]] = set(r["relevant"])

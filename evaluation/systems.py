@@ -7,7 +7,8 @@ A system is named by a spec string ``KIND[:key=value,...]``:
   ``agg`` (``maxsim``: a document scores as its best chunk, the default; or ``mean``/``max``/``weighted``:
   one aggregated vector per document), ``mode`` (``dense``/``lexical``/``hybrid``; default: a new
   collection's default), ``fusion`` (``rrf``/``convex``/``zscore``) and ``alpha`` (the dense weight, a number in [0, 1])
-  for hybrid search, ``context=0`` (chunk only) to embed code chunks without their signature context, and
+  for hybrid search, ``context=0`` (chunk only) to embed code chunks without their signature context,
+  ``path=0`` without their source file's path (where the dataset knows it: the code sets), and
   ``docvec=1`` to give each document of several chunks one more vector of its first ``max_tokens`` tokens.
   Long context (``embedder.longctx``): ``extend`` grows the model's position table to that many tokens
   (``max_tokens`` then defaults to it) by ``positions`` (``keep``/``linear``/``group``) interpolation, and
@@ -79,7 +80,7 @@ class SystemSpec:
     alpha: float | None = None
     context: bool = True
     docvec: bool = False
-    path: bool = False
+    path: bool = True
     extend: int | None = None
     positions: PositionMode | None = None
     tau: float | None = None
@@ -125,8 +126,8 @@ class SystemSpec:
             parts.append("no context")
         if self.docvec:
             parts.append("+ doc vector")
-        if self.path:
-            parts.append("+ path")
+        if not self.path:
+            parts.append("no path")
         if self.extend is not None:
             parts.append(f"extend {self.extend} {self.positions or 'keep'}")
         if self.tau is not None:

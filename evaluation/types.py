@@ -12,7 +12,11 @@ class EvalDoc:
     doc_id: str
     text: str
     language: str | None
-    path: str | None = None  # the source file, where the dataset knows it (code: doc_id ``file::name``)
+
+    @property
+    def path(self) -> str | None:
+        """The source file, where the dataset names it: code documents' ids are ``file::qualified.name``."""
+        return self.doc_id.split("::", 1)[0] if self.language and "::" in self.doc_id else None
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,7 @@ class Collection:
         max_tokens: int | None = None,
         overlap_tokens: int = 0,
         code_context: bool = True,
-        path_context: bool = False,
+        path_context: bool = True,
         doc_vector: bool = False,
         search_mode: SearchMode = DEFAULT_SEARCH_MODE,
         fusion: Fusion = DEFAULT_FUSION,

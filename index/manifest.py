@@ -45,7 +45,7 @@ class Manifest:
     # Defaults are what a collection made before these settings did (no code context, dense search): a
     # new collection records its own values (``Collection.create``).
     code_context: bool = False
-    path_context: bool = False  # code chunks embedded with their document's path first
+    path_context: bool = False  # code chunks embedded with their file path first (new collections: on)
     doc_vector: bool = False  # a document of several chunks also gets a vector of its first window
     search_mode: SearchMode = "dense"
     fusion: Fusion = "rrf"
