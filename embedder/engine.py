@@ -474,6 +474,9 @@ def _machine(device: str) -> str:
     return f"{cpu_name()} [{flags}] x{os.cpu_count()}"
 
 
+# Part of a trial record's key: bump when the trial itself changes (its texts, rounds, candidates), so records of
+# an older trial are not reused.
+TRIAL_VERSION = 2
 _ARCH_KEYS = ("architectures", "model_type", "hidden_size", "num_hidden_layers", "num_attention_heads")
 
 
@@ -483,7 +486,9 @@ def _cache_key(st: SentenceTransformer, model_id: str, pairs: list[tuple[Backend
     config = st[0].auto_model.config.to_dict()
     arch = {k: config.get(k) for k in _ARCH_KEYS}
     versions = [torch.__version__, _version("openvino") if any(b == "openvino" for b, _ in pairs) else None]
-    raw = json.dumps([model_id, arch, st.device.type, _machine(st.device.type), versions, pairs], sort_keys=True)
+    raw = json.dumps(
+        [TRIAL_VERSION, model_id, arch, st.device.type, _machine(st.device.type), versions, pairs], sort_keys=True
+    )
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 

@@ -252,7 +252,7 @@ def _build_engine(
             raise InvalidSettingError(f"the openvino backend cannot run this model: {exc}") from exc
         _log.warning("longvec: openvino %s not used, torch runs instead: %s", precision, exc)
         report = report | {"backend": "torch", "fallback": str(exc)}
-        return Engine(st, precision=precision if precision != "fp16" else "fp32", backend="torch", **settings), report
+        return Engine(st, precision=precision, backend="torch", **settings), report
     return engine, report
 
 
