@@ -233,6 +233,8 @@ class Engine:
         self.st, self.precision, self.backend = st, precision, backend
         self.token_budget, self.max_batch = token_budget, max_batch
         self.device = st.device
+        if precision == "fp16" and self.device.type == "cpu":
+            raise InvalidSettingError("fp16 runs on CUDA only (on a CPU, use bf16 or fp32)")
         if backend == "openvino" and self.device.type != "cpu":
             raise InvalidSettingError(f"the openvino backend runs on the CPU, not {self.device}")
         self._openvino = OpenVinoForward(st, precision, openvino_cache) if backend == "openvino" else None
@@ -373,24 +375,39 @@ def trial(
     for b, p in [("torch", "fp32"), *pairs]:
         try:
             engine = Engine(st, backend=b, precision=p, openvino_cache=openvino_cache)
-            engine.encode(texts[:4], "")  # warm-up: kernels, autocast caches, compiled graphs
-            engines[b, p] = engine
-        except Exception as exc:  # a backend that fails to convert or run is not a candidate
+        except Exception as exc:  # a backend that fails to convert or load is not a candidate
             if (b, p) == ("torch", "fp32"):
                 raise
             _log.warning("longvec: %s %s left out of the engine trial: %s", b, p, exc)
-    best = dict.fromkeys(engines, float("inf"))
+            continue
+        engines[b, p] = engine
+    best: dict[tuple[Backend, Precision], float] = {}
     vectors: dict[tuple[Backend, Precision], np.ndarray] = {}
+
+    def attempt(pair: tuple[Backend, Precision], batch: list[str]) -> np.ndarray | None:
+        try:
+            return engines[pair].encode(batch, "")
+        except Exception as exc:  # one that fails to run is not a candidate either
+            if pair == ("torch", "fp32"):
+                raise
+            _log.warning("longvec: %s %s left out of the engine trial: %s", *pair, exc)
+            engines.pop(pair).close()
+            return None
+
     try:
+        for pair in list(engines):
+            attempt(pair, texts[:4])  # warm-up: kernels, autocast caches, compiled graphs
         for _ in range(rounds):
-            for pair, engine in engines.items():
+            for pair in list(engines):
                 start = time.perf_counter()
-                vectors[pair] = engine.encode(texts, "")
-                best[pair] = min(best[pair], time.perf_counter() - start)
+                if (got := attempt(pair, texts)) is not None:
+                    vectors[pair] = got
+                    best[pair] = min(best.get(pair, float("inf")), time.perf_counter() - start)
         tokens = sum(engines["torch", "fp32"].lengths(texts, ""))
     finally:
         for engine in engines.values():
             engine.close()
+    best = {pair: seconds for pair, seconds in best.items() if pair in engines}
     base, reference = best["torch", "fp32"], vectors["torch", "fp32"]
     out = []
     for (b, p), seconds in best.items():
@@ -426,7 +443,7 @@ def choose(
     if not pairs:
         reason = f"nothing besides {fallback[0]} {fallback[1]} to try on {device}"
         return *fallback, {"backend": fallback[0], "precision": fallback[1], "reason": reason}
-    key = _cache_key(st, model_id, pairs)
+    key = _cache_key(st, model_id, pairs, (backend, precision))
     cached = _read_cache(cache_dir, key)
     if cached is not None:
         return cached["backend"], cached["precision"], cached
@@ -446,7 +463,8 @@ def choose(
         "torch": torch.__version__,
         "trials": [t.__dict__ for t in trials],
     }
-    _write_cache(cache_dir, key, report)
+    if {(t.backend, t.precision) for t in trials} >= set(pairs):  # one that failed gets another try next time
+        _write_cache(cache_dir, key, report)
     return chosen[0], chosen[1], report
 
 
@@ -476,18 +494,21 @@ def _machine(device: str) -> str:
 
 # Part of a trial record's key: bump when the trial itself changes (its texts, rounds, candidates), so records of
 # an older trial are not reused.
-TRIAL_VERSION = 2
+TRIAL_VERSION = 3
 _ARCH_KEYS = ("architectures", "model_type", "hidden_size", "num_hidden_layers", "num_attention_heads")
 
 
-def _cache_key(st: SentenceTransformer, model_id: str, pairs: list[tuple[Backend, Precision]]) -> str:
+def _cache_key(
+    st: SentenceTransformer, model_id: str, pairs: list[tuple[Backend, Precision]], asked: tuple[str, str]
+) -> str:
     import torch
 
     config = st[0].auto_model.config.to_dict()
     arch = {k: config.get(k) for k in _ARCH_KEYS}
     versions = [torch.__version__, _version("openvino") if any(b == "openvino" for b, _ in pairs) else None]
     raw = json.dumps(
-        [TRIAL_VERSION, model_id, arch, st.device.type, _machine(st.device.type), versions, pairs], sort_keys=True
+        [TRIAL_VERSION, model_id, arch, st.device.type, _machine(st.device.type), versions, pairs, asked],
+        sort_keys=True,
     )
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 

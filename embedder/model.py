@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -102,7 +103,7 @@ class EmbedderConfig:
     max_tokens: int | None = None  # None: the model's own max_seq_length
     batch_size: int = 256
     token_budget: int | None = None  # None: by device (engine.TOKEN_BUDGETS)
-    cache_dir: str | None = str(Path.home() / ".cache" / "longvec" / "engine")
+    cache_dir: str | None = "~/.cache/longvec/engine"
     query_prefix: str = ""
     document_prefix: str = ""
     allow_download: bool = False
@@ -128,9 +129,10 @@ class Embedder:
             raise InvalidSettingError(f"backend {config.backend!r} not in {BACKENDS}")
         location = resolve_model(config.model)
         try:
-            st = SentenceTransformer(
-                location, device=resolve_device(config.device), local_files_only=not config.allow_download
+            device = (
+                "cpu" if config.backend == "openvino" and config.device == "auto" else resolve_device(config.device)
             )
+            st = SentenceTransformer(location, device=device, local_files_only=not config.allow_download)
         except (OSError, ValueError) as exc:
             hint = "" if config.allow_download else " (offline: pass a local path or allow downloads)"
             raise ModelLoadError(f"cannot load model {config.model!r}{hint}: {exc}") from exc
@@ -204,7 +206,10 @@ class Embedder:
             late = self._late.get(window)
             if late is None:
                 batch = max(1, min(self._batch_size, self._engine.token_budget // window))
-                late = LateEncoder(self._st, self.tokenizer, self.document_prompt, window, batch, self._engine.autocast)
+                # Late chunking reads token states, so it runs on torch: at the engine's precision there, in fp32
+                # beside an OpenVINO engine (whose precision was gated on OpenVINO, not on torch).
+                autocast = self._engine.autocast if self._engine.backend == "torch" else nullcontext
+                late = LateEncoder(self._st, self.tokenizer, self.document_prompt, window, batch, autocast)
                 self._late[window] = late
             return late.encode(docs)
 
@@ -226,7 +231,7 @@ def _build_engine(
     is used; where it does not, or cannot be converted, ``auto`` falls back to torch (logged) and an explicit
     ``backend="openvino"`` is an error.
     """
-    cache = Path(config.cache_dir) if config.cache_dir else None
+    cache = Path(config.cache_dir).expanduser() if config.cache_dir else None
     openvino_cache = cache / f"openvino-{fingerprint}" if cache is not None else None  # the patches are in it
     backend, precision = config.backend, config.precision
     if config.length_scaled:
@@ -250,8 +255,13 @@ def _build_engine(
     except Exception as exc:
         if config.backend == "openvino":
             raise InvalidSettingError(f"the openvino backend cannot run this model: {exc}") from exc
-        _log.warning("longvec: openvino %s not used, torch runs instead: %s", precision, exc)
-        report = report | {"backend": "torch", "fallback": str(exc)}
+        # torch at the precision its own trial passed the gate with, else fp32
+        passed = [
+            t for t in report.get("trials", []) if t["backend"] == "torch" and t["mean_cosine"] >= PARITY_MIN_COSINE
+        ]
+        precision = precision if precision in {t["precision"] for t in passed} else "fp32"
+        _log.warning("longvec: openvino not used, torch %s runs instead: %s", precision, exc)
+        report = report | {"backend": "torch", "precision": precision, "fallback": str(exc)}
         return Engine(st, precision=precision, backend="torch", **settings), report
     return engine, report
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from longvec.chunking import CHUNKER_VERSION, Chunk, Chunker, TokenCounter, first_window
+from longvec.chunking.languages import CODE_LANGUAGES
 from longvec.chunking.types import spans_to_chunks
 from longvec.embedder import EmbedderConfig, Encoder, allowed_dims, load_embedder, long_context, truncate
 from longvec.index.errors import (
@@ -151,7 +152,7 @@ class Collection:
             max_tokens=embedder.max_tokens,
             overlap_tokens=overlap_tokens,
             code_context=code_context,
-            path_context=path_context,
+            path_context=path_context and code_context,  # the path rides in the code context
             doc_vector=doc_vector,
             search_mode=search_mode,
             fusion=fusion,
@@ -262,7 +263,9 @@ class Collection:
     def _chunk_key(self, doc: Document) -> str:
         """What besides the text and language decides ``doc``'s chunks: the chunker version, and the path where
         chunks carry it."""
-        return f"{CHUNKER_VERSION}\0path={doc.source_path or ''}" if self.manifest.path_context else CHUNKER_VERSION
+        m = self.manifest
+        carried = m.path_context and m.strategy != "truncate" and doc.effective_language in CODE_LANGUAGES
+        return f"{CHUNKER_VERSION}\0path={doc.source_path or ''}" if carried else CHUNKER_VERSION
 
     def chunk(self, doc: Document) -> list[Chunk]:
         """The chunks ``doc`` is stored as under this collection's strategy."""

@@ -99,6 +99,8 @@ def test_path_context_re_embeds_a_moved_document(tmp_path, fake_embedder) -> Non
         c.add([Document("d", "def f():\n    return 1\n", path="a/x.py")])
         assert c.add([Document("d", "def f():\n    return 1\n", path="a/x.py")]).unchanged == 1
         assert c.add([Document("d", "def f():\n    return 1\n", path="b/x.py")]).updated == 1  # its context changed
+        c.add([Document("n", "Some notes.", path="a/notes.md")])  # prose never carries the path: a rename is a
+        assert c.add([Document("n", "Some notes.", path="b/notes.md")]).unchanged == 1  # field update only
     with Collection.create(tmp_path / "p", embedder=fake_embedder, path_context=False) as c:  # a field update
         c.add([Document("d", "def f():\n    return 1\n", path="a/x.py")])
         assert c.add([Document("d", "def f():\n    return 1\n", path="b/x.py")]).unchanged == 1

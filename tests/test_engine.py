@@ -152,6 +152,8 @@ def test_bad_engine_settings_are_clear_errors() -> None:
         load_embedder(EmbedderConfig(backend="onnx"))  # type: ignore[arg-type]
     with pytest.raises(InvalidSettingError, match="fp32/bf16/fp16"):
         Engine(None, precision="auto")  # type: ignore[arg-type]
+    with pytest.raises(InvalidSettingError, match="fp16 runs on CUDA only"):
+        load_embedder(EmbedderConfig(device="cpu", backend="torch", precision="fp16"))
     with pytest.raises(InvalidSettingError, match="length-scaled"):
         load_embedder(EmbedderConfig(backend="openvino", temperature=0.9, length_scaled=True))
 
