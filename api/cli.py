@@ -38,9 +38,10 @@ def _add_channels(p: argparse.ArgumentParser, what: str = "") -> None:
     p.add_argument("--alpha", type=float, help=f"{what}hybrid: weight of the dense channel in [0, 1]")
 
 
-def _add_engine(p: argparse.ArgumentParser) -> None:
+def _add_engine(p: argparse.ArgumentParser, *, device: bool = True) -> None:
     """Where and at what precision the model encodes (vectors stay comparable: not a collection setting)."""
-    p.add_argument("--device", help="auto (default: CUDA when present, else CPU), cpu, cuda, cuda:N")
+    if device:
+        p.add_argument("--device", help="auto (default: CUDA when present, else CPU), cpu, cuda, cuda:N")
     p.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16", "fp16"),
@@ -179,18 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, help="write all results (with per-query metrics) as JSON here")
     p.add_argument("--runs", type=Path, metavar="DIR", help="write each system's ranking as TREC and JSONL runs")
     p.add_argument("--k", type=int, default=100, help="documents ranked per query (default 100, for recall@100)")
-    p.add_argument(
-        "--precision",
-        choices=("auto", "fp32", "bf16", "fp16"),
-        default="auto",
-        help="encode precision of every system (a spec's precision= wins)",
-    )
-    p.add_argument(
-        "--backend",
-        choices=("auto", "torch", "openvino"),
-        default="auto",
-        help="encode backend of every system (a spec's backend= wins)",
-    )
+    _add_engine(p, device=False)  # every system's (a spec's precision= / backend= wins)
     return parser
 
 
@@ -582,8 +572,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         small=args.small,
         lengths=lengths,
         model=args.model,
-        precision=args.precision,
-        backend=args.backend,
+        precision=args.precision or "auto",
+        backend=args.backend or "auto",
         extra_pools=beir,
         k=args.k,
     )
