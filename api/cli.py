@@ -244,9 +244,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         if v is not None
     }
     config = EmbedderConfig(
-        device=args.device or "auto",
-        precision=args.precision or "auto",
-        backend=args.backend or "auto",
+        **_engine_settings(args),
         allow_download=args.allow_download,
         query_prefix=args.query_prefix,
         document_prefix=args.document_prefix,
@@ -517,12 +515,17 @@ def _print_hits(query: str, hits: list[Any], out: TextIO) -> None:
         out.write(f"{rank:3d}. {h.score:.4f}  {h.doc_id}{where}\n")
 
 
+def _engine_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The ``_add_engine`` flags as ``EmbedderConfig`` fields, ``auto`` where not given (they default to None so
+    that ``--server`` can tell given flags apart)."""
+    names = ("device", "precision", "backend") if hasattr(args, "device") else ("precision", "backend")
+    return {name: getattr(args, name) or "auto" for name in names}
+
+
 def _engine_config(args: argparse.Namespace) -> Any:
     from longvec.embedder import EmbedderConfig
 
-    return EmbedderConfig(
-        device=args.device or "auto", precision=args.precision or "auto", backend=args.backend or "auto"
-    )
+    return EmbedderConfig(**_engine_settings(args))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -572,8 +575,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         small=args.small,
         lengths=lengths,
         model=args.model,
-        precision=args.precision or "auto",
-        backend=args.backend or "auto",
+        **_engine_settings(args),
         extra_pools=beir,
         k=args.k,
     )

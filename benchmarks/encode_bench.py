@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from longvec.chunking import Chunker
-from longvec.embedder import EmbedderConfig, load_embedder
+from longvec.embedder import EmbedderConfig, load_embedder, normalize
 from longvec.embedder.engine import (
     PARITY_MIN_COSINE,
     Engine,
@@ -152,10 +152,6 @@ def peak_gflops(precision: str) -> float | None:
     return physical_cores() * ghz * per
 
 
-def unit(v: np.ndarray) -> np.ndarray:
-    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tokens", type=int, default=120_000)
@@ -211,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.rounds):
         for name, fn in rows.items():
             start = time.perf_counter()
-            vectors[name] = unit(np.asarray(fn(texts), dtype=np.float32))
+            vectors[name] = normalize(fn(texts))
             best[name] = min(best[name], time.perf_counter() - start)
     real_tokens = sum(lengths)
     padded = {

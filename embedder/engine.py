@@ -5,12 +5,12 @@
   ``max_batch`` texts): short chunks go many to a batch, long ones few, and padding stays within a batch of
   near-equal lengths. The next batch is prepared (``SentenceTransformer.preprocess``) on a helper thread
   while the model runs the current one.
-- **Precision.** ``fp32``; ``bf16`` / ``fp16`` as ``torch.autocast`` around the forward pass (weights stay
-  fp32, matrix products run in the low precision: on CPUs with AMX or AVX-512 BF16 that is where the time
-  goes); ``auto`` picks per machine (:func:`choose_precision`): on CUDA bf16 where supported, else fp16; on a
-  CPU, bf16 only if the CPU has native bf16 instructions *and* a timed trial on this model shows it faster
-  than fp32 while keeping the parity gate (mean cosine to fp32 >= ``PARITY_MIN_COSINE``). The trial's outcome
-  is cached per model and machine, so it runs once.
+- **Backend and precision.** torch at ``fp32``, or ``bf16`` / ``fp16`` as ``torch.autocast`` around the forward
+  pass (weights stay fp32; matrix products run in the low precision, where the time goes on CPUs with AMX or
+  AVX-512 BF16); or OpenVINO (:class:`OpenVinoForward`, CPU only) at fp32 or bf16. ``auto`` picks per model and
+  machine (:func:`choose`): a timed trial of torch fp32 against what the hardware runs natively, taking a
+  candidate only if it is at least ``MIN_SPEEDUP`` times as fast and keeps the parity gate (mean cosine to
+  torch fp32 >= ``PARITY_MIN_COSINE``). The outcome is cached per model and machine, so it runs once.
 - **Threads.** torch's intra-op pool is left at its default (one thread per core). Tokenising the next
   batch overlaps the forward pass on one helper thread; ``benchmarks/encode_bench.py`` measures what that
   and each other choice here is worth.
@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from longvec.embedder.errors import InvalidSettingError
+from longvec.embedder.matryoshka import normalize
 
 if TYPE_CHECKING:
     import torch
@@ -244,7 +245,6 @@ class Engine:
         # A private copy for length counting: the model's own may be in use elsewhere (not thread-safe).
         self._counter = Tokenizer.from_str(tokenizer.to_str())
         self._counter.no_padding()
-        self._counter.enable_truncation(max_length=int(st.max_seq_length))
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="longvec-preprocess")
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -257,7 +257,7 @@ class Engine:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def lengths(self, texts: list[str], prompt: str) -> list[int]:
-        """Tokens the model reads for each text after ``prompt`` (truncated at its limit)."""
+        """Tokens the model reads for each text after ``prompt`` (truncated at its current limit)."""
         self._counter.enable_truncation(max_length=int(self.st.max_seq_length))
         return [len(e.ids) for e in self._counter.encode_batch([prompt + t for t in texts] if prompt else texts)]
 
@@ -278,10 +278,10 @@ class Engine:
         """Pooled vectors ``(n, dim)`` float32, as the model outputs them (not normalised by this call)."""
         import torch
 
-        if not texts:
-            return np.zeros((0, int(self.st.get_embedding_dimension())), np.float32)
-        batches = self.batches(self.lengths(texts, prompt))
         out = np.empty((len(texts), int(self.st.get_embedding_dimension())), np.float32)
+        if not texts:
+            return out
+        batches = self.batches(self.lengths(texts, prompt))
         if self._openvino is not None:
             self._openvino.run(self._prepared(texts, prompt, batches), out, len(batches))
             return out
@@ -411,7 +411,7 @@ def trial(
     base, reference = best["torch", "fp32"], vectors["torch", "fp32"]
     out = []
     for (b, p), seconds in best.items():
-        cos = _cosines(vectors[b, p], reference)
+        cos = cosines(vectors[b, p], reference)
         out.append(Trial(b, p, tokens / seconds, float(cos.mean()), float(cos.min()), base / seconds))
     return out
 
@@ -468,10 +468,9 @@ def choose(
     return chosen[0], chosen[1], report
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return np.sum(a * b, axis=1)
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of two arrays of vectors."""
+    return np.sum(normalize(a) * normalize(b), axis=1)
 
 
 def _version(package: str) -> str | None:

@@ -21,6 +21,7 @@ from longvec.embedder.engine import (
     Engine,
     Precision,
     choose,
+    cosines,
     resolve_device,
     trial_texts,
 )
@@ -272,9 +273,7 @@ def _check_parity(engine: Engine, reference: Engine) -> None:
         a, b = engine.encode(texts, ""), reference.encode(texts, "")
     finally:
         reference.close()
-    a /= np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b /= np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    mean = float(np.sum(a * b, axis=1).mean())
+    mean = float(cosines(a, b).mean())
     if mean < PARITY_MIN_COSINE:
         raise InvalidSettingError(f"mean cosine {mean:.5f} to torch fp32 is under the parity gate {PARITY_MIN_COSINE}")
 
