@@ -53,6 +53,19 @@ def _add_engine(p: argparse.ArgumentParser, *, device: bool = True) -> None:
         choices=("auto", "torch", "openvino"),
         help="encode backend; auto (default): the fastest within the parity gate (openvino needs longvec[openvino])",
     )
+    if device:
+        p.add_argument(
+            "--threads",
+            type=_positive_int,
+            help="CPU threads for the model (default: the CPUs this process may use, container quotas included)",
+        )
+
+
+def _positive_int(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -305,6 +318,7 @@ _SERVER_FIXED = {
     "device": "--device",
     "precision": "--precision",
     "backend": "--backend",
+    "threads": "--threads",
 }
 
 
@@ -515,11 +529,14 @@ def _print_hits(query: str, hits: list[Any], out: TextIO) -> None:
         out.write(f"{rank:3d}. {h.score:.4f}  {h.doc_id}{where}\n")
 
 
-def _engine_settings(args: argparse.Namespace) -> dict[str, str]:
+def _engine_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The ``_add_engine`` flags as ``EmbedderConfig`` fields, ``auto`` where not given (they default to None so
     that ``--server`` can tell given flags apart)."""
     names = ("device", "precision", "backend") if hasattr(args, "device") else ("precision", "backend")
-    return {name: getattr(args, name) or "auto" for name in names}
+    out: dict[str, Any] = {name: getattr(args, name) or "auto" for name in names}
+    if getattr(args, "threads", None) is not None:
+        out["threads"] = args.threads
+    return out
 
 
 def _engine_config(args: argparse.Namespace) -> Any:

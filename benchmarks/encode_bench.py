@@ -18,7 +18,8 @@ background load falls on all alike):
 - What ``EmbedderConfig()`` (backend and precision ``auto``) picks on this machine, with its trial, is printed
   first.
 The padding each engine row's batches add over the real tokens is printed first (what padding-free packing
-could save at most). Each row: tokens/s (real tokens, no padding), the speed-up over ``st-fp32``, parity
+could save at most); the ``-packed`` rows run that packing (``Engine(packing=True)``) at torch's precisions.
+Each row: tokens/s (real tokens, no padding), the speed-up over ``st-fp32``, parity
 against ``st-fp32`` (mean and min cosine), and achieved GFLOP/s against the machine's nominal peak:
 - model FLOPs per input of ``n`` real tokens: ``layers * (2 n (4 h^2 + 2 h i) + 4 n^2 h)`` (the linear layers'
   multiply-adds and the attention products; padding, embeddings, softmax and pooling not counted);
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         f"device {device} ({cpu_name() if device == 'cpu' else torch.cuda.get_device_name()}), torch threads "
         f"{torch.get_num_threads()}, auto: {auto.backend} {auto.precision}: {json.dumps(auto.engine_report)}"
     )
-    chunker = Chunker(token_counter(auto), auto.max_tokens)
+    chunker = Chunker(token_counter(auto), auto.max_tokens, path_context=True)  # as a new collection chunks
     docs, texts, total = corpus(chunker, args.tokens)
     print(f"{len(texts)} chunks of {len(docs)} documents, {total} tokens")
 
@@ -187,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as ir:
         for b, p in pairs:
             engines[f"longvec-{b}-{p}"] = Engine(st, backend=b, precision=p, openvino_cache=Path(ir) / "m")
+        for b, p in pairs:  # padding-free packing instead of length-sorted padded batches
+            if b == "torch":
+                engines[f"longvec-torch-{p}-packed"] = Engine(st, backend="torch", precision=p, packing=True)
         for budget in (int(x) for x in args.budgets.split(",") if x):
             engines[f"longvec-{auto.backend}-{auto.precision}-budget{budget}"] = Engine(
                 st, backend=auto.backend, precision=auto.precision, token_budget=budget, openvino_cache=Path(ir) / "m"
@@ -213,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     padded = {
         name: sum(len(b) * max(lengths[i] for i in b) for b in engine.batches(lengths))
         for name, engine in engines.items()
+        if not name.endswith("-packed")
     }
     for name, n in padded.items():
         batches = len(engines[name].batches(lengths))

@@ -235,9 +235,15 @@ class _Doc:
         return int(last - first)
 
     def count(self, start: int, end: int) -> int:
-        """Exact token count of ``text[start:end]``, special tokens included (remembered)."""
+        """Exact token count of ``text[start:end]``, special tokens included (remembered); read off the section's
+        tokenisation where the tokenizer is additive and both ends are splits (see ``TokenCounter.additive``)."""
         if (n := self.counts.get((start, end))) is None:
-            n = self.counts[start, end] = self.counter.count(self.text[start:end])
+            c = self.counter
+            if c.additive and c.splits_at(self.text, start) and c.splits_at(self.text, end):
+                n = self.estimate(start, end) + c.n_special
+            else:
+                n = c.count(self.text[start:end])
+            self.counts[start, end] = n
         return n
 
     def frame(

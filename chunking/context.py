@@ -46,7 +46,12 @@ def with_context(chunks: list[Chunk], counter: TokenCounter, max_tokens: int, pa
         if path:
             lines.insert(0, path[-_MAX_LINE_CHARS:])
         context = _fit(lines, counter, max_tokens - chunk.n_tokens) if lines else ""
-        if context and (n := counter.count(context + "\n" + chunk.text)) <= max_tokens:  # joins can merge tokens
+        if not context:
+            out.append(chunk)
+            continue
+        # A newline splits every additive tokenizer's tokens; others may merge tokens across the join.
+        n = _cost(counter, context) + chunk.n_tokens if counter.additive else counter.count(context + "\n" + chunk.text)
+        if n <= max_tokens:
             chunk = replace(chunk, context=context, n_tokens=n)
         out.append(chunk)
     return out

@@ -11,9 +11,11 @@
   machine (:func:`choose`): a timed trial of torch fp32 against what the hardware runs natively, taking a
   candidate only if it is at least ``MIN_SPEEDUP`` times as fast and keeps the parity gate (mean cosine to
   torch fp32 >= ``PARITY_MIN_COSINE``). The outcome is cached per model and machine, so it runs once.
-- **Threads.** torch's intra-op pool is left at its default (one thread per core). Tokenising the next
-  batch overlaps the forward pass on one helper thread; ``benchmarks/encode_bench.py`` measures what that
-  and each other choice here is worth.
+- **Threads.** On the CPU the model runs ``threads`` threads (torch's intra-op pool, OpenVINO's
+  ``INFERENCE_NUM_THREADS``): by default torch's own default capped by :func:`cpu_threads`, the CPUs this process
+  may really use (its affinity mask and a container's CPU quota, which torch does not read: a 2-CPU container on a
+  64-core host would otherwise run 64 threads on 2 CPUs). Tokenising the next batch overlaps the forward pass on
+  one helper thread; ``benchmarks/encode_bench.py`` measures what that and each other choice here is worth.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import threading
@@ -89,6 +92,21 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def cpu_threads(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota (``cpu.max``)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return n
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
@@ -124,7 +142,7 @@ class OpenVinoForward:
     ``cache`` (a path without suffix; ``None``: convert every time). ``precision`` is OpenVINO's inference
     precision hint (its kernels pick bf16 on CPUs with AMX / AVX-512 BF16 only when told)."""
 
-    def __init__(self, st: SentenceTransformer, precision: Precision, cache: Path | None) -> None:
+    def __init__(self, st: SentenceTransformer, precision: Precision, cache: Path | None, threads: int) -> None:
         try:
             import openvino as ov
         except ImportError:
@@ -152,15 +170,12 @@ class OpenVinoForward:
                     os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
                     os.replace(tmp, xml)
         hint = {"fp32": "f32", "bf16": "bf16"}[precision]
+        common = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads}
         # Many batches run in throughput mode: the cores split into streams, each on its own batch, fed by an
         # async queue (measured ~1.4x the latency mode on 2 cores); a single batch (a query) in latency mode,
         # all cores on it.
-        self.latency = core.compile_model(
-            model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
-        )
-        self.compiled = core.compile_model(
-            model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "THROUGHPUT"}
-        )
+        self.latency = core.compile_model(model, "CPU", common | {"PERFORMANCE_HINT": "LATENCY"})
+        self.compiled = core.compile_model(model, "CPU", common | {"PERFORMANCE_HINT": "THROUGHPUT"})
         self.requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
 
     def run(self, batches: Iterator[tuple[list[int], dict[str, Any]]], out: np.ndarray, n_batches: int) -> None:
@@ -207,11 +222,99 @@ def _forward_module(st: SentenceTransformer, names: list[str]) -> Any:
     return Forward()
 
 
+class PackedForward:
+    """Padding-free packing (Prepacking): several texts share one row of the batch, each attending only to
+    itself (a block-diagonal attention mask) with its own position ids from 0, so a row holds no padding but its
+    tail. The transformer's token outputs are then cut back into one padded row per text and pooled by the
+    model's own modules after the transformer (pooling, dense, normalise), as sentence-transformers pools them.
+
+    Needs a model whose transformer takes ``position_ids`` and a 4-D attention mask (BERT and most encoders in
+    transformers); :meth:`check` compares packed with unpacked outputs and raises where they differ.
+    """
+
+    def __init__(self, st: SentenceTransformer) -> None:
+        first = st[0]
+        if not hasattr(first, "auto_model") or len(st) < 2:
+            raise InvalidSettingError("packing needs a sentence-transformers model of a transformer and a pooling")
+        self.model, self.after = first.auto_model, [st[k] for k in range(1, len(st))]
+        # A pooling that leaves the prompt's tokens out needs the prompt's length, which packing does not track.
+        self.pools_prompt = all(getattr(m, "include_prompt", True) for m in self.after)
+        self.pad = int(getattr(self.model.config, "pad_token_id", None) or 0)
+
+    def batches(
+        self, tokens: list[list[int]], token_budget: int, max_batch: int
+    ) -> Iterator[tuple[list[int], list[list[int]]]]:
+        """``(indices, rows)`` per batch: texts longest first into rows as wide as the longest text (first fit),
+        at most ``token_budget`` row tokens and ``max_batch`` texts a batch; ``rows`` lists each row's texts."""
+        order = sorted(range(len(tokens)), key=lambda i: -len(tokens[i]))
+        width = len(tokens[order[0]])
+        per_batch = max(1, token_budget // width)
+        rows: list[list[int]] = []
+        free: list[int] = []
+        for i in order:  # first fit decreasing
+            n = len(tokens[i])
+            k = next((r for r, room in enumerate(free) if room >= n), None)
+            if k is None:
+                rows.append([])
+                free.append(width)
+                k = len(rows) - 1
+            rows[k].append(i)
+            free[k] -= n
+        batch: list[list[int]] = []
+        for row in rows:
+            if batch and (len(batch) >= per_batch or sum(map(len, batch)) + len(row) > max_batch):
+                yield [i for r in batch for i in r], batch
+                batch = []
+            batch.append(row)
+        if batch:
+            yield [i for r in batch for i in r], batch
+
+    def forward(self, tokens: list[list[int]], rows: list[list[int]], device: torch.device) -> torch.Tensor:
+        """Sentence embeddings of the texts of ``rows`` (indices into ``tokens``, in row order), from one packed
+        forward pass."""
+        import torch
+
+        width = max(sum(len(tokens[i]) for i in row) for row in rows)
+        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        segment = torch.full((len(rows), width), -1, dtype=torch.long)  # padding: a segment of its own
+        spans: list[tuple[int, int, int]] = []  # (row, start, length) per text
+        for r, row in enumerate(rows):
+            at = 0
+            for k, i in enumerate(row):
+                n = len(tokens[i])
+                ids[r, at : at + n] = torch.tensor(tokens[i])
+                positions[r, at : at + n] = torch.arange(n)
+                segment[r, at : at + n] = k
+                spans.append((r, at, n))
+                at += n
+        mask = (segment[:, :, None] == segment[:, None, :])[:, None]  # (rows, 1, width, width)
+        hidden = self.model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            token_type_ids=torch.zeros_like(ids).to(device),
+        ).last_hidden_state
+        longest = max(n for _, _, n in spans)
+        embeddings = hidden.new_zeros((len(spans), longest, hidden.shape[-1]))
+        attention = torch.zeros((len(spans), longest), dtype=torch.long, device=device)
+        for j, (r, at, n) in enumerate(spans):
+            embeddings[j, :n] = hidden[r, at : at + n]
+            attention[j, :n] = 1
+        features: dict[str, Any] = {"token_embeddings": embeddings, "attention_mask": attention}
+        for module in self.after:
+            features = module(features)
+        return features["sentence_embedding"]
+
+
 class Engine:
     """Encodes texts with ``st`` on one backend at one precision; not thread-safe (callers hold a lock).
 
     ``backend`` ``torch`` runs the model as loaded (autocast for bf16/fp16); ``openvino`` runs a converted
-    copy (CPU only; ``openvino_cache``: where its IR is kept, see :class:`OpenVinoForward`).
+    copy (CPU only; ``openvino_cache``: where its IR is kept, see :class:`OpenVinoForward`). ``threads`` (CPU
+    only; ``None``: torch's default capped by :func:`cpu_threads`) sets torch's intra-op pool, which is
+    process-wide, and OpenVINO's threads. ``packing`` (torch only) runs :class:`PackedForward` instead of
+    length-sorted padded batches.
     """
 
     def __init__(
@@ -223,7 +326,11 @@ class Engine:
         token_budget: int | None = None,
         max_batch: int = 256,
         openvino_cache: Path | None = None,
+        threads: int | None = None,
+        packing: bool = False,
     ) -> None:
+        import torch
+
         if precision not in PRECISIONS or precision == "auto":
             raise InvalidSettingError(f"engine precision must be one of fp32/bf16/fp16, got {precision!r}")
         if backend not in BACKENDS or backend == "auto":
@@ -238,7 +345,14 @@ class Engine:
             raise InvalidSettingError("fp16 runs on CUDA only (on a CPU, use bf16 or fp32)")
         if backend == "openvino" and self.device.type != "cpu":
             raise InvalidSettingError(f"the openvino backend runs on the CPU, not {self.device}")
-        self._openvino = OpenVinoForward(st, precision, openvino_cache) if backend == "openvino" else None
+        if packing and backend != "torch":
+            raise InvalidSettingError("packing runs on the torch backend only")
+        if threads is not None and threads < 1:
+            raise InvalidSettingError(f"threads must be positive, got {threads}")
+        self.threads = threads or min(torch.get_num_threads(), cpu_threads())
+        if self.device.type == "cpu" and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+        self._openvino = OpenVinoForward(st, precision, openvino_cache, self.threads) if backend == "openvino" else None
         tokenizer = st.tokenizer.backend_tokenizer
         from tokenizers import Tokenizer
 
@@ -246,6 +360,7 @@ class Engine:
         self._counter = Tokenizer.from_str(tokenizer.to_str())
         self._counter.no_padding()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="longvec-preprocess")
+        self._packed = PackedForward(st) if packing else None
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The torch autocast context for this engine's precision (a no-op for fp32)."""
@@ -260,6 +375,11 @@ class Engine:
         """Tokens the model reads for each text after ``prompt`` (truncated at its current limit)."""
         self._counter.enable_truncation(max_length=int(self.st.max_seq_length))
         return [len(e.ids) for e in self._counter.encode_batch([prompt + t for t in texts] if prompt else texts)]
+
+    def _tokens(self, texts: list[str], prompt: str) -> list[list[int]]:
+        """Token ids the model reads for each text (``prompt`` first, special tokens, truncated at its limit)."""
+        self._counter.enable_truncation(max_length=int(self.st.max_seq_length))
+        return [e.ids for e in self._counter.encode_batch([prompt + t for t in texts] if prompt else texts)]
 
     def batches(self, lengths: list[int]) -> list[list[int]]:
         """Indices of the texts, longest first, cut into batches of at most ``token_budget`` padded tokens and
@@ -280,6 +400,15 @@ class Engine:
 
         out = np.empty((len(texts), int(self.st.get_embedding_dimension())), np.float32)
         if not texts:
+            return out
+        if self._packed is not None:
+            if prompt and not self._packed.pools_prompt:
+                raise InvalidSettingError("packing cannot run a model whose pooling leaves the prompt out")
+            self.st.eval()
+            with torch.inference_mode(), self.autocast():
+                tokens = self._tokens(texts, prompt)
+                for idx, rows in self._packed.batches(tokens, self.token_budget, self.max_batch):
+                    out[idx] = self._packed.forward(tokens, rows, self.device).float().cpu().numpy()
             return out
         batches = self.batches(self.lengths(texts, prompt))
         if self._openvino is not None:
@@ -368,13 +497,14 @@ def trial(
     texts: list[str],
     rounds: int = 2,
     openvino_cache: Path | None = None,
+    threads: int | None = None,
 ) -> list[Trial]:
     """Torch fp32 and each of ``pairs`` timed on ``texts`` (best of ``rounds``, interleaved so that a noisy
     moment hits them alike) and compared with torch fp32's vectors. A pair that cannot run is left out."""
     engines: dict[tuple[Backend, Precision], Engine] = {}
     for b, p in [("torch", "fp32"), *pairs]:
         try:
-            engine = Engine(st, backend=b, precision=p, openvino_cache=openvino_cache)
+            engine = Engine(st, backend=b, precision=p, openvino_cache=openvino_cache, threads=threads)
         except Exception as exc:  # a backend that fails to convert or load is not a candidate
             if (b, p) == ("torch", "fp32"):
                 raise
@@ -424,13 +554,14 @@ def choose(
     backend: Backend = "auto",
     precision: Precision = "auto",
     openvino_cache: Path | None = None,
+    threads: int | None = None,
 ) -> tuple[Backend, Precision, dict[str, Any]]:
     """The backend and precision ``auto`` means for this model on this machine, and the trial that decided.
 
     A pair other than torch fp32 is chosen only if it passes the parity gate and is at least ``MIN_SPEEDUP``
     times as fast as torch fp32 here. The outcome is cached in ``cache_dir``, keyed by the model (``model_id``
     and its architecture: long-context patches share their model's outcome), device, machine and library
-    versions; ``None``: no cache.
+    versions; ``None``: no cache. The trial runs with ``threads`` (see :class:`Engine`).
     """
     import torch
 
@@ -447,7 +578,7 @@ def choose(
     cached = _read_cache(cache_dir, key)
     if cached is not None:
         return cached["backend"], cached["precision"], cached
-    trials = trial(st, pairs, trial_texts(), openvino_cache=openvino_cache)
+    trials = trial(st, pairs, trial_texts(), openvino_cache=openvino_cache, threads=threads)
     passing = [
         t
         for t in trials

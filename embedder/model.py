@@ -94,7 +94,10 @@ class EmbedderConfig:
     ``backend`` (``torch``; ``openvino``, CPU only, with ``longvec[openvino]``) and ``precision`` (``fp32``,
     ``bf16``, ``fp16``), where ``auto``, are chosen per model and machine by a timed trial with a parity gate
     (cached under ``cache_dir``, with converted OpenVINO models; ``None``: no cache); batches hold at most
-    ``token_budget`` padded tokens and ``batch_size`` texts.
+    ``token_budget`` padded tokens and ``batch_size`` texts; ``threads`` CPU threads run the model (``None``: the
+    CPUs this process may use, see ``engine.cpu_threads``); ``packing`` packs several texts into each row instead
+    of padding length-sorted batches (``engine.PackedForward``; torch only, checked against unpacked outputs; off
+    by default: measured slower here, see docs/BENCHMARKS.md).
     """
 
     model: str = DEFAULT_MODEL
@@ -104,6 +107,8 @@ class EmbedderConfig:
     max_tokens: int | None = None  # None: the model's own max_seq_length
     batch_size: int = 256
     token_budget: int | None = None  # None: by device (engine.TOKEN_BUDGETS)
+    threads: int | None = None
+    packing: bool = False
     cache_dir: str | None = "~/.cache/longvec/engine"
     query_prefix: str = ""
     document_prefix: str = ""
@@ -243,11 +248,28 @@ def _build_engine(
             )
         backend = "torch"
     report: dict[str, Any] = {}
+    if config.packing:
+        if backend == "openvino":
+            raise InvalidSettingError("packing runs on the torch backend only")
+        backend = "torch"
     if "auto" in (backend, precision):
         backend, precision, report = choose(
-            st, location, cache, backend=backend, precision=precision, openvino_cache=openvino_cache
+            st,
+            location,
+            cache,
+            backend=backend,
+            precision=precision,
+            openvino_cache=openvino_cache,
+            threads=config.threads,
         )
-    settings = {"token_budget": config.token_budget, "max_batch": max_batch}
+    settings = {"token_budget": config.token_budget, "max_batch": max_batch, "threads": config.threads}
+    if config.packing:
+        engine = Engine(st, precision=precision, backend="torch", packing=True, **settings)
+        try:
+            _check_parity(engine, Engine(st, precision=precision, backend="torch", **settings))
+        except Exception as exc:
+            raise InvalidSettingError(f"packing cannot run this model: {exc}") from exc
+        return engine, report | {"packing": True}
     if backend != "openvino":
         return Engine(st, precision=precision, backend=backend, **settings), report
     try:

