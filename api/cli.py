@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also give each document of several chunks one vector of its first --max-tokens tokens (new collections)",
     )
     _add_channels(p, "the new collection's default: ")
-    p.add_argument("--batch-docs", type=int, default=32, help="documents per transaction")
+    p.add_argument("--batch-docs", type=_positive_int, default=32, help="documents per transaction")
     p.add_argument(
         "--prune", action="store_true", help="delete walked files of these directories that are gone from disk"
     )

@@ -40,17 +40,21 @@ def with_context(chunks: list[Chunk], counter: TokenCounter, max_tokens: int, pa
     """``chunks`` of one code document with ``context`` set where an enclosing definition's header is missing;
     with ``path``, every chunk's context starts with the document's path (the outermost line: dropped first)."""
     signatures = _signatures(chunks)
+    cost = _Costs(counter)
     out = []
     for chunk in chunks:
         lines = [signatures[p] for p in _scopes(chunk.symbol) if p in signatures and not _contains(chunk, p)]
         if path:
             lines.insert(0, path[-_MAX_LINE_CHARS:])
-        context = _fit(lines, counter, max_tokens - chunk.n_tokens) if lines else ""
+        context = _fit(lines, counter, cost, max_tokens - chunk.n_tokens) if lines else ""
         if not context:
             out.append(chunk)
             continue
         # A newline splits every additive tokenizer's tokens; others may merge tokens across the join.
-        n = _cost(counter, context) + chunk.n_tokens if counter.additive else counter.count(context + "\n" + chunk.text)
+        if counter.additive:
+            n = cost(context.split("\n")) + chunk.n_tokens
+        else:
+            n = counter.count(context + "\n" + chunk.text)
         if n <= max_tokens:
             chunk = replace(chunk, context=context, n_tokens=n)
         out.append(chunk)
@@ -101,7 +105,26 @@ def _contains(chunk: Chunk, scope: str) -> bool:
     return _name_pattern(scope).search(chunk.text) is not None
 
 
-def _fit(lines: list[str], counter: TokenCounter, room: int) -> str:
+class _Costs:
+    """Tokens a context of some lines adds in front of a chunk (``_cost`` of the lines joined by newlines). For an
+    additive tokenizer that is the sum of each line's own count (a newline splits tokens), so each distinct line
+    is tokenised once per document: a file's path and a class header recur in front of many chunks."""
+
+    def __init__(self, counter: TokenCounter) -> None:
+        self.counter, self.lines = counter, dict[str, int]()
+
+    def __call__(self, lines: list[str]) -> int:
+        if not self.counter.additive:
+            return _cost(self.counter, "\n".join(lines))
+        total = 0
+        for line in lines:
+            if (n := self.lines.get(line)) is None:
+                n = self.lines[line] = _cost(self.counter, line)
+            total += n
+        return total
+
+
+def _fit(lines: list[str], counter: TokenCounter, cost: _Costs, room: int) -> str:
     """The longest suffix of ``lines`` (innermost kept) that fits ``room`` tokens (a newline joins it to the
     chunk), the first kept line cut at a token boundary if needed; ``""`` if too little fits."""
     room = min(room, MAX_CONTEXT_TOKENS)
@@ -109,15 +132,14 @@ def _fit(lines: list[str], counter: TokenCounter, room: int) -> str:
         return ""
     kept: list[str] = []
     for line in reversed(lines):
-        candidate = "\n".join([line, *kept])
-        if _cost(counter, candidate) <= room:
+        if cost([line, *kept]) <= room:
             kept.insert(0, line)
             continue
         offsets = counter.token_offsets(line)
-        budget = room - (_cost(counter, "\n".join(kept)) if kept else 0) - 1
+        budget = room - cost(kept) - 1
         if budget >= MIN_CONTEXT_TOKENS and offsets:
             cut = line[: offsets[min(budget, len(offsets)) - 1][1]].rstrip()
-            if cut and _cost(counter, "\n".join([cut, *kept])) <= room:
+            if cut and cost([cut, *kept]) <= room:
                 kept.insert(0, cut)
         break
     return "\n".join(kept)

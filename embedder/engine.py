@@ -155,9 +155,13 @@ class OpenVinoForward:
         self.names = [k for k in _MODEL_INPUTS if isinstance(sample.get(k), torch.Tensor)]
         core = ov.Core()
         xml = cache.with_suffix(".xml") if cache is not None else None
+        model = None
         if xml is not None and xml.exists():
-            model = core.read_model(xml)
-        else:
+            try:
+                model = core.read_model(xml)
+            except Exception as exc:  # a damaged cache costs a conversion, not the backend
+                _log.warning("longvec: cached OpenVINO model %s unreadable, converting again: %s", xml, exc)
+        if model is None:
             module = _forward_module(st, self.names).eval()
             with warnings.catch_warnings():  # tracer warnings about shape checks that hold for every input
                 warnings.simplefilter("ignore")

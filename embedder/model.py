@@ -290,7 +290,8 @@ def _build_engine(
 
 
 def _check_parity(engine: Engine, reference: Engine) -> None:
-    texts = trial_texts(8)
+    # enough texts for several batches at every default budget: the many-batch path is checked too
+    texts = trial_texts(48)
     try:
         a, b = engine.encode(texts, ""), reference.encode(texts, "")
     finally:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from longvec.embedder import EmbedderConfig, InvalidSettingError, load_embedder
+from longvec.embedder import EmbedderConfig, InvalidSettingError, load_embedder, normalize
 from longvec.embedder import engine as engine_module
 from longvec.embedder.engine import (
     PARITY_MIN_COSINE,
@@ -195,6 +195,19 @@ def test_a_backend_that_fails_falls_back_to_torch_under_auto(monkeypatch, tmp_pa
     assert "left out of the engine trial: conversion failed" in caplog.text
     with pytest.raises(InvalidSettingError, match="openvino backend cannot run this model: conversion failed"):
         load_embedder(EmbedderConfig(backend="openvino", precision="fp32", cache_dir=str(tmp_path)))
+
+
+@needs_openvino
+def test_a_damaged_openvino_cache_is_converted_again(fp32, tmp_path, caplog) -> None:
+    cache = tmp_path / "m"
+    cache.with_suffix(".xml").write_text("<net> cut short by a crash")
+    engine = Engine(fp32.model, backend="openvino", precision="fp32", openvino_cache=cache)
+    texts = trial_texts(4)
+    assert np.sum(normalize(engine.encode(texts, "")) * fp32.encode_documents(texts), axis=1).min() >= 0.9999
+    assert "unreadable, converting again" in caplog.text
+    caplog.clear()
+    Engine(fp32.model, backend="openvino", precision="fp32", openvino_cache=cache)  # the rewritten cache reads
+    assert "unreadable" not in caplog.text
 
 
 def test_threads_follow_the_cpus_this_process_may_use(tmp_path) -> None:
