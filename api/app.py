@@ -90,7 +90,16 @@ def create_app(collection: Collection, *, close_on_shutdown: bool = True) -> Fas
 
     @app.post("/search")
     def search(req: SearchRequest, c: CollectionDep) -> SearchResponse:
-        hits = c.search(req.query, k=req.k, dim=req.dim, agg=req.agg, mode=req.mode, fusion=req.fusion, alpha=req.alpha)
+        hits = c.search(
+            req.query,
+            k=req.k,
+            dim=req.dim,
+            layers=req.layers,
+            agg=req.agg,
+            mode=req.mode,
+            fusion=req.fusion,
+            alpha=req.alpha,
+        )
         return SearchResponse.model_validate({"hits": [h.to_dict() for h in hits]})
 
     @app.post("/documents")

@@ -38,6 +38,10 @@ def _add_channels(p: argparse.ArgumentParser, what: str = "") -> None:
     p.add_argument("--alpha", type=float, help=f"{what}hybrid: weight of the dense channel in [0, 1]")
 
 
+# Chunks at which `longvec index` calibrates a collection by itself (fewer give adapters too few samples).
+AUTO_CALIBRATE_CHUNKS = 1000
+
+
 def _add_engine(p: argparse.ArgumentParser, *, device: bool = True) -> None:
     """Where and at what precision the model encodes (vectors stay comparable: not a collection setting)."""
     if device:
@@ -114,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="also give each document of several chunks one vector of its first --max-tokens tokens (new collections)",
     )
     _add_channels(p, "the new collection's default: ")
+    p.add_argument(
+        "--layers",
+        type=_positive_int,
+        help="encode documents with the model's first N transformer layers (new collections; default: all)",
+    )
+    p.add_argument(
+        "--no-calibrate",
+        dest="calibrate",
+        action="store_false",
+        help=f"skip the automatic calibration (run once a collection has {AUTO_CALIBRATE_CHUNKS} chunks, again "
+        "when it has grown 4x; see `longvec calibrate`)",
+    )
     p.add_argument("--batch-docs", type=_positive_int, default=32, help="documents per transaction")
     p.add_argument(
         "--prune", action="store_true", help="delete walked files of these directories that are gone from disk"
@@ -153,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10, help="documents per query")
     p.add_argument("--dim", type=int, help="search a Matryoshka prefix of the vectors (see `longvec info`)")
     p.add_argument(
+        "--layers",
+        type=_positive_int,
+        help="encode queries with the model's first N layers (default: the collection's; others once calibrated)",
+    )
+    p.add_argument(
         "--agg",
         choices=("maxsim", "mean", "max", "weighted"),
         default="maxsim",
@@ -171,6 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="print a collection's manifest and counts as JSON")
     _add_collection(p)
+
+    p = sub.add_parser(
+        "calibrate",
+        help="fit a rotation (better Matryoshka prefixes) and per-layer adapters (shallow queries) on the collection",
+    )
+    _add_collection(p)
+    p.add_argument("--sample", type=_positive_int, default=2048, help="chunks encoded at every depth for the adapters")
+    p.add_argument("--no-rotation", dest="rotation", action="store_false", help="fit no rotation")
+    p.add_argument("--no-adapters", dest="adapters", action="store_false", help="fit no layer adapters")
+    _add_engine(p)
 
     p = sub.add_parser("eval", help="measure retrieval quality against baselines (built-in or BEIR-format data)")
     p.add_argument(
@@ -276,6 +307,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         code_context=args.code_context,
         path_context=args.path_context,
         doc_vector=args.doc_vector,
+        layers=args.layers,
         search_mode=args.mode,
         fusion=args.fusion,
         alpha=args.alpha,
@@ -290,6 +322,9 @@ def cmd_index(args: argparse.Namespace) -> int:
             pruned = 0
             for root in prune_roots:
                 pruned += collection.delete_many(vanished([root], collection.doc_ids(root.prefix, walked=True)))
+            if args.calibrate and _calibration_due(collection.info()):
+                print("calibrating (a rotation and layer adapters; --no-calibrate skips it)...", file=sys.stderr)
+                collection.calibrate()
     except BaseException:
         first.undo()  # a failed first run leaves no collection behind, so no settings are fixed by it
         raise
@@ -319,6 +354,7 @@ _SERVER_FIXED = {
     "precision": "--precision",
     "backend": "--backend",
     "threads": "--threads",
+    "layers": "--layers",
 }
 
 
@@ -503,7 +539,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     check_search(manifest, [t for _, t in queries], args.k, 1, args.dim, args.agg, **channels)
     with Collection.open(args.collection, readonly=True, embedder_config=_engine_config(args)) as collection:
         texts = [t for _, t in queries]
-        options = {"k": args.k, "dim": args.dim, "agg": args.agg, **channels}
+        options = {"k": args.k, "dim": args.dim, "agg": args.agg, "layers": args.layers, **channels}
         results = collection.search_many(texts, **options) if queries else []
     as_json = args.json or args.queries is not None or args.output is not None
     out: IO[str] = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
@@ -554,6 +590,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     collection = Collection.open(args.collection, embedder_config=_engine_config(args))
     print(f"serving {args.collection} on http://{args.host}:{args.port} (POST /search, GET /info)", flush=True)
     uvicorn.run(create_app(collection), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _calibration_due(info: dict[str, Any]) -> bool:
+    """Whether `longvec index` calibrates now: at AUTO_CALIBRATE_CHUNKS chunks, and again at 4x the chunks of the last
+    calibration (an embedder without layers, like a test double, is never calibrated)."""
+    if info.get("model_layers") is None or info["chunks"] < AUTO_CALIBRATE_CHUNKS:
+        return False
+    last = info.get("calibration")
+    return last is None or info["chunks"] >= 4 * int(last.get("chunks", 0))
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from longvec.index import Collection
+
+    with Collection.open(args.collection, embedder_config=_engine_config(args)) as collection:
+        record = collection.calibrate(sample=args.sample, rotation=args.rotation, adapters=args.adapters)
+    print(json.dumps(record, indent=2))
     return 0
 
 
@@ -610,6 +664,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "search": cmd_search,
     "serve": cmd_serve,
     "info": cmd_info,
+    "calibrate": cmd_calibrate,
     "eval": cmd_eval,
 }
 

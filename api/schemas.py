@@ -19,6 +19,9 @@ class SearchRequest(BaseModel):
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     k: int = Field(default=10, ge=1, le=1000)
     dim: int | None = Field(default=None, description="Matryoshka prefix size; one of /info's dims")
+    layers: int | None = Field(
+        default=None, description="encode the query with this many layers (default: the collection's; see /info)"
+    )
     agg: AggMode = "maxsim"
     mode: SearchMode | None = Field(default=None, description="dense, lexical or hybrid (default: the collection's)")
     fusion: Fusion | None = Field(default=None, description="hybrid: rrf, convex or zscore (default: the collection's)")

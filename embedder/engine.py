@@ -124,6 +124,43 @@ def autocast_dtype(precision: Precision) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def layer_stack(st: SentenceTransformer) -> tuple[Any, str, Any]:
+    """``(parent, attribute, module list)`` of the transformer's layers: the ``ModuleList`` of
+    ``num_hidden_layers`` blocks (``encoder.layer`` in BERT, ``layers`` in ModernBERT...)."""
+    import torch
+
+    model = st[0].auto_model
+    n = getattr(model.config, "num_hidden_layers", None)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and n and len(module) == n:
+            parent_name, _, attribute = name.rpartition(".")
+            return model.get_submodule(parent_name) if parent_name else model, attribute, module
+    raise InvalidSettingError("cannot find this model's transformer layers (a ModuleList of num_hidden_layers)")
+
+
+def layer_count(st: SentenceTransformer) -> int:
+    """Transformer layers the model has (``num_hidden_layers``)."""
+    return len(layer_stack(st)[2])
+
+
+@contextlib.contextmanager
+def shallow(st: SentenceTransformer, layers: int | None) -> Iterator[None]:
+    """Within the block, ``st`` runs only its first ``layers`` transformer layers; the last of them feeds the
+    model's own final steps (pooling, dense, normalise) as the last layer does (2D Matryoshka's depth axis).
+    ``None``: all layers. Not thread-safe: callers serialise encodes (``Embedder`` holds a lock)."""
+    if layers is None:
+        yield
+        return
+    import torch
+
+    parent, attribute, full = layer_stack(st)
+    setattr(parent, attribute, torch.nn.ModuleList(list(full)[:layers]))
+    try:
+        yield
+    finally:
+        setattr(parent, attribute, full)
+
+
 @dataclass(frozen=True)
 class Trial:
     """How a backend at a precision did against torch fp32 on the trial texts."""
@@ -318,7 +355,8 @@ class Engine:
     copy (CPU only; ``openvino_cache``: where its IR is kept, see :class:`OpenVinoForward`). ``threads`` (CPU
     only; ``None``: torch's default capped by :func:`cpu_threads`) sets torch's intra-op pool, which is
     process-wide, and OpenVINO's threads. ``packing`` (torch only) runs :class:`PackedForward` instead of
-    length-sorted padded batches.
+    length-sorted padded batches. ``layers`` runs only the first that many transformer layers (see
+    :func:`shallow`; ``None``: all); an OpenVINO engine converts the model at that depth.
     """
 
     def __init__(
@@ -332,6 +370,7 @@ class Engine:
         openvino_cache: Path | None = None,
         threads: int | None = None,
         packing: bool = False,
+        layers: int | None = None,
     ) -> None:
         import torch
 
@@ -351,12 +390,19 @@ class Engine:
             raise InvalidSettingError(f"the openvino backend runs on the CPU, not {self.device}")
         if packing and backend != "torch":
             raise InvalidSettingError("packing runs on the torch backend only")
+        total = layer_count(st)
+        if layers is not None and not 1 <= layers <= total:
+            raise InvalidSettingError(f"layers must be in [1, {total}] for this model, got {layers}")
+        self.layers = None if layers == total else layers
         if threads is not None and threads < 1:
             raise InvalidSettingError(f"threads must be positive, got {threads}")
         self.threads = threads or min(torch.get_num_threads(), cpu_threads())
         if self.device.type == "cpu" and torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
-        self._openvino = OpenVinoForward(st, precision, openvino_cache, self.threads) if backend == "openvino" else None
+        with shallow(st, self.layers):  # a converted model keeps the depth it was converted at
+            self._openvino = (
+                OpenVinoForward(st, precision, openvino_cache, self.threads) if backend == "openvino" else None
+            )
         tokenizer = st.tokenizer.backend_tokenizer
         from tokenizers import Tokenizer
 
@@ -365,6 +411,7 @@ class Engine:
         self._counter.no_padding()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="longvec-preprocess")
         self._packed = PackedForward(st) if packing else None
+        self.packing = packing
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The torch autocast context for this engine's precision (a no-op for fp32)."""
@@ -409,7 +456,7 @@ class Engine:
             if prompt and not self._packed.pools_prompt:
                 raise InvalidSettingError("packing cannot run a model whose pooling leaves the prompt out")
             self.st.eval()
-            with torch.inference_mode(), self.autocast():
+            with torch.inference_mode(), self.autocast(), shallow(self.st, self.layers):
                 tokens = self._tokens(texts, prompt)
                 for idx, rows in self._packed.batches(tokens, self.token_budget, self.max_batch):
                     out[idx] = self._packed.forward(tokens, rows, self.device).float().cpu().numpy()
@@ -419,7 +466,7 @@ class Engine:
             self._openvino.run(self._prepared(texts, prompt, batches), out, len(batches))
             return out
         self.st.eval()
-        with torch.inference_mode(), self.autocast():
+        with torch.inference_mode(), self.autocast(), shallow(self.st, self.layers):
             for idx, features in self._prepared(texts, prompt, batches):
                 out[idx] = self.st(features)["sentence_embedding"].float().cpu().numpy()
         return out

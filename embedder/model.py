@@ -22,6 +22,7 @@ from longvec.embedder.engine import (
     Precision,
     choose,
     cosines,
+    layer_count,
     resolve_device,
     trial_texts,
 )
@@ -66,9 +67,9 @@ class Encoder(Protocol):
     document_prompt: str
     query_prompt: str
 
-    def encode_documents(self, texts: list[str], dim: int | None = None) -> np.ndarray: ...
+    def encode_documents(self, texts: list[str], dim: int | None = None, layers: int | None = None) -> np.ndarray: ...
 
-    def encode_queries(self, texts: list[str], dim: int | None = None) -> np.ndarray: ...
+    def encode_queries(self, texts: list[str], dim: int | None = None, layers: int | None = None) -> np.ndarray: ...
 
 
 def resolve_model(model: str | None) -> str:
@@ -179,6 +180,37 @@ class Embedder:
         self.dim = int(st.get_embedding_dimension())
         self.max_tokens = int(st.max_seq_length)
         self.tokenizer: Tokenizer = st.tokenizer.backend_tokenizer
+        self.layers = layer_count(st)  # transformer layers; encodes may run fewer (2D Matryoshka's depth)
+        self._shallow: dict[int, Engine] = {}
+        self._openvino_cache = openvino_cache_path(config, self.fingerprint)
+
+    def _engine_at(self, layers: int) -> Engine:
+        """The engine for the first ``layers`` layers (the caller holds the lock): the full model's own, or one
+        built on first use with the same backend, precision and settings (an OpenVINO one converts the model at
+        that depth, cached beside the full one)."""
+        if layers == self.layers:
+            return self._engine
+        engine = self._shallow.get(layers)
+        if engine is None:
+            e = self._engine
+            cache = (
+                None
+                if self._openvino_cache is None
+                else self._openvino_cache.with_name(f"{self._openvino_cache.name}-layers{layers}")
+            )
+            engine = Engine(
+                self._st,
+                precision=e.precision,
+                backend=e.backend,
+                token_budget=e.token_budget,
+                max_batch=e.max_batch,
+                openvino_cache=cache,
+                threads=e.threads,
+                packing=e.packing,
+                layers=layers,
+            )
+            self._shallow[layers] = engine
+        return engine
 
     @property
     def model(self) -> SentenceTransformer:
@@ -186,16 +218,25 @@ class Embedder:
         it after loading reach only the torch backend: an OpenVINO engine runs the model as it was converted."""
         return self._st
 
-    def encode_documents(self, texts: list[str], dim: int | None = None) -> np.ndarray:
-        """Unit vectors (n, dim) for documents or chunks, each after ``document_prompt``.
+    def encode_documents(self, texts: list[str], dim: int | None = None, layers: int | None = None) -> np.ndarray:
+        """Unit vectors (n, dim) for documents or chunks, each after ``document_prompt``, from the first ``layers``
+        transformer layers (``None``: all of :attr:`layers`).
 
         Inputs longer than ``max_tokens`` (prompt included) are truncated by the model: callers chunk first.
         """
-        return self._encode(texts, dim, self.document_prompt)
+        return self._encode(texts, dim, self.document_prompt, layers)
 
-    def encode_queries(self, texts: list[str], dim: int | None = None) -> np.ndarray:
-        """Unit vectors (n, dim) for queries, each after ``query_prompt``."""
-        return self._encode(texts, dim, self.query_prompt)
+    def encode_queries(self, texts: list[str], dim: int | None = None, layers: int | None = None) -> np.ndarray:
+        """Unit vectors (n, dim) for queries, each after ``query_prompt`` (``layers`` as for documents)."""
+        return self._encode(texts, dim, self.query_prompt, layers)
+
+    def check_layers(self, layers: int | None) -> int:
+        """``layers`` validated against the model's depth (``None`` means all of them)."""
+        if layers is None:
+            return self.layers
+        if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= self.layers:
+            raise InvalidSettingError(f"layers must be in [1, {self.layers}] for this model, got {layers!r}")
+        return layers
 
     def encode_late(
         self, docs: list[tuple[str, list[tuple[int, int]]]], *, window: int | None = None
@@ -219,12 +260,13 @@ class Embedder:
                 self._late[window] = late
             return late.encode(docs)
 
-    def _encode(self, texts: list[str], dim: int | None, prompt: str) -> np.ndarray:
+    def _encode(self, texts: list[str], dim: int | None, prompt: str, layers: int | None = None) -> np.ndarray:
         dim = check_dim(dim, self.dim)
+        layers = self.check_layers(layers)
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)
         with self._lock:
-            vectors = self._engine.encode(texts, prompt)
+            vectors = self._engine_at(layers).encode(texts, prompt)
         return truncate(vectors, dim) if dim < self.dim else normalize(vectors)
 
 
@@ -238,7 +280,7 @@ def _build_engine(
     ``backend="openvino"`` is an error.
     """
     cache = Path(config.cache_dir).expanduser() if config.cache_dir else None
-    openvino_cache = cache / f"openvino-{fingerprint}" if cache is not None else None  # the patches are in it
+    openvino_cache = openvino_cache_path(config, fingerprint)
     backend, precision = config.backend, config.precision
     if config.length_scaled:
         if backend == "openvino":
@@ -287,6 +329,11 @@ def _build_engine(
         report = report | {"backend": "torch", "precision": precision, "fallback": str(exc)}
         return Engine(st, precision=precision, backend="torch", **settings), report
     return engine, report
+
+
+def openvino_cache_path(config: EmbedderConfig, fingerprint: str) -> Path | None:
+    """Where a converted OpenVINO model of this fingerprint is kept (without suffix; the patches are in it)."""
+    return Path(config.cache_dir).expanduser() / f"openvino-{fingerprint}" if config.cache_dir else None
 
 
 def _check_parity(engine: Engine, reference: Engine) -> None:

@@ -12,7 +12,9 @@ Layout of a collection directory::
 from __future__ import annotations
 
 import json
+import random
 import threading
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,7 +28,17 @@ import numpy as np
 from longvec.chunking import CHUNKER_VERSION, Chunk, Chunker, TokenCounter, first_window
 from longvec.chunking.languages import CODE_LANGUAGES
 from longvec.chunking.types import spans_to_chunks
-from longvec.embedder import EmbedderConfig, Encoder, allowed_dims, load_embedder, long_context, truncate
+from longvec.embedder import (
+    EmbedderConfig,
+    Encoder,
+    InvalidSettingError,
+    allowed_dims,
+    load_embedder,
+    long_context,
+    normalize,
+    truncate,
+)
+from longvec.embedder.calibration import CALIBRATION_VERSION, Calibration, fit_adapter, fit_rotation
 from longvec.index.errors import (
     CollectionClosedError,
     CollectionExistsError,
@@ -53,7 +65,10 @@ from longvec.index.types import DOC_SYMBOL, AddResult, Document, Hit
 from longvec.index.vectors import gpu_count
 
 # Settings fixed when a collection is built (giving other values for an existing one is an error).
-_BUILD_SETTINGS = ("strategy", "max_tokens", "overlap_tokens", "code_context", "path_context", "doc_vector")
+_BUILD_SETTINGS = ("strategy", "max_tokens", "overlap_tokens", "code_context", "path_context", "doc_vector", "layers")
+# Chunks encoded (at every depth) to fit the adapters, and stored vectors read to fit the rotation, by default.
+CALIBRATION_SAMPLE = 2048
+ROTATION_SAMPLE = 50_000
 
 
 def token_counter(embedder: Encoder) -> TokenCounter:
@@ -95,6 +110,19 @@ def _batched(items: Iterable[Document], n: int) -> Iterator[list[Document]]:
         yield batch
 
 
+def _model_depth(embedder: Encoder, layers: int | None = None) -> int:
+    """``layers`` checked against ``embedder``'s depth (``None``: its full depth)."""
+    check = getattr(embedder, "check_layers", None)
+    if check is None:
+        if layers is not None:
+            raise InvalidInputError("this embedder has no layer choice")
+        return 0
+    try:
+        return int(check(layers))
+    except InvalidSettingError as exc:
+        raise InvalidInputError(str(exc)) from None
+
+
 class Collection:
     """Open with :meth:`create`, :meth:`open` or :meth:`open_or_create`; use as a context manager.
 
@@ -119,6 +147,9 @@ class Collection:
             raise
         self._vectors = VectorCache(root, manifest.dim)  # full chunk vectors: saved, loaded, caught up
         self._views: dict[View, VectorCache] = {self._vectors.view: self._vectors}  # others built on first use
+        self._calibration: tuple[str, Calibration] | None = None  # (store meta it was loaded for, calibration)
+        # Held by add and calibrate: a calibration never changes the vector space under a running add.
+        self._space = threading.Lock()
         self._closed = False
 
     # -- opening ---------------------------------------------------------------------------------------
@@ -135,6 +166,7 @@ class Collection:
         code_context: bool = True,
         path_context: bool = True,
         doc_vector: bool = False,
+        layers: int | None = None,
         search_mode: SearchMode = DEFAULT_SEARCH_MODE,
         fusion: Fusion = DEFAULT_FUSION,
         alpha: float = DEFAULT_ALPHA,
@@ -148,6 +180,9 @@ class Collection:
         ``doc_vector``: a document of several chunks also gets one vector of its first ``max_tokens`` tokens
         (one more chunk, searched with the others: a document scores as its best), so a document read whole
         competes as itself beside its parts.
+        ``layers``: documents are encoded with the model's first that many transformer layers (cheaper
+        indexing; ``None``: all); queries then run at that depth too, or at any depth once calibrated
+        (:meth:`calibrate`).
         ``search_mode``, ``fusion`` and ``alpha`` are the defaults of :meth:`search_many`.
         """
         root = Path(root)
@@ -162,6 +197,11 @@ class Collection:
             raise InvalidInputError(f"max_tokens {max_tokens} differs from the embedder's {embedder.max_tokens}")
         _chunker(token_counter(embedder), embedder.max_tokens, overlap_tokens)  # settings checked before any write
         check_channels(search_mode, fusion, alpha)
+        if layers is not None:
+            if strategy == "late":
+                raise InvalidInputError("the late strategy reads token states of the whole model: layers cannot be set")
+            layers = _model_depth(embedder, layers)
+            layers = None if layers == _model_depth(embedder) else layers
         manifest = Manifest(
             model=embedder.model_id,
             model_fingerprint=embedder.fingerprint,
@@ -178,6 +218,7 @@ class Collection:
             document_prompt=embedder.document_prompt,
             query_prompt=embedder.query_prompt,
             encoder=dict(getattr(embedder, "long_context", {})),
+            layers=layers,
             chunker_version=CHUNKER_VERSION,
             longvec_version=longvec_version(),
             created=now_iso(),
@@ -328,6 +369,12 @@ class Collection:
         self._check_writable()
         if batch_docs < 1:
             raise InvalidInputError(f"batch_docs must be positive, got {batch_docs}")
+        with self._space:
+            return self._add(docs, batch_docs, on_batch)
+
+    def _add(
+        self, docs: Iterable[Document], batch_docs: int, on_batch: Callable[[AddResult], None] | None
+    ) -> AddResult:
         total = AddResult()
         # Rows of documents prepared but not yet written, as the store will have them: a later batch compares
         # against these, not the store, so a document repeated across batches is decided as if run one by one.
@@ -427,14 +474,146 @@ class Collection:
     def _embed(self, to_embed: list[tuple[Document, str, list[Chunk]]]) -> np.ndarray:
         """The chunk vectors of ``to_embed``'s documents, in order: each chunk's ``embed_text`` on its own, or
         (``late`` strategy) pooled per chunk span from the whole document read by the model at once."""
-        if self.manifest.strategy != "late":
-            return self.embedder.encode_documents([c.embed_text for _, _, chunks in to_embed for c in chunks])
+        m = self.manifest
+        calibration = self._current_calibration()
+        if m.strategy != "late":
+            texts = [c.embed_text for _, _, chunks in to_embed for c in chunks]
+            layers = {"layers": m.layers} if m.layers is not None else {}  # an embedder without depths needs none
+            vectors = self.embedder.encode_documents(texts, **layers)
+            return vectors if calibration is None else calibration.apply(vectors, _model_depth(self.embedder, m.layers))
         encode_late = getattr(self.embedder, "encode_late", None)
         if encode_late is None:
             raise InvalidInputError(f"the {self.manifest.strategy!r} strategy needs an embedder with encode_late")
         docs = [(doc.text, [(c.start, c.end) for c in chunks]) for doc, _, chunks in to_embed]
         parts = encode_late(docs) if docs else []
-        return np.concatenate(parts) if parts else np.zeros((0, self.manifest.dim), np.float32)
+        vectors = np.concatenate(parts) if parts else np.zeros((0, self.manifest.dim), np.float32)
+        return vectors if calibration is None or not len(vectors) else calibration.rotate(vectors)
+
+    # -- 2D Matryoshka: depths and calibration ---------------------------------------------------------
+
+    def _current_calibration(self) -> Calibration | None:
+        """The calibration the stored vectors are in (the store's record of it, read now: a writer in another
+        process may have re-calibrated), loaded once per change."""
+        with self._lock:
+            meta = self._store.meta("calibration")
+        if meta is None:
+            self._calibration = None
+            return None
+        if self._calibration is None or self._calibration[0] != meta:
+            self._calibration = (meta, Calibration.load(self.root / json.loads(meta)["file"]))
+        return self._calibration[1]
+
+    def _query_depth(self, layers: int | None) -> int | None:
+        """The depth queries are encoded at (``None``: an embedder without depths), checked against what the
+        stored vectors can be compared with."""
+        if layers is None and self.manifest.layers is None:
+            return None
+        if not hasattr(self.embedder, "layers"):
+            raise InvalidInputError("this collection's embedder has no layer choice")
+        depth = _model_depth(self.embedder, layers if layers is not None else self.manifest.layers)
+        stored = _model_depth(self.embedder, self.manifest.layers)
+        if depth != stored:
+            calibration = self._current_calibration()
+            if calibration is None or depth not in calibration.depths():
+                raise InvalidInputError(
+                    f"queries at {depth} layers cannot be compared with documents encoded at {stored}: calibrate the "
+                    f"collection first (`longvec calibrate`), or search with layers {stored}"
+                )
+        return depth
+
+    def _query_vectors(self, raw: np.ndarray, depth: int | None, dim: int) -> np.ndarray:
+        """Query vectors in the stored vectors' space (calibrated where the collection is), cut to ``dim``."""
+        calibration = self._current_calibration()
+        if calibration is not None:
+            raw = calibration.apply(raw, depth if depth is not None else calibration.layers)
+        return truncate(raw, dim) if dim < raw.shape[1] else raw
+
+    def calibrate(
+        self, *, sample: int = CALIBRATION_SAMPLE, rotation: bool = True, adapters: bool = True, seed: int = 0
+    ) -> dict[str, Any]:
+        """Make Matryoshka prefixes and shallow depths of this collection's model usable (``embedder.calibration``):
+
+        - ``adapters``: encode about ``sample`` chunks of randomly chosen stored documents at every depth and fit
+          one affine map per depth into the full model's space (queries and documents at any depth then compare
+          with the stored vectors);
+        - ``rotation``: the principal axes of (up to ``ROTATION_SAMPLE``) stored vectors, so that each prefix
+          keeps the most variance; the stored vectors are rotated in place (full-length scores do not change).
+
+        The calibration file is written first and recorded in the store in the same transaction that rewrites the
+        vectors, so a crash leaves either the old state or the new one. Calibrating again refits both (documents
+        encoded at a shallow depth keep the adapter they were stored with). Returns what was fitted.
+        """
+        self._check_writable()
+        if not rotation and not adapters:
+            raise InvalidInputError("nothing to calibrate: both rotation and adapters are off")
+        if sample < 2:
+            raise InvalidInputError(f"sample must be at least 2, got {sample}")
+        if not hasattr(self.embedder, "layers"):
+            raise InvalidInputError("this collection's embedder has no layer choice to calibrate")
+        with self._space:
+            old = self._current_calibration()
+            full = _model_depth(self.embedder)
+            stored_depth = _model_depth(self.embedder, self.manifest.layers)
+            fitted: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+            texts = self._sample_texts(sample, seed) if adapters or (old is None and stored_depth < full) else []
+            if texts:
+                target = self.embedder.encode_documents(texts)
+                for k in range(1, full):
+                    fitted[k] = fit_adapter(self.embedder.encode_documents(texts, layers=k), target)
+            if old is not None and stored_depth in old.adapters:
+                fitted[stored_depth] = old.adapters[stored_depth]  # the stored documents were mapped with it
+            if stored_depth < full and stored_depth not in fitted:
+                raise InvalidInputError("documents encoded at fewer layers need adapters: calibrate with adapters")
+            kept = fitted if adapters else {stored_depth: fitted[stored_depth]} if stored_depth in fitted else {}
+            bridge = Calibration(self.manifest.dim, full, None, fitted)
+
+            def model_space(stored: np.ndarray) -> np.ndarray:
+                if old is not None:  # undo the old rotation: the adapters were applied already
+                    return stored if old.rotation is None else normalize(stored @ old.rotation.T)
+                return bridge.to_model_space(stored, stored_depth)
+
+            with self._lock, self._store.snapshot():
+                counts = self._store.counts()
+                if counts["chunks"] < 2:
+                    raise InvalidInputError("nothing to calibrate: the collection has fewer than 2 chunks")
+                step = max(1, counts["chunks"] // ROTATION_SAMPLE)
+                seen = [model_space(v[::step]) for _, v in self._store.iter_vectors(self.manifest.dim)]
+            new = Calibration(self.manifest.dim, full, fit_rotation(np.concatenate(seen)) if rotation else None, kept)
+            name = f"calibration-{uuid.uuid4().hex[:12]}.npz"
+            new.save(self.root / name)
+            record = {
+                "file": name,
+                "version": CALIBRATION_VERSION,
+                "rotation": rotation,
+                "adapters": sorted(kept),
+                "sample": len(texts),
+                "chunks": counts["chunks"],
+                "created": now_iso(),
+            }
+            with self._lock, self._store.transaction() as db:
+                self._store.rewrite_vectors(db, self.manifest.dim, lambda v: new.rotate(model_space(v)))
+                self._store.set_meta(db, "calibration", json.dumps(record, sort_keys=True))
+            for stale in self.root.glob("calibration-*.npz"):
+                if stale.name != name:
+                    stale.unlink(missing_ok=True)
+            with self._lock:
+                self._views = {self._vectors.view: self._vectors}  # derived views rebuild from the new vectors
+            self.flush()
+        return record
+
+    def _sample_texts(self, sample: int, seed: int) -> list[str]:
+        """Embedded texts of about ``sample`` chunks of randomly chosen stored documents (re-chunked as stored)."""
+        rng = random.Random(seed)
+        ids = self.doc_ids()
+        rng.shuffle(ids)
+        texts: list[str] = []
+        for doc_id in ids:
+            stored = self.get(doc_id)
+            doc = Document(doc_id, stored.text, path=stored.path, language=stored.language)
+            texts += [c.embed_text for c in self.chunk(doc)]
+            if len(texts) >= sample:
+                break
+        return texts[:sample]
 
     def delete(self, doc_id: str) -> None:
         """Remove ``doc_id`` and its chunks; :class:`DocumentNotFoundError` if it is not stored."""
@@ -515,6 +694,7 @@ class Collection:
         mode: SearchMode | None = None,
         fusion: Fusion | None = None,
         alpha: float | None = None,
+        layers: int | None = None,
     ) -> list[list[Hit]]:
         """Top-``k`` documents per query.
 
@@ -525,7 +705,8 @@ class Collection:
         ``max`` and ``weighted`` (by token count) instead score one vector per document aggregated from its
         chunk vectors, with no spans. ``dim`` searches a Matryoshka prefix of the vectors (see
         ``info()["dims"]``), re-normalised. Views other than the full chunk vectors are built in memory on
-        their first search.
+        their first search. ``layers`` encodes the queries with that many transformer layers (default: the
+        depth the documents were encoded at; another depth needs a calibrated collection, see :meth:`calibrate`).
         """
         view, channels = check_search(self.manifest, queries, k, chunks_per_doc, dim, agg, mode, fusion, alpha)
         self._check_open()
@@ -534,12 +715,16 @@ class Collection:
                 f"collection at {self.root} has no lexical index yet (made by an older longvec): open it for "
                 "writing once (`longvec index` or `longvec serve`) to build it, or search with mode 'dense'"
             )
-        qv = self.embedder.encode_queries(queries, dim=view.dim) if channels.mode != "lexical" else None
+        depth = self._query_depth(layers)
+        raw = None
+        if channels.mode != "lexical":
+            raw = self.embedder.encode_queries(queries, **({"layers": depth} if depth is not None else {}))
         with self._lock:
             cache = self._views.setdefault(view, VectorCache(self.root, self.manifest.dim, view))
             for attempt in range(3):
                 try:
                     with self._store.snapshot() as state:
+                        qv = None if raw is None else self._query_vectors(raw, depth, view.dim)
                         if channels.mode == "lexical":
                             return self._rank_fused(None, None, queries, k, channels, chunks_per_doc, state.seq)
                         index = cache.current(self._store, state, may_retry=attempt < 2)
@@ -623,6 +808,9 @@ class Collection:
             "max_tokens": m.max_tokens,
             "overlap_tokens": m.overlap_tokens,
             "encoder": m.encoder,
+            "layers": _model_depth(self.embedder, m.layers) if hasattr(self.embedder, "layers") else None,
+            "model_layers": getattr(self.embedder, "layers", None),
+            "calibration": json.loads(meta) if (meta := self._store.meta("calibration")) else None,
             "code_context": m.code_context,
             "path_context": m.path_context,
             "doc_vector": m.doc_vector,

@@ -55,6 +55,8 @@ class Manifest:
     # Long-context settings the model was loaded with (``EmbedderConfig`` fields: extend_to, positions,
     # temperature, length_scaled); empty for the model as trained.
     encoder: dict[str, Any] = field(default_factory=dict)
+    # Transformer layers documents are encoded with (2D Matryoshka's depth); None: all of the model's.
+    layers: int | None = None
     chunker_version: str = ""
     format_version: int = FORMAT_VERSION
     longvec_version: str = ""

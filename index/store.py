@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -407,6 +407,37 @@ class Store:
             vectors[i] = np.frombuffer(blob, dtype=np.float32)
             doc_ids.append(doc_id)
         return ids, doc_ids, tokens, vectors
+
+    def meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, db: sqlite3.Connection, key: str, value: str) -> None:
+        """Set ``key`` inside an open transaction (it commits with what the transaction writes)."""
+        db.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def rewrite_vectors(
+        self, db: sqlite3.Connection, dim: int, transform: Callable[[np.ndarray], np.ndarray], batch: int | None = None
+    ) -> int:
+        """Replace every chunk vector ``v`` by ``transform(v)`` (a batch of rows at a time) inside an open
+        transaction; returns how many. Every FAISS index of an older generation is then out of date in place
+        (same ids, new vectors), so the tombstones are reset: ``tombstones_from`` becomes this transaction's
+        generation, which makes every reader rebuild instead of catching up."""
+        assert self._next_generation is not None, "rewrite_vectors runs inside transaction()"
+        n, after = 0, 0
+        while rows := db.execute(
+            "SELECT id, vector FROM chunks WHERE id > ? ORDER BY id LIMIT ?", (after, batch or _BATCH_ROWS)
+        ).fetchall():
+            new = np.ascontiguousarray(transform(self._vectors(rows, dim)), dtype=np.float32)
+            updates = [(v.tobytes(), r[0]) for v, r in zip(new, rows, strict=True)]
+            db.executemany("UPDATE chunks SET vector = ? WHERE id = ?", updates)
+            n, after = n + len(rows), int(rows[-1][0])
+        db.execute("DELETE FROM removed")
+        self.set_meta(db, "tombstones_from", str(self._next_generation))
+        return n
 
     def counts(self) -> dict[str, int]:
         docs, tokens = self._db.execute("SELECT COUNT(*), COALESCE(SUM(n_tokens), 0) FROM documents").fetchone()
