@@ -37,20 +37,31 @@ ADAPTER_RIDGE = 1e-2
 @dataclass
 class Calibration:
     """A fitted rotation (``(d, d)``, ``v @ rotation``; ``None``: none) and adapters by depth (``(W, b)``:
-    ``normalize(v @ W + b)``), for a model of ``layers`` transformer layers and ``dim`` dimensions."""
+    ``normalize(v @ W + b)``), for a model of ``layers`` transformer layers and ``dim`` dimensions.
+
+    ``base`` is the depth whose space the rotation acts on: the full depth (``layers``; adapters map other depths
+    into it), or, for a rotation alone of a collection encoded at fewer layers, that depth (no adapters).
+    """
 
     dim: int
     layers: int
     rotation: np.ndarray | None = None
     adapters: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    base: int | None = None  # None: layers
+
+    def __post_init__(self) -> None:
+        if self.base is None:
+            self.base = self.layers
+        if self.base != self.layers and self.adapters:
+            raise InvalidSettingError("adapters map into the full model's space: base must be the full depth")
 
     def depths(self) -> list[int]:
-        """Depths whose vectors this calibration maps into the model's full-depth space (the full one included)."""
-        return sorted({*self.adapters, self.layers})
+        """Depths whose vectors this calibration maps into its space (``base`` included)."""
+        return sorted({*self.adapters, self.base})
 
     def to_model_space(self, vectors: np.ndarray, layers: int) -> np.ndarray:
-        """Unit vectors of depth ``layers`` mapped to full-depth ones (the adapter; unchanged at full depth)."""
-        if layers == self.layers:
+        """Unit vectors of depth ``layers`` mapped into the ``base`` space (an adapter; unchanged at ``base``)."""
+        if layers == self.base:
             return normalize(vectors)
         if layers not in self.adapters:
             raise InvalidSettingError(f"no adapter for {layers} layers (calibrated: {self.depths()})")
@@ -68,7 +79,7 @@ class Calibration:
 
     def save(self, path: Path) -> None:
         """Write atomically (temp file, fsync, rename, fsync of the directory)."""
-        arrays: dict[str, np.ndarray] = {"meta": np.array([CALIBRATION_VERSION, self.dim, self.layers])}
+        arrays: dict[str, np.ndarray] = {"meta": np.array([CALIBRATION_VERSION, self.dim, self.layers, self.base])}
         if self.rotation is not None:
             arrays["rotation"] = self.rotation
         for k, (w, b) in self.adapters.items():
@@ -90,14 +101,14 @@ class Calibration:
     @classmethod
     def load(cls, path: Path) -> Calibration:
         with np.load(path) as data:
-            version, dim, layers = (int(x) for x in data["meta"])
+            version, dim, layers, base = (int(x) for x in data["meta"])
             if version != CALIBRATION_VERSION:
                 raise InvalidSettingError(f"calibration {path} has version {version}, not {CALIBRATION_VERSION}")
             rotation = data["rotation"] if "rotation" in data else None
             adapters = {
                 int(name[1:]): (data[name], data[f"b{name[1:]}"]) for name in data.files if name.startswith("w")
             }
-        return cls(dim, layers, rotation, adapters)
+        return cls(dim, layers, rotation, adapters, base)
 
 
 def fit_rotation(vectors: np.ndarray) -> np.ndarray:

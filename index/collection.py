@@ -554,23 +554,22 @@ class Collection:
             old = self._current_calibration()
             full = _model_depth(self.embedder)
             stored_depth = _model_depth(self.embedder, self.manifest.layers)
+            space = old.base if old is not None else stored_depth  # of the stored vectors, rotation undone
+            base = full if adapters or space == full else space  # of the new calibration
             fitted: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-            texts = self._sample_texts(sample, seed) if adapters or (old is None and stored_depth < full) else []
+            texts = self._sample_texts(sample, seed) if adapters else []
             if texts:
                 target = self.embedder.encode_documents(texts)
                 for k in range(1, full):
                     fitted[k] = fit_adapter(self.embedder.encode_documents(texts, layers=k), target)
             if old is not None and stored_depth in old.adapters:
                 fitted[stored_depth] = old.adapters[stored_depth]  # the stored documents were mapped with it
-            if stored_depth < full and stored_depth not in fitted:
-                raise InvalidInputError("documents encoded at fewer layers need adapters: calibrate with adapters")
-            kept = fitted if adapters else {stored_depth: fitted[stored_depth]} if stored_depth in fitted else {}
-            bridge = Calibration(self.manifest.dim, full, None, fitted)
+            kept = fitted if adapters else {k: v for k, v in fitted.items() if k == stored_depth}
+            bridge = Calibration(self.manifest.dim, full, None, fitted) if space != base else None
 
             def model_space(stored: np.ndarray) -> np.ndarray:
-                if old is not None:  # undo the old rotation: the adapters were applied already
-                    return stored if old.rotation is None else normalize(stored @ old.rotation.T)
-                return bridge.to_model_space(stored, stored_depth)
+                v = stored if old is None or old.rotation is None else normalize(stored @ old.rotation.T)
+                return v if bridge is None else bridge.to_model_space(v, space)
 
             with self._lock, self._store.snapshot():
                 counts = self._store.counts()
@@ -578,7 +577,9 @@ class Collection:
                     raise InvalidInputError("nothing to calibrate: the collection has fewer than 2 chunks")
                 step = max(1, counts["chunks"] // ROTATION_SAMPLE)
                 seen = [model_space(v[::step]) for _, v in self._store.iter_vectors(self.manifest.dim)]
-            new = Calibration(self.manifest.dim, full, fit_rotation(np.concatenate(seen)) if rotation else None, kept)
+            new = Calibration(
+                self.manifest.dim, full, fit_rotation(np.concatenate(seen)) if rotation else None, kept, base
+            )
             name = f"calibration-{uuid.uuid4().hex[:12]}.npz"
             new.save(self.root / name)
             record = {
@@ -586,6 +587,7 @@ class Collection:
                 "version": CALIBRATION_VERSION,
                 "rotation": rotation,
                 "adapters": sorted(kept),
+                "base": base,
                 "sample": len(texts),
                 "chunks": counts["chunks"],
                 "created": now_iso(),

@@ -194,3 +194,17 @@ def test_rest_search_takes_layers_and_reports_depths(torch32, tmp_path) -> None:
         assert r.status_code == 400 and "calibrate the collection first" in r.json()["error"]["message"]
         r = client.post("/search", json={"query": "sorting", "layers": 8})
         assert r.status_code == 400 and "layers must be in [1, 6]" in r.json()["error"]["message"]
+
+
+def test_rotation_alone_on_a_shallow_collection_then_adapters(torch32, tmp_path) -> None:
+    with Collection.create(tmp_path / "c", embedder=torch32, layers=2, search_mode="dense") as c:
+        c.add(_docs(24))
+        before = [(h.doc_id, round(h.score, 4)) for h in c.search("sorting the data", k=5)]
+        record = c.calibrate(adapters=False)
+        assert (record["base"], record["adapters"]) == (2, [])  # the depth-2 space, rotated
+        assert [(h.doc_id, round(h.score, 4)) for h in c.search("sorting the data", k=5)] == before
+        with pytest.raises(InvalidInputError, match="calibrate the collection first"):
+            c.search("sorting", k=3, layers=6)
+        record = c.calibrate(sample=32)  # now into the full model's space: every depth opens
+        assert (record["base"], record["adapters"]) == (6, [1, 2, 3, 4, 5])
+        assert all(len(c.search("sorting", k=3, layers=k)) == 3 for k in (1, 2, 6))

@@ -1,0 +1,120 @@
+"""2D Matryoshka grid: nDCG@10 by encoder depth (layers) and dimensions, raw against calibrated, on the product path.
+
+    python benchmarks/matryoshka2d.py [--datasets code,pydoc] [--layers 1,2,3,4,5,6] [--dims 32,64,128,192,256,384]
+                                      [--sample 2048] [--max-queries 400] [--output FILE.json]
+
+For each dataset (the eval suite's cached pools, built by ``longvec eval`` first) and each depth ``k``, a collection
+is built with ``Collection.create(layers=k)`` (documents and queries both encoded with the model's first ``k``
+layers, dense search, chunk strategy and every other setting at its default) and searched at each prefix size
+``dim`` (``search_many(dim=...)``), three ways, in this order on the same collection:
+
+- ``raw``: no calibration: the first ``dim`` coordinates of the depth-``k`` vectors, re-normalised;
+- ``pca``: ``calibrate(adapters=False)``: the stored vectors rotated onto their principal axes;
+- ``calibrated``: ``calibrate()``: depth-``k`` vectors mapped by a ridge adapter into the full model's space
+  (fitted on ``--sample`` chunks of the collection), then rotated.
+
+Also printed: encode tokens/s per depth (the collection build's chunk tokens over its ``add`` time) and bytes per
+float32 vector per dim. nDCG@10 over all queries of the pool (``--max-queries``: the first N, for time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from longvec.embedder import EmbedderConfig, load_embedder
+from longvec.evaluation.datasets import cache_path, read_cache
+from longvec.evaluation.metrics import evaluate_run
+from longvec.index import Collection, Document
+
+CACHE = Path.home() / ".cache" / "longvec" / "eval"
+
+
+def grid(pool: Any, embedder: Any, depths: list[int], dims: list[int], sample: int, max_queries: int) -> list[dict]:
+    queries = pool.queries[:max_queries]
+    texts = [q.text for q in queries]
+    docs = [Document(d.doc_id, d.text, path=d.path, language=d.language) for d in pool.docs]
+    rows = []
+    for depth in depths:
+        root = Path(tempfile.mkdtemp(prefix="m2d-"))
+        try:
+            with Collection.create(root / "c", embedder=embedder, layers=depth, search_mode="dense") as c:
+                start = time.perf_counter()
+                added = c.add(docs)
+                seconds = time.perf_counter() - start
+                print(f"  {pool.name} layers {depth}: {added.tokens} tokens in {seconds:.0f}s", file=sys.stderr)
+                for variant in ("raw", "pca", "calibrated"):
+                    if variant == "pca":
+                        c.calibrate(adapters=False)
+                    elif variant == "calibrated":
+                        c.calibrate(sample=sample)
+                    for dim in dims:
+                        hits = c.search_many(texts, 10, dim=dim)
+                        run = {q.qid: [(h.doc_id, h.score) for h in hs] for q, hs in zip(queries, hits, strict=True)}
+                        means, _ = evaluate_run(run, pool.qrels, queries)
+                        rows.append(
+                            {
+                                "dataset": pool.name,
+                                "layers": depth,
+                                "dim": dim,
+                                "variant": variant,
+                                "ndcg@10": means["all"]["ndcg@10"],
+                                "queries": len(queries),
+                                "add_tokens_per_s": added.tokens / seconds,
+                            }
+                        )
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--datasets", default="code,pydoc")
+    ap.add_argument("--layers", default="1,2,3,4,5,6")
+    ap.add_argument("--dims", default="32,64,128,192,256,384")
+    ap.add_argument("--sample", type=int, default=2048)
+    ap.add_argument("--max-queries", type=int, default=400)
+    ap.add_argument("--output", type=Path)
+    args = ap.parse_args(argv)
+    depths = [int(x) for x in args.layers.split(",")]
+    dims = [int(x) for x in args.dims.split(",")]
+    embedder = load_embedder(EmbedderConfig())
+    rows: list[dict] = []
+    for name in args.datasets.split(","):
+        path = cache_path(CACHE, name)
+        if not path.exists():
+            raise SystemExit(f"{path} missing: run `longvec eval --datasets {name}` once to build it")
+        for pool in read_cache(path)[1]:
+            rows += grid(pool, embedder, depths, dims, args.sample, args.max_queries)
+    print(f"{'dataset':<10} {'layers':>6} {'variant':<11} " + " ".join(f"{d:>7}" for d in dims) + "   tok/s")
+    for key in sorted({(r["dataset"], r["layers"], r["variant"]) for r in rows}):
+        cells = {r["dim"]: r for r in rows if (r["dataset"], r["layers"], r["variant"]) == key}
+        line = " ".join(f"{cells[d]['ndcg@10']:>7.3f}" for d in dims)
+        print(f"{key[0]:<10} {key[1]:>6} {key[2]:<11} {line}   {cells[dims[0]]['add_tokens_per_s']:.0f}")
+    print("bytes per vector (float32): " + ", ".join(f"{d}: {4 * d}" for d in dims))
+    out = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["python benchmarks/matryoshka2d.py", *(argv if argv is not None else sys.argv[1:])]),
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        or None,
+        "machine": platform.platform(),
+        "engine": embedder.engine_report.get("backend"),
+        "rows": rows,
+    }
+    if args.output:
+        args.output.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
