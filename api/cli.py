@@ -314,6 +314,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         embedder_config=config,
     )
     first.created = first.first  # this process made it (another one racing to create it fails above)
+    indexed = False
     try:
         with collection:
             bar = _progress(total)
@@ -322,11 +323,12 @@ def cmd_index(args: argparse.Namespace) -> int:
             pruned = 0
             for root in prune_roots:
                 pruned += collection.delete_many(vanished([root], collection.doc_ids(root.prefix, walked=True)))
+            indexed = True
             if args.calibrate and _calibration_due(collection.info()):
-                print("calibrating (a rotation and layer adapters; --no-calibrate skips it)...", file=sys.stderr)
-                collection.calibrate()
+                _auto_calibrate(collection)
     except BaseException:
-        first.undo()  # a failed first run leaves no collection behind, so no settings are fixed by it
+        if not indexed:
+            first.undo()  # a failed first run leaves no collection behind, so no settings are fixed by it
         raise
     _print_index_summary(args, result, stats.skipped, pruned, time.perf_counter() - start)
     return 0
@@ -600,6 +602,18 @@ def _calibration_due(info: dict[str, Any]) -> bool:
         return False
     last = info.get("calibration")
     return last is None or info["chunks"] >= 4 * int(last.get("chunks", 0))
+
+
+def _auto_calibrate(collection: Any) -> None:
+    """`longvec index`'s own calibration: a failure leaves the collection as it was (one transaction) and is a
+    warning, not a failed index run. A collection built with fewer layers gets its own space rotated only (its
+    documents keep the vectors their depth gave; `longvec calibrate` maps them into the full model's)."""
+    shallow = collection.info()["layers"] != collection.info()["model_layers"]
+    print("calibrating (rotation and layer adapters; --no-calibrate skips it)...", file=sys.stderr)
+    try:
+        collection.calibrate(adapters=not shallow)
+    except Exception as exc:
+        print(f"longvec index: warning: calibration skipped: {exc}", file=sys.stderr)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:

@@ -9,7 +9,8 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 # Characters next to which a BERT pre-tokenizer always splits (it drops whitespace and isolates punctuation).
-_SPLITS = frozenset(string.whitespace + string.punctuation)
+# Not \x0b or \x0c: the BERT normaliser deletes those control characters, which joins their neighbours.
+_SPLITS = frozenset(" \t\n\r" + string.punctuation)
 
 
 class TokenCounter:

@@ -31,7 +31,7 @@ import numpy as np
 
 from longvec.chunking.budget import TokenCounter
 from longvec.chunking.languages import CODE_LANGUAGES, LanguageSpec, definition_name, parser_for, wrapped_chain
-from longvec.chunking.text import TextChunker, count_spans, token_starts, token_windows, trimmed
+from longvec.chunking.text import PIECE_CHARS, TextChunker, count_spans, token_starts, token_windows, trimmed
 from longvec.chunking.types import Chunk, Span, spans_to_chunks
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ _TOP_LEVEL = re.compile(r"\n[ \t\r\f\v]*\n(?=[^\s)\]}])")  # a blank line, then 
 _COLUMN_0 = re.compile(r"\n(?=[^\s)\]}])")
 _CLOSERS = re.compile(rb"[\s)\]};,]*")
 _WORD = re.compile(r"\w")
+_LONG_RUN = re.compile(f"[^ \\n]{{{PIECE_CHARS // 2}}}")  # see _Doc.exact_starts
 # Named nodes that do not stop a window from being "exactly one definition" (besides comments).
 _ANNOTATIONS = frozenset({"access_specifier", "attribute_item", "inner_attribute_item", "empty_statement"})
 # Nodes that, like comments on their own line, lead into what follows them (`public:`, `#[derive(..)]`).
@@ -225,6 +226,8 @@ class _Doc:
     counter: TokenCounter
     counts: dict[tuple[int, int], int] = field(default_factory=dict)
     out: list[Span] = field(default_factory=list)
+    # Whether ``starts`` is exactly one tokenisation of the section (see ``count``).
+    exact_starts: bool = True
     w: _Window = field(default_factory=_Window)
     # The cuts of the last span of ``out`` while it is a full window of the scope still being packed.
     prev: list[int] | None = None
@@ -239,7 +242,7 @@ class _Doc:
         tokenisation where the tokenizer is additive and both ends are splits (see ``TokenCounter.additive``)."""
         if (n := self.counts.get((start, end))) is None:
             c = self.counter
-            if c.additive and c.splits_at(self.text, start) and c.splits_at(self.text, end):
+            if self.exact_starts and c.additive and c.splits_at(self.text, start) and c.splits_at(self.text, end):
                 n = self.estimate(start, end) + c.n_special
             else:
                 n = c.count(self.text[start:end])
@@ -387,6 +390,9 @@ class CodeChunker:
             root, to_char, hi = _parse_section(spec, text, lo, _section_end(text, lo))
             if root is not None:
                 doc = _Doc(text, to_char, token_starts(self.counter, text, lo, hi), spec, lo, hi, self.counter)
+                # A run without space or newline as long as half a piece may have been cut mid-word (see
+                # text._token_pieces): counts are then tokenised, not read off the starts.
+                doc.exact_starts = _LONG_RUN.search(text, lo, hi) is None
                 self._walk(doc, root)
                 spans = self._merge(doc, doc.out)
                 known: list[int | None] = [doc.counts.get((s.start, s.end)) for s in spans]

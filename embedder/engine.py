@@ -107,6 +107,17 @@ def cpu_threads(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     return n
 
 
+_TORCH_THREADS: list[int] = []  # torch's own default, read before any engine changes it
+
+
+def _torch_default_threads() -> int:
+    import torch
+
+    if not _TORCH_THREADS:
+        _TORCH_THREADS.append(torch.get_num_threads())
+    return _TORCH_THREADS[0]
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
@@ -131,16 +142,26 @@ def layer_stack(st: SentenceTransformer) -> tuple[Any, str, Any]:
 
     model = st[0].auto_model
     n = getattr(model.config, "num_hidden_layers", None)
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and n and len(module) == n:
-            parent_name, _, attribute = name.rpartition(".")
-            return model.get_submodule(parent_name) if parent_name else model, attribute, module
-    raise InvalidSettingError("cannot find this model's transformer layers (a ModuleList of num_hidden_layers)")
+    found = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.ModuleList) and n and len(module) == n
+    ]
+    found.sort(key=lambda f: not f[0].rsplit(".", 1)[-1].startswith("layer"))  # `layer` / `layers` first
+    if not found:
+        raise InvalidSettingError("cannot find this model's transformer layers (a ModuleList of num_hidden_layers)")
+    name, module = found[0]
+    parent_name, _, attribute = name.rpartition(".")
+    return model.get_submodule(parent_name) if parent_name else model, attribute, module
 
 
-def layer_count(st: SentenceTransformer) -> int:
-    """Transformer layers the model has (``num_hidden_layers``)."""
-    return len(layer_stack(st)[2])
+def layer_count(st: SentenceTransformer) -> int | None:
+    """Transformer layers the model has (``num_hidden_layers``); ``None`` where they cannot be found (shared
+    layers as in ALBERT, custom code): such a model runs whole, with no depth choice."""
+    try:
+        return len(layer_stack(st)[2])
+    except InvalidSettingError:
+        return None
 
 
 @contextlib.contextmanager
@@ -390,13 +411,14 @@ class Engine:
             raise InvalidSettingError(f"the openvino backend runs on the CPU, not {self.device}")
         if packing and backend != "torch":
             raise InvalidSettingError("packing runs on the torch backend only")
-        total = layer_count(st)
-        if layers is not None and not 1 <= layers <= total:
-            raise InvalidSettingError(f"layers must be in [1, {total}] for this model, got {layers}")
+        total = layer_count(st) if layers is not None else None
+        if layers is not None and (total is None or not 1 <= layers <= total):
+            limit = "no layer choice" if total is None else f"layers in [1, {total}]"
+            raise InvalidSettingError(f"this model takes {limit}, got layers {layers}")
         self.layers = None if layers == total else layers
         if threads is not None and threads < 1:
             raise InvalidSettingError(f"threads must be positive, got {threads}")
-        self.threads = threads or min(torch.get_num_threads(), cpu_threads())
+        self.threads = threads or min(_torch_default_threads(), cpu_threads())
         if self.device.type == "cpu" and torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
         with shallow(st, self.layers):  # a converted model keeps the depth it was converted at
@@ -625,7 +647,7 @@ def choose(
     if not pairs:
         reason = f"nothing besides {fallback[0]} {fallback[1]} to try on {device}"
         return *fallback, {"backend": fallback[0], "precision": fallback[1], "reason": reason}
-    key = _cache_key(st, model_id, pairs, (backend, precision))
+    key = _cache_key(st, model_id, pairs, (backend, precision, threads))
     cached = _read_cache(cache_dir, key)
     if cached is not None:
         return cached["backend"], cached["precision"], cached
@@ -680,7 +702,7 @@ _ARCH_KEYS = ("architectures", "model_type", "hidden_size", "num_hidden_layers",
 
 
 def _cache_key(
-    st: SentenceTransformer, model_id: str, pairs: list[tuple[Backend, Precision]], asked: tuple[str, str]
+    st: SentenceTransformer, model_id: str, pairs: list[tuple[Backend, Precision]], asked: tuple[Any, ...]
 ) -> str:
     import torch
 

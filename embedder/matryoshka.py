@@ -6,11 +6,13 @@ import numpy as np
 
 from longvec.embedder.errors import InvalidSettingError
 
-_LADDER = (32, 64, 128, 256, 512, 768, 1024, 1536, 2048, 3072, 4096)
+# Powers of two and the steps halfway between them in bytes (1.5x), as MRL models are trained and evaluated.
+_LADDER = (32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 
 
 def allowed_dims(full_dim: int) -> tuple[int, ...]:
-    """The prefix sizes a model of ``full_dim`` dimensions serves: a power-of-two ladder plus the full size."""
+    """The prefix sizes a model of ``full_dim`` dimensions serves: powers of two and 1.5x powers of two from
+    32, plus the full size."""
     return tuple(d for d in _LADDER if d < full_dim) + (full_dim,)
 
 

@@ -180,7 +180,8 @@ class Embedder:
         self.dim = int(st.get_embedding_dimension())
         self.max_tokens = int(st.max_seq_length)
         self.tokenizer: Tokenizer = st.tokenizer.backend_tokenizer
-        self.layers = layer_count(st)  # transformer layers; encodes may run fewer (2D Matryoshka's depth)
+        # Transformer layers (encodes may run fewer: 2D Matryoshka's depth); None: not found, no depth choice.
+        self.layers = layer_count(st)
         self._shallow: dict[int, Engine] = {}
         self._openvino_cache = openvino_cache_path(config, self.fingerprint)
 
@@ -188,7 +189,7 @@ class Embedder:
         """The engine for the first ``layers`` layers (the caller holds the lock): the full model's own, or one
         built on first use with the same backend, precision and settings (an OpenVINO one converts the model at
         that depth, cached beside the full one)."""
-        if layers == self.layers:
+        if layers == self.layers or self.layers is None:
             return self._engine
         engine = self._shallow.get(layers)
         if engine is None:
@@ -233,7 +234,9 @@ class Embedder:
     def check_layers(self, layers: int | None) -> int:
         """``layers`` validated against the model's depth (``None`` means all of them)."""
         if layers is None:
-            return self.layers
+            return self.layers or 0
+        if self.layers is None:
+            raise InvalidSettingError(f"this model's layers cannot be found: it has no layer choice, got {layers!r}")
         if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= self.layers:
             raise InvalidSettingError(f"layers must be in [1, {self.layers}] for this model, got {layers!r}")
         return layers

@@ -57,7 +57,7 @@ from longvec.index.lexical import (
     match_expression,
 )
 from longvec.index.locks import take_writer_lock
-from longvec.index.manifest import Manifest, Strategy, longvec_version, now_iso
+from longvec.index.manifest import ELASTIC_FORMAT_VERSION, FORMAT_VERSION, Manifest, Strategy, longvec_version, now_iso
 from longvec.index.search import MAX_K, Channels, check_channels, check_search, rank, rank_fused
 from longvec.index.store import DocumentWrite, Store, StoredDocument
 from longvec.index.sync import AGG_MODES, AggMode, SnapshotTooOld, VectorCache, View
@@ -219,6 +219,7 @@ class Collection:
             query_prompt=embedder.query_prompt,
             encoder=dict(getattr(embedder, "long_context", {})),
             layers=layers,
+            format_version=FORMAT_VERSION if layers is None else ELASTIC_FORMAT_VERSION,
             chunker_version=CHUNKER_VERSION,
             longvec_version=longvec_version(),
             created=now_iso(),
@@ -285,6 +286,8 @@ class Collection:
         search = {k: v for k in _SEARCH_DEFAULTS if (v := kwargs.pop(k, None)) is not None}
         collection = cls.open(root, **kwargs)
         m = collection.manifest
+        if wanted["layers"] is not None and wanted["layers"] == getattr(collection.embedder, "layers", None):
+            wanted["layers"] = None  # the full depth is stored as None
         stored = {k: getattr(m, k) for k in wanted}
         differ = {k: v for k, v in wanted.items() if v is not None and v != stored[k]}
         if differ:
@@ -395,6 +398,7 @@ class Collection:
             ThreadPoolExecutor(1, thread_name_prefix="longvec-encode") as encoder,
             ThreadPoolExecutor(1, thread_name_prefix="longvec-write") as writer,
         ):
+            failed = False
             try:
                 previous: Future[AddResult] | None = None
                 for batch in _batched(docs, batch_docs):
@@ -410,7 +414,17 @@ class Collection:
                 for written, encoded, _ in pending:  # what has not started will not; running stages end
                     written.cancel()
                     encoded.cancel()
+                failed = True
                 raise
+            finally:
+                if failed:
+                    encoder.shutdown(wait=True)
+                    writer.shutdown(wait=True)
+                    # batches the write stage committed before the failure are reported, in order
+                    while pending and pending[0][0].done() and not pending[0][0].cancelled():
+                        if pending[0][0].exception() is not None:
+                            break
+                        finish()
         return total
 
     def _prepare(self, batch: list[Document], inflight: dict[str, _Row]) -> _Prepared:
@@ -499,16 +513,18 @@ class Collection:
         if meta is None:
             self._calibration = None
             return None
-        if self._calibration is None or self._calibration[0] != meta:
-            self._calibration = (meta, Calibration.load(self.root / json.loads(meta)["file"]))
-        return self._calibration[1]
+        loaded = self._calibration
+        if loaded is None or loaded[0] != meta:
+            loaded = (meta, Calibration.load(self.root / json.loads(meta)["file"]))
+            self._calibration = loaded
+        return loaded[1]
 
     def _query_depth(self, layers: int | None) -> int | None:
         """The depth queries are encoded at (``None``: an embedder without depths), checked against what the
         stored vectors can be compared with."""
         if layers is None and self.manifest.layers is None:
             return None
-        if not hasattr(self.embedder, "layers"):
+        if not getattr(self.embedder, "layers", None):
             raise InvalidInputError("this collection's embedder has no layer choice")
         depth = _model_depth(self.embedder, layers if layers is not None else self.manifest.layers)
         stored = _model_depth(self.embedder, self.manifest.layers)
@@ -548,10 +564,14 @@ class Collection:
             raise InvalidInputError("nothing to calibrate: both rotation and adapters are off")
         if sample < 2:
             raise InvalidInputError(f"sample must be at least 2, got {sample}")
-        if not hasattr(self.embedder, "layers"):
+        if not getattr(self.embedder, "layers", None):
             raise InvalidInputError("this collection's embedder has no layer choice to calibrate")
+        if self.manifest.strategy == "late":
+            adapters = False  # late vectors are pooled from whole documents: per-chunk adapters would not map them
         with self._space:
             old = self._current_calibration()
+            with self._lock:
+                previous = self._store.meta("calibration")
             full = _model_depth(self.embedder)
             stored_depth = _model_depth(self.embedder, self.manifest.layers)
             space = old.base if old is not None else stored_depth  # of the stored vectors, rotation undone
@@ -582,6 +602,9 @@ class Collection:
             )
             name = f"calibration-{uuid.uuid4().hex[:12]}.npz"
             new.save(self.root / name)
+            if self.manifest.format_version < ELASTIC_FORMAT_VERSION:  # older longvecs must refuse it from now on
+                self.manifest = replace(self.manifest, format_version=ELASTIC_FORMAT_VERSION)
+                self.manifest.save(self.root / "manifest.json")
             record = {
                 "file": name,
                 "version": CALIBRATION_VERSION,
@@ -595,8 +618,10 @@ class Collection:
             with self._lock, self._store.transaction() as db:
                 self._store.rewrite_vectors(db, self.manifest.dim, lambda v: new.rotate(model_space(v)))
                 self._store.set_meta(db, "calibration", json.dumps(record, sort_keys=True))
+            # Readers whose snapshot began before this commit may still load the previous file: keep it, drop older.
+            keep = {name, json.loads(previous)["file"]} if previous else {name}
             for stale in self.root.glob("calibration-*.npz"):
-                if stale.name != name:
+                if stale.name not in keep:
                     stale.unlink(missing_ok=True)
             with self._lock:
                 self._views = {self._vectors.view: self._vectors}  # derived views rebuild from the new vectors
@@ -717,7 +742,7 @@ class Collection:
                 f"collection at {self.root} has no lexical index yet (made by an older longvec): open it for "
                 "writing once (`longvec index` or `longvec serve`) to build it, or search with mode 'dense'"
             )
-        depth = self._query_depth(layers)
+        depth = self._query_depth(layers) if channels.mode != "lexical" else None
         raw = None
         if channels.mode != "lexical":
             raw = self.embedder.encode_queries(queries, **({"layers": depth} if depth is not None else {}))
@@ -810,7 +835,7 @@ class Collection:
             "max_tokens": m.max_tokens,
             "overlap_tokens": m.overlap_tokens,
             "encoder": m.encoder,
-            "layers": _model_depth(self.embedder, m.layers) if hasattr(self.embedder, "layers") else None,
+            "layers": _model_depth(self.embedder, m.layers) if getattr(self.embedder, "layers", None) else None,
             "model_layers": getattr(self.embedder, "layers", None),
             "calibration": json.loads(meta) if (meta := self._store.meta("calibration")) else None,
             "code_context": m.code_context,

@@ -15,6 +15,10 @@ from longvec.index.lexical import FUSIONS, SEARCH_MODES, Fusion, SearchMode
 from longvec.index.vectors import write_json_atomic
 
 FORMAT_VERSION = 2
+# Collections whose vectors need this longvec's 2D Matryoshka code to be read right (documents encoded with fewer
+# layers, or calibrated: rotated stored vectors): older versions, which accept only FORMAT_VERSION, refuse them.
+ELASTIC_FORMAT_VERSION = 3
+READABLE_FORMATS = (FORMAT_VERSION, ELASTIC_FORMAT_VERSION)
 Strategy = Literal["chunk", "truncate", "late"]
 STRATEGIES: tuple[Strategy, ...] = ("chunk", "truncate", "late")
 
@@ -79,8 +83,8 @@ class Manifest:
     def load(cls, path: Path) -> Manifest:
         data = json.loads(path.read_text(encoding="utf-8"))
         version = data.get("format_version", 1)
-        if version != FORMAT_VERSION:
-            newer = "newer" if version > FORMAT_VERSION else "older"
+        if version not in READABLE_FORMATS:
+            newer = "newer" if version > ELASTIC_FORMAT_VERSION else "older"
             raise ModelMismatchError(
                 f"collection at {path.parent} has format {version}, {newer} than this longvec's "
                 f"({FORMAT_VERSION}): re-index its documents into a new --collection directory"

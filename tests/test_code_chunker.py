@@ -866,3 +866,5 @@ def test_only_bert_wordpiece_tokenizers_with_a_split_prefix_are_additive(counter
     assert TokenCounter(wordpiece, "passage: ").additive
     assert not TokenCounter(wordpiece, "passage").additive  # "passage" + "foo" would be one word
     assert counter.splits_at("a.b", 1) and counter.splits_at("a b", 2) and not counter.splits_at("ab", 1)
+    assert not counter.splits_at("a\x0cb", 1)  # the normaliser deletes a form feed: its neighbours join
+    assert counter.count("a\x0cb") == counter.count("ab")

@@ -223,3 +223,18 @@ def test_a_failed_batch_keeps_the_ones_before_and_writes_none_after(coll, fake_e
     monkeypatch.setattr(fake_embedder, "encode_documents", encode)
     assert coll.add(docs, batch_docs=2).added == 3  # nothing half-written: the rest adds cleanly
     assert coll.doc_ids() == ["a", "b", "d", "e", "g"]
+
+
+def test_batches_committed_before_a_failing_input_are_reported(coll) -> None:
+    def docs():
+        yield doc("a", "alpha")
+        yield doc("b", "beta")
+        yield doc("g", "gamma")
+        raise ValueError("bad line 4")
+
+    reported: list[int] = []
+    with pytest.raises(ValueError, match="bad line 4"):
+        coll.add(docs(), batch_docs=1, on_batch=lambda r: reported.append(r.added))
+    stored = coll.doc_ids()
+    assert sum(reported) == len(stored) >= 2  # every committed batch is reported; in-flight ones were dropped
+    assert stored == ["a", "b", "g"][: len(stored)]

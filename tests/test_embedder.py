@@ -9,9 +9,9 @@ TEXTS = ["def add(a, b): return a + b", "The quick brown fox.", "Ünïcödé 日
 
 
 def test_allowed_dims_ladder():
-    assert allowed_dims(384) == (32, 64, 128, 256, 384)
+    assert allowed_dims(384) == (32, 48, 64, 96, 128, 192, 256, 384)
     assert allowed_dims(768)[-1] == 768
-    with pytest.raises(ValueError, match=r"dim 500 not in \(32, 64, 128, 256, 384\)"):
+    with pytest.raises(ValueError, match=r"dim 500 not in \(32, 48, 64, 96, 128, 192, 256, 384\)"):
         check_dim(500, 384)
 
 

@@ -208,3 +208,17 @@ def test_rotation_alone_on_a_shallow_collection_then_adapters(torch32, tmp_path)
         record = c.calibrate(sample=32)  # now into the full model's space: every depth opens
         assert (record["base"], record["adapters"]) == (6, [1, 2, 3, 4, 5])
         assert all(len(c.search("sorting", k=3, layers=k)) == 3 for k in (1, 2, 6))
+
+
+def test_elastic_collections_are_marked_for_older_longvecs_and_full_depth_is_none(torch32, tmp_path) -> None:
+    from longvec.index.manifest import ELASTIC_FORMAT_VERSION, FORMAT_VERSION, Manifest
+
+    with Collection.create(tmp_path / "full", embedder=torch32, layers=6) as c:  # the full depth: a plain collection
+        assert c.manifest.layers is None and c.manifest.format_version == FORMAT_VERSION
+        c.add(_docs(8))
+        c.calibrate(adapters=False)
+    assert Manifest.load(tmp_path / "full" / "manifest.json").format_version == ELASTIC_FORMAT_VERSION
+    Collection.open_or_create(tmp_path / "full", embedder=torch32, layers=6).close()  # 6 == the stored full depth
+    with Collection.create(tmp_path / "shallow", embedder=torch32, layers=2) as c:
+        assert c.manifest.format_version == ELASTIC_FORMAT_VERSION
+        assert c.search("sorting", k=2, mode="lexical", layers=5) == []  # the lexical channel needs no depth
