@@ -15,6 +15,7 @@ from longvec.index.errors import (
     DocumentNotFoundError,
     InvalidInputError,
     ModelMismatchError,
+    UnsupportedShapeError,
 )
 
 # Most specific first: the first matching entry wins.
@@ -26,6 +27,7 @@ HTTP_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (CollectionLockedError, 409),
     (CollectionClosedError, 503),
     (ModelLoadError, 503),
+    (UnsupportedShapeError, 422),  # a dim / layers value outside what /info lists, like a schema violation
     (InvalidInputError, 400),
     (InvalidSettingError, 400),
 )

@@ -10,6 +10,7 @@ from longvec.index.errors import (
     InvalidInputError,
     LongvecError,
     ModelMismatchError,
+    UnsupportedShapeError,
 )
 from longvec.index.lexical import FUSIONS, SEARCH_MODES, Fusion, SearchMode
 from longvec.index.manifest import STRATEGIES, Manifest, Strategy, longvec_version
@@ -37,6 +38,7 @@ __all__ = [
     "Fusion",
     "Hit",
     "InvalidInputError",
+    "UnsupportedShapeError",
     "LongvecError",
     "Manifest",
     "ModelMismatchError",

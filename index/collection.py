@@ -46,6 +46,7 @@ from longvec.index.errors import (
     DocumentNotFoundError,
     InvalidInputError,
     ModelMismatchError,
+    UnsupportedShapeError,
 )
 from longvec.index.lexical import (
     DEFAULT_ALPHA,
@@ -120,7 +121,7 @@ def _model_depth(embedder: Encoder, layers: int | None = None) -> int:
     try:
         return int(check(layers))
     except InvalidSettingError as exc:
-        raise InvalidInputError(str(exc)) from None
+        raise UnsupportedShapeError(str(exc)) from None
 
 
 class Collection:
@@ -531,7 +532,7 @@ class Collection:
         if depth != stored:
             calibration = self._current_calibration()
             if calibration is None or depth not in calibration.depths():
-                raise InvalidInputError(
+                raise UnsupportedShapeError(
                     f"queries at {depth} layers cannot be compared with documents encoded at {stored}: calibrate the "
                     f"collection first (`longvec calibrate`), or search with layers {stored}"
                 )

@@ -11,6 +11,10 @@ class InvalidInputError(LongvecError, ValueError):
     """A request or input record is malformed (names the field or line)."""
 
 
+class UnsupportedShapeError(InvalidInputError):
+    """A ``dim`` or ``layers`` the model or the collection does not serve (names what it does)."""
+
+
 class CollectionNotFoundError(LongvecError, FileNotFoundError):
     """No collection exists at the given directory."""
 

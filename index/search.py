@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from longvec.embedder import check_dim
-from longvec.index.errors import InvalidInputError
+from longvec.embedder import InvalidSettingError, check_dim
+from longvec.index.errors import InvalidInputError, UnsupportedShapeError
 from longvec.index.lexical import FUSIONS, SEARCH_MODES, Fusion, SearchMode, fuse
 from longvec.index.manifest import Manifest
 from longvec.index.store import ChunkRow
@@ -92,7 +92,10 @@ def check_search(
         raise InvalidInputError(f"chunks_per_doc must be at least 1, got {chunks_per_doc}")
     if agg not in AGG_MODES:
         raise InvalidInputError(f"agg {agg!r} not in {AGG_MODES}")
-    view = View(check_dim(dim, manifest.dim), agg)
+    try:
+        view = View(check_dim(dim, manifest.dim), agg)
+    except InvalidSettingError as exc:
+        raise UnsupportedShapeError(str(exc)) from None
     for q in queries:
         if not isinstance(q, str) or not q.strip():
             raise InvalidInputError("query must be a non-empty string")

@@ -83,5 +83,5 @@ def test_search_options_dim_and_agg(client):
     r = client.post("/search", json={"query": "beta", "agg": "median"})
     assert r.status_code == 422
     r = client.post("/search", json={"query": "beta", "dim": 4})
-    assert r.status_code == 400 and "dim 4 not in (8,)" in r.json()["error"]["message"]
+    assert r.status_code == 422 and "dim 4 not in (8,)" in r.json()["error"]["message"]
     assert client.get("/info").json()["aggregations"] == ["maxsim", "mean", "max", "weighted"]

@@ -191,9 +191,9 @@ def test_rest_search_takes_layers_and_reports_depths(torch32, tmp_path) -> None:
         assert (info["layers"], info["model_layers"], info["calibration"]) == (6, 6, None)
         assert client.post("/search", json={"query": "sorting", "layers": 6}).status_code == 200
         r = client.post("/search", json={"query": "sorting", "layers": 2})
-        assert r.status_code == 400 and "calibrate the collection first" in r.json()["error"]["message"]
+        assert r.status_code == 422 and "calibrate the collection first" in r.json()["error"]["message"]
         r = client.post("/search", json={"query": "sorting", "layers": 8})
-        assert r.status_code == 400 and "layers must be in [1, 6]" in r.json()["error"]["message"]
+        assert r.status_code == 422 and "layers must be in [1, 6]" in r.json()["error"]["message"]
 
 
 def test_rotation_alone_on_a_shallow_collection_then_adapters(torch32, tmp_path) -> None:
