@@ -98,7 +98,7 @@ class EmbedderConfig:
     ``token_budget`` padded tokens and ``batch_size`` texts; ``threads`` CPU threads run the model (``None``: the
     CPUs this process may use, see ``engine.cpu_threads``); ``packing`` packs several texts into each row instead
     of padding length-sorted batches (``engine.PackedForward``; torch only, checked against unpacked outputs; off
-    by default: measured slower here, see docs/BENCHMARKS.md).
+    by default: measured within noise of length-sorted batches here, see docs/BENCHMARKS.md).
     """
 
     model: str = DEFAULT_MODEL
