@@ -324,8 +324,8 @@ def cmd_index(args: argparse.Namespace) -> int:
             for root in prune_roots:
                 pruned += collection.delete_many(vanished([root], collection.doc_ids(root.prefix, walked=True)))
             indexed = True
-            if args.calibrate and _calibration_due(collection.info()):
-                _auto_calibrate(collection)
+            if args.calibrate and _calibration_due(info := collection.info()):
+                _auto_calibrate(collection, info)
     except BaseException:
         if not indexed:
             first.undo()  # a failed first run leaves no collection behind, so no settings are fixed by it
@@ -604,11 +604,11 @@ def _calibration_due(info: dict[str, Any]) -> bool:
     return last is None or info["chunks"] >= 4 * int(last.get("chunks", 0))
 
 
-def _auto_calibrate(collection: Any) -> None:
+def _auto_calibrate(collection: Any, info: dict[str, Any]) -> None:
     """`longvec index`'s own calibration: a failure leaves the collection as it was (one transaction) and is a
     warning, not a failed index run. A collection built with fewer layers gets its own space rotated only (its
     documents keep the vectors their depth gave; `longvec calibrate` maps them into the full model's)."""
-    shallow = collection.info()["layers"] != collection.info()["model_layers"]
+    shallow = info["layers"] != info["model_layers"]
     print("calibrating (rotation and layer adapters; --no-calibrate skips it)...", file=sys.stderr)
     try:
         collection.calibrate(adapters=not shallow)

@@ -222,3 +222,25 @@ def test_elastic_collections_are_marked_for_older_longvecs_and_full_depth_is_non
     with Collection.create(tmp_path / "shallow", embedder=torch32, layers=2) as c:
         assert c.manifest.format_version == ELASTIC_FORMAT_VERSION
         assert c.search("sorting", k=2, mode="lexical", layers=5) == []  # the lexical channel needs no depth
+
+
+def test_index_calibrates_by_itself_when_due_and_a_failure_is_only_a_warning(capsys) -> None:
+    from longvec.api.cli import AUTO_CALIBRATE_CHUNKS, _auto_calibrate, _calibration_due
+
+    n = AUTO_CALIBRATE_CHUNKS
+    assert not _calibration_due({"model_layers": None, "chunks": 10 * n})  # no layer choice: nothing to fit
+    assert not _calibration_due({"model_layers": 6, "chunks": n - 1, "calibration": None})
+    assert _calibration_due({"model_layers": 6, "chunks": n, "calibration": None})
+    assert not _calibration_due({"model_layers": 6, "chunks": 4 * n - 1, "calibration": {"chunks": n}})
+    assert _calibration_due({"model_layers": 6, "chunks": 4 * n, "calibration": {"chunks": n}})
+
+    class Failing:
+        asked: dict = {}
+
+        def calibrate(self, **kwargs):
+            Failing.asked = kwargs
+            raise InvalidInputError("disk full")
+
+    _auto_calibrate(Failing(), {"layers": 2, "model_layers": 6})
+    assert Failing.asked == {"adapters": False}  # a shallow collection only gets its own space rotated
+    assert "warning: calibration skipped: disk full" in capsys.readouterr().err
