@@ -446,8 +446,7 @@ class Engine:
 
     def lengths(self, texts: list[str], prompt: str) -> list[int]:
         """Tokens the model reads for each text after ``prompt`` (truncated at its current limit)."""
-        self._counter.enable_truncation(max_length=int(self.st.max_seq_length))
-        return [len(e.ids) for e in self._counter.encode_batch([prompt + t for t in texts] if prompt else texts)]
+        return [len(ids) for ids in self._tokens(texts, prompt)]
 
     def _tokens(self, texts: list[str], prompt: str) -> list[list[int]]:
         """Token ids the model reads for each text (``prompt`` first, special tokens, truncated at its limit)."""

@@ -190,11 +190,7 @@ class Store:
             self._next_generation = self.generation() + 1
             yield self._db
             if bump:
-                self._db.execute(
-                    "INSERT INTO meta(key, value) VALUES ('generation', ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    (str(self._next_generation),),
-                )
+                self.set_meta(self._db, "generation", str(self._next_generation))
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:  # SQLite may have rolled back by itself (disk full, I/O error)
@@ -222,8 +218,7 @@ class Store:
         )
 
     def generation(self) -> int:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
-        return int(row[0]) if row else 0
+        return int(self.meta("generation") or 0)
 
     def hashes(self, doc_ids: Sequence[str]) -> dict[str, tuple[str, str | None, str | None, str]]:
         """``doc_id -> (content_hash, path, language, metadata_json)`` for the stored ones among ``doc_ids``."""
