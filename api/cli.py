@@ -7,10 +7,12 @@ Bad input exits with status 2 and a one-line message; nothing already stored is 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, TextIO
@@ -199,9 +201,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_collection(p)
     p.add_argument("--sample", type=_positive_int, default=2048, help="chunks encoded at every depth for the adapters")
-    p.add_argument("--no-rotation", dest="rotation", action="store_false", help="fit no rotation")
-    p.add_argument("--no-adapters", dest="adapters", action="store_false", help="fit no layer adapters")
+    for name, what in (("rotation", "rotation"), ("adapters", "layer adapters"), ("prefix-map", "prefix map")):
+        p.add_argument(
+            f"--no-{name}",
+            dest=name.replace("-", "_"),
+            action="store_const",
+            const=False,
+            help=f"fit no {what} (default: fitted unless the model is trained elastic on that axis)",
+        )
     _add_engine(p)
+
+    p = sub.add_parser(
+        "train",
+        help="fine-tune a model to be elastic in dims and layers (Matryoshka2dLoss) on your pairs or mined ones",
+        description="Fine-tune a sentence-transformers model with Matryoshka2dLoss (or MatryoshkaLoss) on pairs "
+        "from --pairs, or mined from --collection / --input / PATHs (doc comment -> code, heading -> section, first "
+        "sentence -> rest of a paragraph). Needs `pip install longvec[train]`; uses the GPU when torch sees one.",
+    )
+    p.add_argument("--output", type=Path, required=True, help="new directory for the trained model")
+    p.add_argument("--model", help="model to start from (default: the collection's with --collection, else default)")
+    p.add_argument("--pairs", type=Path, help='JSONL of {"anchor": ..., "positive": ...} pairs')
+    p.add_argument("--collection", type=Path, help="mine pairs from this collection's documents")
+    p.add_argument("--input", type=Path, help="mine pairs from this JSONL of documents (as `longvec index` reads)")
+    p.add_argument("paths", nargs="*", type=Path, help="mine pairs from these files and directories")
+    p.add_argument("--loss", choices=("2d", "dims"), default="2d", help="2d: dims and layers (default); dims only")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--max-steps", type=_positive_int, help="stop after N optimiser steps (overrides --epochs)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="pairs per step (in-batch negatives)")
+    p.add_argument("--learning-rate", type=float, default=2e-5)
+    p.add_argument("--max-pairs", type=_positive_int, help="train on a random sample of at most N mined pairs")
+    p.add_argument("--max-seq-length", type=_positive_int, default=128, help="tokens per text while training")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="auto (default: CUDA when present, else CPU), cpu, cuda, cuda:N")
+    p.add_argument("--allow-download", action="store_true", help="let the starting model come from the hub")
 
     p = sub.add_parser("eval", help="measure retrieval quality against baselines (built-in or BEIR-format data)")
     p.add_argument(
@@ -600,6 +632,10 @@ def _calibration_due(info: dict[str, Any]) -> bool:
     calibration (an embedder without layers, like a test double, is never calibrated)."""
     if info.get("model_layers") is None or info["chunks"] < AUTO_CALIBRATE_CHUNKS:
         return False
+    shallow = info["layers"] != info["model_layers"]
+    native = set(info.get("native_matryoshka", ()))
+    if "dims" in native and ("layers" in native or shallow):
+        return False  # what is left to fit, the model was trained for
     last = info.get("calibration")
     return last is None or info["chunks"] >= 4 * int(last.get("chunks", 0))
 
@@ -609,9 +645,9 @@ def _auto_calibrate(collection: Any, info: dict[str, Any]) -> None:
     warning, not a failed index run. A collection built with fewer layers gets its own space rotated only (its
     documents keep the vectors their depth gave; `longvec calibrate` maps them into the full model's)."""
     shallow = info["layers"] != info["model_layers"]
-    print("calibrating (rotation and layer adapters; --no-calibrate skips it)...", file=sys.stderr)
+    print("calibrating (rotation, prefix map, layer adapters; --no-calibrate skips it)...", file=sys.stderr)
     try:
-        collection.calibrate(adapters=not shallow)
+        collection.calibrate(adapters=False if shallow else None)
     except Exception as exc:
         print(f"longvec index: warning: calibration skipped: {exc}", file=sys.stderr)
 
@@ -620,8 +656,61 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from longvec.index import Collection
 
     with Collection.open(args.collection, embedder_config=_engine_config(args)) as collection:
-        record = collection.calibrate(sample=args.sample, rotation=args.rotation, adapters=args.adapters)
+        record = collection.calibrate(
+            sample=args.sample, rotation=args.rotation, adapters=args.adapters, prefix_map=args.prefix_map
+        )
     print(json.dumps(record, indent=2))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from longvec.embedder.train import TrainSettings, load_for_training, train
+    from longvec.index import Collection, InvalidInputError
+    from longvec.index.sources import WalkStats, read_jsonl, walk_paths
+    from longvec.index.training import mined_pairs, read_pairs, stored_documents
+
+    sources = [args.pairs is not None, args.collection is not None, args.input is not None or bool(args.paths)]
+    if sum(sources) != 1:
+        raise InvalidInputError("give one source of pairs: --pairs FILE, --collection DIR, or --input FILE / PATHs")
+    if args.output.exists() and (not args.output.is_dir() or any(args.output.iterdir())):
+        raise InvalidInputError(f"{args.output} exists and is not an empty directory: choose a new --output")
+    model = args.model
+    if args.pairs is not None:
+        pairs = read_pairs(args.pairs)
+        origin = str(args.pairs)
+    else:
+        if args.collection is not None:
+            with Collection.open(args.collection, readonly=True) as collection:
+                model = model or collection.manifest.model
+                mined = mined_pairs(stored_documents(collection), max_pairs=args.max_pairs, seed=args.seed)
+            origin = f"mined from collection {args.collection}"
+        else:
+            stats = WalkStats()
+            files = walk_paths(args.paths, stats) if args.paths else iter(())
+            docs = [*(read_jsonl(args.input) if args.input is not None else ()), *files]
+            mined = mined_pairs(docs, max_pairs=args.max_pairs, seed=args.seed)
+            origin = f"mined from {len(docs)} documents"
+        kinds = Counter(p.kind for p in mined)
+        print(f"{len(mined)} pairs {origin}: {dict(sorted(kinds.items()))}", file=sys.stderr)
+        if len(mined) < 2:
+            raise InvalidInputError(
+                f"only {len(mined)} pairs could be mined ({origin}): give your own with --pairs FILE.jsonl"
+            )
+        pairs = [(p.anchor, p.positive) for p in mined]
+    settings = TrainSettings(
+        loss=args.loss,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        max_steps=args.max_steps,
+        max_seq_length=args.max_seq_length,
+        seed=args.seed,
+    )
+    st = load_for_training(model, allow_download=args.allow_download, device=args.device or "auto")
+    print(f"training on {len(pairs)} pairs ({args.loss} loss)...", file=sys.stderr)
+    with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its progress: stdout is the record
+        record = train(st, pairs, args.output, settings)
+    print(json.dumps({"output": str(args.output), **record}, indent=2))
     return 0
 
 
@@ -679,6 +768,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "info": cmd_info,
     "calibrate": cmd_calibrate,
+    "train": cmd_train,
     "eval": cmd_eval,
 }
 

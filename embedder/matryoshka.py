@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Literal
+
 import numpy as np
 
 from longvec.embedder.errors import InvalidSettingError
 
 # Powers of two and the steps halfway between them in bytes (1.5x), as MRL models are trained and evaluated.
+# What a model can be trained to be elastic in ("native" Matryoshka), and how it is declared: auto (detected by
+# `native_axes`), none, dims (MRL), layers, 2d (both: 2DMSE, Starbucks, `longvec train`).
+Axis = Literal["dims", "layers"]
+Elastic = Literal["auto", "none", "dims", "layers", "2d"]
+ELASTIC: tuple[Elastic, ...] = ("auto", "none", "dims", "layers", "2d")
+_DECLARED: dict[str, frozenset[Axis]] = {
+    "none": frozenset(),
+    "dims": frozenset({"dims"}),
+    "layers": frozenset({"layers"}),
+    "2d": frozenset({"dims", "layers"}),
+}
+TRAIN_RECORD = "longvec-train.json"  # written by `longvec train` beside the model it saves
+# Loss names sentence-transformers writes into the model cards of models trained with them.
+_CARD_AXES: dict[str, tuple[Axis, ...]] = {
+    "Matryoshka2dLoss": ("dims", "layers"),
+    "MatryoshkaLoss": ("dims",),
+    "AdaptiveLayerLoss": ("layers",),
+}
 _LADDER = (32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 
 
@@ -39,3 +61,21 @@ def truncate(vectors: np.ndarray, dim: int) -> np.ndarray:
     A truncated unit vector has norm < 1, so skipping the re-normalisation silently changes cosine scores.
     """
     return normalize(np.asarray(vectors)[..., :dim])
+
+
+def native_axes(model_dir: Path | str | None, declared: str = "auto") -> frozenset[Axis]:
+    """The axes a model was trained to be elastic in: ``declared`` unless ``auto``; else, for a model directory,
+    from a ``longvec train`` record, or the loss names sentence-transformers writes into a trained model's card
+    (README.md). Empty when unknown (a hub name, a model trained otherwise)."""
+    if declared != "auto":
+        if declared not in _DECLARED:
+            raise InvalidSettingError(f"elastic {declared!r} not in {ELASTIC}")
+        return _DECLARED[declared]
+    if model_dir is None or not Path(model_dir).is_dir():
+        return frozenset()
+    root = Path(model_dir)
+    if (record := root / TRAIN_RECORD).is_file():
+        return frozenset(json.loads(record.read_text()).get("axes", ()))
+    card = root / "README.md"
+    text = card.read_text(errors="replace") if card.is_file() else ""
+    return frozenset(axis for name, axes in _CARD_AXES.items() if name in text for axis in axes)

@@ -36,7 +36,7 @@ from longvec.embedder.longctx import (
     set_temperature,
     usable_positions,
 )
-from longvec.embedder.matryoshka import check_dim, normalize, truncate
+from longvec.embedder.matryoshka import Elastic, check_dim, native_axes, normalize, truncate
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -99,6 +99,9 @@ class EmbedderConfig:
     CPUs this process may use, see ``engine.cpu_threads``); ``packing`` packs several texts into each row instead
     of padding length-sorted batches (``engine.PackedForward``; torch only, checked against unpacked outputs; off
     by default: measured within noise of length-sorted batches here, see docs/BENCHMARKS.md).
+    ``elastic``: what the model was trained to be elastic in (native Matryoshka: ``dims``, ``layers``, ``2d``,
+    ``none``); ``auto`` reads it from the model directory (``matryoshka.native_axes``). Natively elastic axes are
+    used as they are: collections do not calibrate them.
     """
 
     model: str = DEFAULT_MODEL
@@ -118,6 +121,7 @@ class EmbedderConfig:
     positions: PositionMode = "keep"
     temperature: float = 1.0
     length_scaled: bool = False
+    elastic: Elastic = "auto"
 
 
 class Embedder:
@@ -135,6 +139,7 @@ class Embedder:
         if config.backend not in BACKENDS:
             raise InvalidSettingError(f"backend {config.backend!r} not in {BACKENDS}")
         location = resolve_model(config.model)
+        self.native_axes = native_axes(location, config.elastic)  # checks a declared value before the model loads
         try:
             device = (
                 "cpu" if config.backend == "openvino" and config.device == "auto" else resolve_device(config.device)

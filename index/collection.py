@@ -36,9 +36,14 @@ from longvec.embedder import (
     load_embedder,
     long_context,
     normalize,
-    truncate,
 )
-from longvec.embedder.calibration import CALIBRATION_VERSION, Calibration, fit_adapter, fit_rotation
+from longvec.embedder.calibration import (
+    Calibration,
+    fit_adapter,
+    fit_prefix_map,
+    fit_rotation,
+    prefix_of,
+)
 from longvec.index.errors import (
     CollectionClosedError,
     CollectionExistsError,
@@ -109,6 +114,11 @@ def _batched(items: Iterable[Document], n: int) -> Iterator[list[Document]]:
     it = iter(items)
     while batch := list(islice(it, n)):
         yield batch
+
+
+def _native_axes(embedder: Any) -> frozenset[str]:
+    """What ``embedder``'s model was trained to be elastic in (none for an embedder that does not say)."""
+    return frozenset(getattr(embedder, "native_axes", ()))
 
 
 def _model_depth(embedder: Encoder, layers: int | None = None) -> int:
@@ -529,7 +539,7 @@ class Collection:
             raise InvalidInputError("this collection's embedder has no layer choice")
         depth = _model_depth(self.embedder, layers if layers is not None else self.manifest.layers)
         stored = _model_depth(self.embedder, self.manifest.layers)
-        if depth != stored:
+        if depth != stored and "layers" not in _native_axes(self.embedder):  # a 2D-trained model's depths agree
             calibration = self._current_calibration()
             if calibration is None or depth not in calibration.depths():
                 raise UnsupportedShapeError(
@@ -543,10 +553,21 @@ class Collection:
         calibration = self._current_calibration()
         if calibration is not None:
             raw = calibration.apply(raw, depth if depth is not None else calibration.layers)
-        return truncate(raw, dim) if dim < raw.shape[1] else raw
+        return self._prefix(raw, dim)
+
+    def _prefix(self, vectors: np.ndarray, dim: int) -> np.ndarray:
+        """``dim``-prefixes of vectors in the stored space, as the calibration cuts them (``calibration.prefix_of``)."""
+        calibration = self._current_calibration()
+        return prefix_of(vectors, dim, calibration.prefix_map if calibration is not None else None)
 
     def calibrate(
-        self, *, sample: int = CALIBRATION_SAMPLE, rotation: bool = True, adapters: bool = True, seed: int = 0
+        self,
+        *,
+        sample: int = CALIBRATION_SAMPLE,
+        rotation: bool | None = None,
+        adapters: bool | None = None,
+        prefix_map: bool | None = None,
+        seed: int = 0,
     ) -> dict[str, Any]:
         """Make Matryoshka prefixes and shallow depths of this collection's model usable (``embedder.calibration``):
 
@@ -554,15 +575,27 @@ class Collection:
           one affine map per depth into the full model's space (queries and documents at any depth then compare
           with the stored vectors);
         - ``rotation``: the principal axes of (up to ``ROTATION_SAMPLE``) stored vectors, so that each prefix
-          keeps the most variance; the stored vectors are rotated in place (full-length scores do not change).
+          keeps the most variance; the stored vectors are rotated in place (full-length scores do not change);
+        - ``prefix_map``: a small residual MLP trained on the same (rotated) stored vectors to keep prefixes'
+          cosines close to full-length ones; used for searches below the stored size only (stored vectors and
+          full-length scores are as the rotation leaves them).
 
+        Each is on (``None``) unless the model was trained to be elastic on its axis (``embedder.native_axes``:
+        dimensions for the rotation and the prefix map, layers for the adapters); ``True`` forces it.
         The calibration file is written first and recorded in the store in the same transaction that rewrites the
         vectors, so a crash leaves either the old state or the new one. Calibrating again refits both (documents
         encoded at a shallow depth keep the adapter they were stored with). Returns what was fitted.
         """
         self._check_writable()
-        if not rotation and not adapters:
-            raise InvalidInputError("nothing to calibrate: both rotation and adapters are off")
+        native = _native_axes(self.embedder)
+        rotation = "dims" not in native if rotation is None else rotation
+        prefix_map = "dims" not in native if prefix_map is None else prefix_map
+        adapters = "layers" not in native if adapters is None else adapters
+        if not (rotation or adapters or prefix_map):
+            trained = (
+                f" (the model is trained elastic in {' and '.join(sorted(native))}: use it as is)" if native else ""
+            )
+            raise InvalidInputError(f"nothing to calibrate: rotation, adapters and prefix map are all off{trained}")
         if sample < 2:
             raise InvalidInputError(f"sample must be at least 2, got {sample}")
         if not getattr(self.embedder, "layers", None):
@@ -597,10 +630,10 @@ class Collection:
                 if counts["chunks"] < 2:
                     raise InvalidInputError("nothing to calibrate: the collection has fewer than 2 chunks")
                 step = max(1, counts["chunks"] // ROTATION_SAMPLE)
-                seen = [model_space(v[::step]) for _, v in self._store.iter_vectors(self.manifest.dim)]
-            new = Calibration(
-                self.manifest.dim, full, fit_rotation(np.concatenate(seen)) if rotation else None, kept, base
-            )
+                seen = np.concatenate([model_space(v[::step]) for _, v in self._store.iter_vectors(self.manifest.dim)])
+            new = Calibration(self.manifest.dim, full, fit_rotation(seen) if rotation else None, kept, base)
+            if prefix_map and len(allowed_dims(self.manifest.dim)) > 1 and len(seen) >= 3:
+                new.prefix_map = fit_prefix_map(new.rotate(seen), seed=seed)
             name = f"calibration-{uuid.uuid4().hex[:12]}.npz"
             new.save(self.root / name)
             if self.manifest.format_version < ELASTIC_FORMAT_VERSION:  # older longvecs must refuse it from now on
@@ -608,9 +641,10 @@ class Collection:
                 self.manifest.save(self.root / "manifest.json")
             record = {
                 "file": name,
-                "version": CALIBRATION_VERSION,
+                "version": new.version,
                 "rotation": rotation,
                 "adapters": sorted(kept),
+                "prefix_map": new.prefix_map is not None,
                 "base": base,
                 "sample": len(texts),
                 "chunks": counts["chunks"],
@@ -748,7 +782,9 @@ class Collection:
         if channels.mode != "lexical":
             raw = self.embedder.encode_queries(queries, **({"layers": depth} if depth is not None else {}))
         with self._lock:
-            cache = self._views.setdefault(view, VectorCache(self.root, self.manifest.dim, view))
+            cache = self._views.get(view) or self._views.setdefault(
+                view, VectorCache(self.root, self.manifest.dim, view, self._prefix)
+            )
             for attempt in range(3):
                 try:
                     with self._store.snapshot() as state:
@@ -788,7 +824,7 @@ class Collection:
         ``dim`` is the dense view's, for scoring stored chunk vectors the dense shortlist left out."""
 
         def dense_scores(query: np.ndarray, ids: Sequence[int]) -> np.ndarray:
-            return truncate(self._store.vectors(ids, self.manifest.dim), dim or self.manifest.dim) @ query
+            return self._prefix(self._store.vectors(ids, self.manifest.dim), dim or self.manifest.dim) @ query
 
         return rank_fused(
             index,
@@ -838,6 +874,7 @@ class Collection:
             "encoder": m.encoder,
             "layers": _model_depth(self.embedder, m.layers) if getattr(self.embedder, "layers", None) else None,
             "model_layers": getattr(self.embedder, "layers", None),
+            "native_matryoshka": sorted(_native_axes(self.embedder)),
             "calibration": json.loads(meta) if (meta := self._store.meta("calibration")) else None,
             "code_context": m.code_context,
             "path_context": m.path_context,

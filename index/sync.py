@@ -15,7 +15,7 @@ is added with the document's chunks and dropped with their tombstones.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,6 +28,12 @@ from longvec.index.vectors import VectorIndex, read_stamp
 
 AggMode = Literal["maxsim", "mean", "max", "weighted"]
 AGG_MODES: tuple[AggMode, ...] = ("maxsim", *AGGREGATIONS)
+# How a view cuts stored vectors to its ``dim`` (re-normalised): plain truncation, or a calibrated prefix map.
+Prefix = Callable[[np.ndarray, int], np.ndarray]
+
+
+def _truncated(vectors: np.ndarray, dim: int) -> np.ndarray:
+    return truncate(vectors, dim) if dim < vectors.shape[-1] else vectors
 
 
 @dataclass(frozen=True)
@@ -43,11 +49,13 @@ class View:
         return self.agg != "maxsim"
 
 
-def _rows(store: Store, full_dim: int, view: View, after: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _rows(
+    store: Store, full_dim: int, view: View, after: int, prefix: Prefix = _truncated
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(ids, vectors)`` for ``view`` from the chunks with id > ``after``, a store batch at a time."""
     if not view.per_document:
         for ids, vectors in store.iter_vectors(full_dim, after=after):
-            yield ids, (truncate(vectors, view.dim) if view.dim < full_dim else vectors)
+            yield ids, prefix(vectors, view.dim)
         return
     how: Aggregation = view.agg  # type: ignore[assignment]
     carry: tuple[np.ndarray, list[str], np.ndarray, np.ndarray] | None = None
@@ -57,10 +65,10 @@ def _rows(store: Store, full_dim: int, view: View, after: int) -> Iterator[tuple
         starts = [0] + [i for i in range(1, len(doc_ids)) if doc_ids[i] != doc_ids[i - 1]]
         carry = (ids[starts[-1] :], doc_ids[starts[-1] :], tokens[starts[-1] :], vectors[starts[-1] :])
         if len(starts) > 1:
-            yield _aggregated(ids, tokens, vectors, starts, how, view.dim, full_dim)
+            yield _aggregated(ids, tokens, prefix(vectors, view.dim), starts, how)
     if carry is not None:
         ids, _, tokens, vectors = carry
-        yield _aggregated(ids, tokens, vectors, [0, len(ids)], how, view.dim, full_dim)
+        yield _aggregated(ids, tokens, prefix(vectors, view.dim), [0, len(ids)], how)
 
 
 def _join(a: tuple, b: tuple) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
@@ -68,12 +76,12 @@ def _join(a: tuple, b: tuple) -> tuple[np.ndarray, list[str], np.ndarray, np.nda
 
 
 def _aggregated(
-    ids: np.ndarray, tokens: np.ndarray, vectors: np.ndarray, bounds: list[int], how: Aggregation, dim: int, full: int
+    ids: np.ndarray, tokens: np.ndarray, vectors: np.ndarray, bounds: list[int], how: Aggregation
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One vector per run ``bounds[i]:bounds[i + 1]``, keyed by the run's first chunk id."""
-    v = truncate(vectors, dim) if dim < full else vectors
+    """One vector per run ``bounds[i]:bounds[i + 1]`` of ``vectors`` (cut to the view's size), keyed by the run's
+    first chunk id."""
     runs = list(zip(bounds[:-1], bounds[1:], strict=True))
-    out = np.stack([aggregate(v[a:b], how, tokens[a:b]) for a, b in runs])
+    out = np.stack([aggregate(vectors[a:b], how, tokens[a:b]) for a, b in runs])
     return np.asarray([ids[a] for a, _ in runs], dtype=np.int64), out
 
 
@@ -84,11 +92,13 @@ class SnapshotTooOld(Exception):
 class VectorCache:
     """One view's FAISS index and the store generation it reflects (``None``: unknown, reload).
 
-    Only the full chunk view is saved and loaded (``root``); others are rebuilt in memory on first use.
+    Only the full chunk view is saved and loaded (``root``); others are rebuilt in memory on first use. ``prefix``
+    cuts stored vectors to a shorter view's size (read when rows are added, so it must follow the store: a
+    collection's calibration changes only together with every stored vector, which makes every view rebuild).
     """
 
-    def __init__(self, root: Path, dim: int, view: View | None = None) -> None:
-        self.root, self.full_dim = root, dim
+    def __init__(self, root: Path, dim: int, view: View | None = None, prefix: Prefix = _truncated) -> None:
+        self.root, self.full_dim, self.prefix = root, dim, prefix
         self.view = view or View(dim)
         self.saved = self.view == View(dim)
         self.index: VectorIndex | None = None
@@ -120,7 +130,7 @@ class VectorCache:
         if loaded is not None and loaded[1].generation > state.generation and may_retry:
             raise SnapshotTooOld
         index = VectorIndex(self.view.dim)
-        for ids, vectors in _rows(store, self.full_dim, self.view, 0):
+        for ids, vectors in _rows(store, self.full_dim, self.view, 0, self.prefix):
             index.add(ids, vectors)
         self.index, self.generation, self.seq = index, state.generation, state.seq
 
@@ -131,7 +141,7 @@ class VectorCache:
         # Removals first: FAISS shrinks its storage in place, so additions up to that size need no new buffer
         # (growing it reallocates: a transient copy of every vector).
         index.remove(store.removed_since(since))
-        for ids, vectors in _rows(store, self.full_dim, self.view, self.seq):
+        for ids, vectors in _rows(store, self.full_dim, self.view, self.seq, self.prefix):
             index.add(ids, vectors)
         self.generation, self.seq = state.generation, state.seq
 

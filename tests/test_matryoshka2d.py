@@ -1,4 +1,5 @@
-"""2D Matryoshka: encoding with fewer layers, and the calibration (rotation + layer adapters) of a collection."""
+"""2D Matryoshka: encoding with fewer layers, and the calibration (rotation, layer adapters, prefix map) of a
+collection."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from longvec.api.cli import main
 from longvec.embedder import EmbedderConfig, InvalidSettingError, load_embedder, normalize
-from longvec.embedder.calibration import Calibration, fit_adapter, fit_rotation
+from longvec.embedder.calibration import Calibration, fit_adapter, fit_prefix_map, fit_rotation, prefix_of
 from longvec.embedder.engine import Engine, openvino_available
 from longvec.index import Collection, Document, InvalidInputError
 from longvec.index.store import Store
@@ -95,6 +96,40 @@ def test_adapter_recovers_an_affine_map_and_calibration_round_trips(tmp_path) ->
         loaded.apply(v, 2)
 
 
+def _prefix_error(vectors: np.ndarray, dim: int, prefix_map=None) -> float:
+    """Mean absolute difference between the cosines of ``dim``-prefixes and of the full vectors (all pairs)."""
+    cut = prefix_of(vectors, dim, prefix_map)
+    return float(np.abs(cut @ cut.T - vectors @ vectors.T).mean())
+
+
+def test_prefix_map_learns_to_carry_what_truncation_drops_and_round_trips(tmp_path) -> None:
+    # What tells these vectors apart sits in coordinates 32..63: a 32-prefix of them is nearly noise.
+    rng = np.random.default_rng(2)
+    scale = np.r_[np.full(32, 0.05), np.linspace(1.0, 3.0, 32)]
+    train, held_out = (normalize(rng.normal(size=(n, 64)) * scale) for n in (2000, 300))
+    prefix_map = fit_prefix_map(train, steps=300)
+    assert prefix_map.dims == (32, 48)
+    for dim in (32, 48):
+        mapped, plain = _prefix_error(held_out, dim, prefix_map), _prefix_error(held_out, dim)
+        assert mapped < 0.6 * plain, (dim, mapped, plain)  # on vectors it was not trained on
+        np.testing.assert_allclose(np.linalg.norm(prefix_of(held_out, dim, prefix_map), axis=1), 1.0, atol=1e-5)
+    assert prefix_of(held_out, 64, prefix_map) is held_out  # full length: untouched
+
+    calibration = Calibration(64, 6, fit_rotation(train), prefix_map=prefix_map)
+    calibration.save(tmp_path / "map.npz")
+    loaded = Calibration.load(tmp_path / "map.npz")
+    assert loaded.version == 2 and loaded.prefix_map.dims == (32, 48)
+    np.testing.assert_array_equal(loaded.prefix(held_out, 32), calibration.prefix(held_out, 32))
+    Calibration(64, 6, fit_rotation(train)).save(tmp_path / "plain.npz")  # no map: the format older readers know
+    assert Calibration.load(tmp_path / "plain.npz").version == 1
+    with np.load(tmp_path / "plain.npz") as data:
+        arrays = dict(data)
+    arrays["meta"][0] = 3
+    np.savez(tmp_path / "future.npz", **arrays)
+    with pytest.raises(InvalidSettingError, match=r"has version 3; this longvec reads \(1, 2\): upgrade it"):
+        Calibration.load(tmp_path / "future.npz")
+
+
 def test_a_collection_at_fewer_layers_stores_shallow_vectors_and_checks_query_depths(torch32, tmp_path) -> None:
     docs = _docs(12)
     with Collection.create(tmp_path / "c", embedder=torch32, layers=3, search_mode="dense") as c:
@@ -141,6 +176,36 @@ def test_calibration_rotates_in_place_keeps_full_results_and_opens_every_depth(t
         assert c.info()["calibration"]["file"] == record["file"]
         assert [[(h.doc_id, round(h.score, 4)) for h in hits] for hits in c.search_many(queries, 5)] == after
     assert len(list((tmp_path / "c").glob("calibration-*.npz"))) == 1
+
+
+def test_the_prefix_map_serves_prefixes_only_and_queries_and_documents_alike(torch32, tmp_path) -> None:
+    docs = _docs(40)
+    queries = ["hashing of the data", "networking step", "render the data", "storage handling"]
+    with Collection.create(tmp_path / "c", embedder=torch32, search_mode="dense") as c:
+        c.add(docs)
+        record = c.calibrate(adapters=False, prefix_map=False)
+        rotated = [[(h.doc_id, round(h.score, 4)) for h in hits] for hits in c.search_many(queries, 5)]
+        short = c.search_many(queries, 5, dim=32)
+        record = c.calibrate(adapters=False)
+        assert record["prefix_map"] and record["version"] == 2
+        calibration = c._current_calibration()
+        assert calibration.prefix_map is not None
+        # full length: the stored vectors and scores are the rotation's, the map is not used
+        assert [[(h.doc_id, round(h.score, 4)) for h in hits] for hits in c.search_many(queries, 5)] == rotated
+        # a prefix: documents and queries both through the map, in every view and channel
+        doc_ids, row_doc, stored, _ = c.chunk_vectors()
+        q = calibration.prefix(calibration.apply(torch32.encode_queries(queries), 6), 32)
+        mapped = calibration.prefix(stored, 32)
+        for query, hits, before in zip(q, c.search_many(queries, 5, dim=32), short, strict=True):
+            best = {}
+            for row, score in zip(row_doc, mapped @ query, strict=True):
+                best[doc_ids[row]] = max(best.get(doc_ids[row], -2.0), float(score))
+            expected = sorted(best.items(), key=lambda kv: -kv[1])[:5]
+            assert [(h.doc_id, round(h.score, 4)) for h in hits] == [(d, round(s, 4)) for d, s in expected]
+            assert [round(h.score, 4) for h in hits] != [round(h.score, 4) for h in before]
+        hybrid = c.search(queries[0], k=5, dim=32, mode="hybrid", fusion="convex", alpha=1.0)
+        assert [h.doc_id for h in hybrid] == [h.doc_id for h in c.search(queries[0], k=5, dim=32)]
+        assert len(c.search(queries[0], k=5, dim=32, agg="mean")) == 5
 
 
 def test_a_failed_calibration_leaves_the_collection_as_it_was(torch32, tmp_path, monkeypatch) -> None:
@@ -228,11 +293,17 @@ def test_index_calibrates_by_itself_when_due_and_a_failure_is_only_a_warning(cap
     from longvec.api.cli import AUTO_CALIBRATE_CHUNKS, _auto_calibrate, _calibration_due
 
     n = AUTO_CALIBRATE_CHUNKS
+    full = {"layers": 6, "model_layers": 6}
     assert not _calibration_due({"model_layers": None, "chunks": 10 * n})  # no layer choice: nothing to fit
-    assert not _calibration_due({"model_layers": 6, "chunks": n - 1, "calibration": None})
-    assert _calibration_due({"model_layers": 6, "chunks": n, "calibration": None})
-    assert not _calibration_due({"model_layers": 6, "chunks": 4 * n - 1, "calibration": {"chunks": n}})
-    assert _calibration_due({"model_layers": 6, "chunks": 4 * n, "calibration": {"chunks": n}})
+    assert not _calibration_due({**full, "chunks": n - 1, "calibration": None})
+    assert _calibration_due({**full, "chunks": n, "calibration": None})
+    assert not _calibration_due({**full, "chunks": 4 * n - 1, "calibration": {"chunks": n}})
+    assert _calibration_due({**full, "chunks": 4 * n, "calibration": {"chunks": n}})
+    # what a model was trained elastic in needs no fitting: only the rest is due
+    assert _calibration_due({**full, "chunks": n, "native_matryoshka": ["dims"]})  # layer adapters
+    assert not _calibration_due({**full, "layers": 3, "chunks": n, "native_matryoshka": ["dims"]})
+    assert not _calibration_due({**full, "chunks": n, "native_matryoshka": ["dims", "layers"]})
+    assert _calibration_due({**full, "chunks": n, "native_matryoshka": ["layers"]})  # the rotation
 
     class Failing:
         asked: dict = {}
