@@ -74,6 +74,13 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def _positive_float(value: str) -> float:
+    x = float(value)
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
+    return x
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="longvec", description="Index and search long code and long text.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -197,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "calibrate",
-        help="fit a rotation (better Matryoshka prefixes) and per-layer adapters (shallow queries) on the collection",
+        help="fit a rotation and a prefix map (better Matryoshka prefixes) and per-layer adapters (shallow queries) "
+        "on the collection",
     )
     _add_collection(p)
     p.add_argument("--sample", type=_positive_int, default=2048, help="chunks encoded at every depth for the adapters")
@@ -225,10 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=Path, help="mine pairs from this JSONL of documents (as `longvec index` reads)")
     p.add_argument("paths", nargs="*", type=Path, help="mine pairs from these files and directories")
     p.add_argument("--loss", choices=("2d", "dims"), default="2d", help="2d: dims and layers (default); dims only")
-    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--epochs", type=_positive_float, default=1.0)
     p.add_argument("--max-steps", type=_positive_int, help="stop after N optimiser steps (overrides --epochs)")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="pairs per step (in-batch negatives)")
-    p.add_argument("--learning-rate", type=float, default=2e-5)
+    p.add_argument("--learning-rate", type=_positive_float, default=2e-5)
     p.add_argument("--max-pairs", type=_positive_int, help="train on a random sample of at most N mined pairs")
     p.add_argument("--max-seq-length", type=_positive_int, default=128, help="tokens per text while training")
     p.add_argument("--seed", type=int, default=0)
@@ -645,7 +653,7 @@ def _auto_calibrate(collection: Any, info: dict[str, Any]) -> None:
     warning, not a failed index run. A collection built with fewer layers gets its own space rotated only (its
     documents keep the vectors their depth gave; `longvec calibrate` maps them into the full model's)."""
     shallow = info["layers"] != info["model_layers"]
-    print("calibrating (rotation, prefix map, layer adapters; --no-calibrate skips it)...", file=sys.stderr)
+    print("calibrating (see `longvec calibrate`; --no-calibrate skips it)...", file=sys.stderr)
     try:
         collection.calibrate(adapters=False if shallow else None)
     except Exception as exc:
@@ -664,14 +672,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from longvec.embedder.train import TrainSettings, load_for_training, train
-    from longvec.index import Collection, InvalidInputError
+    from longvec.embedder.train import TrainSettings, check_training_extra, load_for_training, train
+    from longvec.index import InvalidInputError
     from longvec.index.sources import WalkStats, read_jsonl, walk_paths
-    from longvec.index.training import mined_pairs, read_pairs, stored_documents
+    from longvec.index.training import collection_documents, mined_pairs, read_pairs
 
     sources = [args.pairs is not None, args.collection is not None, args.input is not None or bool(args.paths)]
     if sum(sources) != 1:
         raise InvalidInputError("give one source of pairs: --pairs FILE, --collection DIR, or --input FILE / PATHs")
+    if args.pairs is not None and args.max_pairs is not None:
+        raise InvalidInputError("--max-pairs samples mined pairs: with --pairs, give the pairs you want trained on")
+    check_training_extra()  # before a model loads
     if args.output.exists() and (not args.output.is_dir() or any(args.output.iterdir())):
         raise InvalidInputError(f"{args.output} exists and is not an empty directory: choose a new --output")
     model = args.model
@@ -680,9 +691,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         origin = str(args.pairs)
     else:
         if args.collection is not None:
-            with Collection.open(args.collection, readonly=True) as collection:
-                model = model or collection.manifest.model
-                mined = mined_pairs(stored_documents(collection), max_pairs=args.max_pairs, seed=args.seed)
+            built_with, docs = collection_documents(args.collection)
+            model = model or built_with
+            mined = mined_pairs(docs, max_pairs=args.max_pairs, seed=args.seed)
             origin = f"mined from collection {args.collection}"
         else:
             stats = WalkStats()
@@ -709,7 +720,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     st = load_for_training(model, allow_download=args.allow_download, device=args.device or "auto")
     print(f"training on {len(pairs)} pairs ({args.loss} loss)...", file=sys.stderr)
     with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its progress: stdout is the record
-        record = train(st, pairs, args.output, settings)
+        record = train(st, pairs, args.output, settings, base_model=model or "default", source=origin)
     print(json.dumps({"output": str(args.output), **record}, indent=2))
     return 0
 

@@ -1,7 +1,8 @@
 """2D Matryoshka grid: nDCG@10 by encoder depth (layers) and dimensions, raw against calibrated, on the product path.
 
     python benchmarks/matryoshka2d.py [--datasets code,pydoc] [--layers 1,2,3,4,5,6] [--dims 32,64,128,192,256,384]
-                                      [--sample 2048] [--max-queries 400] [--output FILE.json]
+                                      [--sample 2048] [--max-queries 400] [--model DIR] [--variants raw,pca,calibrated]
+                                      [--output FILE.json]
 
 For each dataset (the eval suite's cached pools, built by ``longvec eval`` first) and each depth ``k``, a collection
 is built with ``Collection.create(layers=k)`` (documents and queries both encoded with the model's first ``k``
@@ -11,7 +12,10 @@ layers, dense search, chunk strategy and every other setting at its default) and
 - ``raw``: no calibration: the first ``dim`` coordinates of the depth-``k`` vectors, re-normalised;
 - ``pca``: ``calibrate(adapters=False)``: the stored vectors rotated onto their principal axes;
 - ``calibrated``: ``calibrate()``: depth-``k`` vectors mapped by a ridge adapter into the full model's space
-  (fitted on ``--sample`` chunks of the collection), then rotated.
+  (fitted on ``--sample`` chunks of the collection), then rotated, and prefixes cut through the prefix map.
+
+``--model`` evaluates another model (e.g. one from ``longvec train``: ``benchmarks/train_2d.py``); a model trained
+for both axes is used as it is, so only the ``raw`` variant is meaningful for it (``--variants raw``).
 
 Also printed: encode tokens/s per depth (the collection build's chunk tokens over its ``add`` time) and bytes per
 float32 vector per dim. nDCG@10 over all queries of the pool (``--max-queries``: the first N, for time).
@@ -39,7 +43,9 @@ from longvec.index import Collection, Document
 CACHE = Path.home() / ".cache" / "longvec" / "eval"
 
 
-def grid(pool: Any, embedder: Any, depths: list[int], dims: list[int], sample: int, max_queries: int) -> list[dict]:
+def grid(
+    pool: Any, embedder: Any, depths: list[int], dims: list[int], sample: int, max_queries: int, variants: list[str]
+) -> list[dict]:
     queries = pool.queries[:max_queries]
     texts = [q.text for q in queries]
     docs = [Document(d.doc_id, d.text, path=d.path, language=d.language) for d in pool.docs]
@@ -52,11 +58,11 @@ def grid(pool: Any, embedder: Any, depths: list[int], dims: list[int], sample: i
                 added = c.add(docs)
                 seconds = time.perf_counter() - start
                 print(f"  {pool.name} layers {depth}: {added.tokens} tokens in {seconds:.0f}s", file=sys.stderr)
-                for variant in ("raw", "pca", "calibrated"):
+                for variant in variants:
                     if variant == "pca":
-                        c.calibrate(adapters=False)
+                        c.calibrate(rotation=True, adapters=False, prefix_map=False)
                     elif variant == "calibrated":
-                        c.calibrate(sample=sample)
+                        c.calibrate(sample=sample, rotation=True, adapters=True, prefix_map=True)
                     for dim in dims:
                         hits = c.search_many(texts, 10, dim=dim)
                         run = {q.qid: [(h.doc_id, h.score) for h in hs] for q, hs in zip(queries, hits, strict=True)}
@@ -84,18 +90,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dims", default="32,64,128,192,256,384")
     ap.add_argument("--sample", type=int, default=2048)
     ap.add_argument("--max-queries", type=int, default=400)
+    ap.add_argument("--model", help="the model to evaluate (default: longvec's default)")
+    ap.add_argument("--variants", default="raw,pca,calibrated")
     ap.add_argument("--output", type=Path)
     args = ap.parse_args(argv)
+    variants = args.variants.split(",")
+    if not set(variants) <= {"raw", "pca", "calibrated"} or variants != sorted(variants, key="raw pca calibrated".find):
+        raise SystemExit("--variants: raw, pca, calibrated in this order (each builds on the collection before it)")
     depths = [int(x) for x in args.layers.split(",")]
     dims = [int(x) for x in args.dims.split(",")]
-    embedder = load_embedder(EmbedderConfig())
+    embedder = load_embedder(EmbedderConfig(**({"model": args.model} if args.model else {})))
     rows: list[dict] = []
     for name in args.datasets.split(","):
         path = cache_path(CACHE, name)
         if not path.exists():
             raise SystemExit(f"{path} missing: run `longvec eval --datasets {name}` once to build it")
         for pool in read_cache(path)[1]:
-            rows += grid(pool, embedder, depths, dims, args.sample, args.max_queries)
+            rows += grid(pool, embedder, depths, dims, args.sample, args.max_queries, variants)
     print(f"{'dataset':<10} {'layers':>6} {'variant':<11} " + " ".join(f"{d:>7}" for d in dims) + "   tok/s")
     for key in sorted({(r["dataset"], r["layers"], r["variant"]) for r in rows}):
         cells = {r["dim"]: r for r in rows if (r["dataset"], r["layers"], r["variant"]) == key}
@@ -109,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         or None,
         "machine": platform.platform(),
         "engine": embedder.engine_report.get("backend"),
+        "model": args.model or "default",
         "rows": rows,
     }
     if args.output:

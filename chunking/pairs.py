@@ -7,7 +7,8 @@ Each pair is a short *anchor* that reads like a search query and the *positive* 
   a definition in the other languages (``//``, ``///``, ``/** */``, ``#``). The anchor is the comment's first
   sentence, as a user would type a query;
 - text: a Markdown heading (``#`` to ``######``) -> its section's body; elsewhere a paragraph's first sentence
-  -> the rest of that paragraph.
+  -> the rest of that paragraph (fenced code blocks left out of both). Code in a language without a grammar
+  gives none.
 
 Anchors shorter than ``min_words`` words and positives shorter than ``MIN_POSITIVE_WORDS`` are skipped, as are
 license headers. Pairs are deterministic: the same text always gives the same pairs, in text order.
@@ -20,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from longvec.chunking.languages import CODE_LANGUAGES, parser_for
+from longvec.chunking.languages import CODE_LANGUAGES, KNOWN_CODE_LANGUAGES, normalize_language, parser_for
 
 PairKind = Literal["doc-comment", "heading", "first-sentence"]
 
@@ -31,7 +32,8 @@ MAX_ANCHOR_WORDS = 64
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`'\"(\[])")
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
-_COMMENT_MARKS = re.compile(r"^\s*(?:/\*\*?|\*/|\*(?!\*)|///?|//!|#+|--)?", re.MULTILINE)
+_COMMENT_MARKS = re.compile(r"^\s*(?:/\*\*?|\*/|\*(?!\*)|//!|///?|#+|--)?", re.MULTILINE)
+_FENCE = re.compile(r"^[ \t]*(```|~~~).*?^[ \t]*\1[ \t]*$", re.MULTILINE | re.DOTALL)
 _FIELD_LINE = re.compile(r"^\s*[@:](?:param|return|returns|raises|throws|type|rtype|see)\b.*$", re.MULTILINE)
 _LICENSE = re.compile(r"\b(?:copyright|licen[cs]e[ds]?|spdx)\b", re.IGNORECASE)
 _STRING_QUOTES = re.compile(r'^[rRbBuUfF]*("""|\'\'\'|"|\')|("""|\'\'\'|"|\')$')
@@ -56,9 +58,13 @@ def first_sentence(text: str) -> str:
 
 
 def mine_pairs(doc_id: str, text: str, language: str | None = None, *, min_words: int = MIN_ANCHOR_WORDS) -> list[Pair]:
-    """Pairs from one document: doc comments for a language with a grammar, headings and paragraphs for text."""
+    """Pairs from one document: doc comments for a language with a grammar, headings and paragraphs for text;
+    none for code in a language without a grammar (its ``#`` comments are not headings)."""
+    language = normalize_language(language) if language else None
     if language in CODE_LANGUAGES:
         found = _code_pairs(doc_id, text, language)
+    elif language in KNOWN_CODE_LANGUAGES:
+        return []
     else:
         found = _text_pairs(doc_id, text)
     return [p for p in found if _usable(p, min_words)]
@@ -122,7 +128,11 @@ def _leading_comment(node: object, data: bytes) -> tuple[str, tuple[int, int]] |
     below = node
     sibling = node.prev_sibling  # type: ignore[attr-defined]
     while sibling is not None and "comment" in sibling.type:
-        gap = data[sibling.end_byte : below.start_byte]  # type: ignore[attr-defined]
+        text = sibling.text
+        if text.startswith((b"//!", b"/*!")):
+            break  # an inner doc comment documents what encloses it (Rust), not what follows
+        end = sibling.end_byte - (len(text) - len(text.rstrip(b"\r\n")))  # some grammars end line comments after \n
+        gap = data[end : below.start_byte]  # type: ignore[attr-defined]
         if gap.strip() or gap.count(b"\n") > 1:
             break
         if comments and (sibling.text.startswith(b"/*") or comments[-1].text.startswith(b"/*")):
@@ -158,6 +168,7 @@ def _clean_comment(comment: str) -> str:
 
 
 def _text_pairs(doc_id: str, text: str) -> Iterator[Pair]:
+    text = _FENCE.sub("", text)  # code blocks: their `#` lines are not headings, their lines not prose
     headings = list(_HEADING.finditer(text))
     for i, m in enumerate(headings):
         end = headings[i + 1].start() if i + 1 < len(headings) else len(text)

@@ -1,8 +1,8 @@
-"""Training-free calibration that makes any model elastic in dimensions and in layers (2D Matryoshka).
+"""Calibration without labels that makes any model elastic in dimensions and in layers (2D Matryoshka).
 
 A model not trained with a Matryoshka loss spreads what it knows over all its coordinates, and its inner layers
-speak another language than its last one. Two closed-form fixes, fitted on a sample of a collection's own
-chunks, with no labels and no gradient steps:
+speak another language than its last one. Fixes fitted on a sample of a collection's own chunks, with no labels
+and no change to the model: two in closed form, and one small learned map.
 
 - **Rotation** (dimensions): an orthogonal matrix whose columns are the principal axes of the chunk vectors,
   largest variance first. Rotating changes no full-length cosine (``R`` is orthogonal), but the first ``dim``
@@ -12,11 +12,12 @@ chunks, with no labels and no gradient steps:
   vectors the first ``k`` layers give (pooled as the model pools) to the full model's unit vectors for the same
   texts. A shallow query (or document) mapped this way lands in the space the collection is stored in.
 
-- **Prefix map** (dimensions, optional): a small residual MLP ``v + g(v)`` on the rotated vectors, trained on the
+- **Prefix map** (dimensions): a small residual MLP ``v + g(v)`` on the rotated vectors, trained on the
   collection's own (frozen) vectors so that cosines between ``dim``-prefixes of mapped vectors match full-length
   cosines, at every prefix size of the ladder, all pairs and each vector's nearest neighbours weighted up (the
-  unsupervised Matryoshka-Adaptor objective, arXiv 2407.20243). It is used only for prefixes: stored vectors and
-  full-length scores stay as the rotation leaves them, so it needs no inverse and costs nothing at full size.
+  unsupervised Matryoshka-Adaptor objective, arXiv 2407.20243); kept only where it beats plain prefixes on
+  held-out vectors. It is used only for prefixes: stored vectors and full-length scores stay as the rotation
+  leaves them, so it needs no inverse and costs nothing at full size.
 
 Vectors flow: encode at depth ``k`` -> adapter ``k`` (if ``k`` is not the model's depth) -> re-normalise ->
 rotation -> (stored) -> for a prefix of ``dim``: prefix map -> first ``dim`` coordinates -> re-normalise.
@@ -35,8 +36,8 @@ import numpy as np
 from longvec.embedder.errors import InvalidSettingError
 from longvec.embedder.matryoshka import allowed_dims, normalize, truncate
 
-# 1: rotation and adapters; 2: also a prefix map (written only when there is one, so older readers refuse it).
-CALIBRATION_VERSION = 2
+# File formats: 1, rotation and adapters; 2, also a prefix map (written only when there is one: older readers
+# refuse it, and load what they can otherwise).
 READABLE_VERSIONS = (1, 2)
 # Ridge penalty of the adapters, relative to the mean eigenvalue of the inputs' Gram matrix: keeps the map
 # stable when the sample is small next to the dimension.
@@ -48,6 +49,10 @@ MAP_STAY = 1e-2
 MAP_STEPS = 300
 MAP_BATCH = 512
 MAP_LR = 1e-3
+# Fewer vectors than this fit no map (a d x d MLP would learn the sample); a tenth of them is held out, and a map
+# that does not bring held-out prefix cosines closer to full-length ones than plain truncation does is dropped.
+MAP_MIN_VECTORS = 256
+MAP_HELD_OUT = 0.1
 
 
 @dataclass
@@ -217,21 +222,39 @@ def fit_adapter(inputs: np.ndarray, targets: np.ndarray, ridge: float = ADAPTER_
     return w.astype(np.float32), b.astype(np.float32)
 
 
+def prefix_error(vectors: np.ndarray, dims: tuple[int, ...], prefix_map: PrefixMap | None = None) -> float:
+    """How far cosines between ``dim``-prefixes (through ``prefix_map`` if given) are from the full-length cosines
+    of unit ``vectors``: mean absolute difference over all pairs, averaged over ``dims``."""
+    full = vectors @ vectors.T
+    errors = []
+    for dim in dims:
+        cut = prefix_of(vectors, dim, prefix_map)
+        errors.append(float(np.abs(cut @ cut.T - full).mean()))
+    return float(np.mean(errors))
+
+
 def fit_prefix_map(
     vectors: np.ndarray, *, steps: int = MAP_STEPS, batch: int = MAP_BATCH, lr: float = MAP_LR, seed: int = 0
-) -> PrefixMap:
+) -> PrefixMap | None:
     """A :class:`PrefixMap` for unit ``vectors`` (rows, e.g. a collection's rotated chunk vectors), trained so that
     for every prefix size ``m`` of the ladder below their length, cosines between mapped ``m``-prefixes match the
     full-length cosines: mean absolute error over all pairs of a random batch plus the same over each vector's
     ``MAP_NEIGHBOURS`` nearest (ranking lives there), plus ``MAP_STAY`` times the squared step away from the input.
-    The last layer starts at zero, so training starts from plain truncation. Deterministic for a ``seed``."""
+    The last layer starts at zero, so training starts from plain truncation. Deterministic for a ``seed``.
+
+    ``None`` when there is nothing to gain: fewer than ``MAP_MIN_VECTORS`` vectors, no prefix size below their
+    length, or a map that does not beat plain truncation on the held-out ``MAP_HELD_OUT`` of them."""
     import torch  # the model's runtime; only training needs it
 
-    v = torch.from_numpy(normalize(vectors))
-    n, d = v.shape
+    units = normalize(vectors)
+    n, d = units.shape
     dims = tuple(m for m in allowed_dims(d) if m < d)
-    if n < 3 or not dims:
-        raise InvalidSettingError(f"a prefix map needs at least 3 vectors longer than {allowed_dims(d)[0]} dims")
+    if n < MAP_MIN_VECTORS or not dims:
+        return None
+    order = np.random.default_rng(seed).permutation(n)
+    cut = max(2, int(n * MAP_HELD_OUT))
+    held_out, train = units[order[:cut]], torch.from_numpy(units[order[cut:]])
+    n = len(train)
     gen = torch.Generator().manual_seed(seed)
     w1 = (torch.randn(d, d, generator=gen) * (2.0 / d) ** 0.5).requires_grad_()
     b1 = torch.zeros(d, requires_grad=True)
@@ -243,7 +266,7 @@ def fit_prefix_map(
     k = min(MAP_NEIGHBOURS, size - 1)
     off_diagonal = ~torch.eye(size, dtype=torch.bool)
     for _ in range(steps):
-        x = v[torch.randperm(n, generator=gen)[:size]]
+        x = train[torch.randperm(n, generator=gen)[:size]]
         target = x @ x.T
         neighbours = target.masked_fill(~off_diagonal, -2.0).topk(k, dim=1).indices
         y = x + torch.relu(x @ w1 + b1) @ w2 + b2
@@ -256,4 +279,5 @@ def fit_prefix_map(
         loss.backward()
         optimiser.step()
     w1_, b1_, w2_, b2_ = (t.detach().numpy().astype(np.float32) for t in params)
-    return PrefixMap(w1_, b1_, w2_, b2_, dims)
+    fitted = PrefixMap(w1_, b1_, w2_, b2_, dims)
+    return fitted if prefix_error(held_out, dims, fitted) < prefix_error(held_out, dims) else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -10,7 +11,6 @@ import numpy as np
 
 from longvec.embedder.errors import InvalidSettingError
 
-# Powers of two and the steps halfway between them in bytes (1.5x), as MRL models are trained and evaluated.
 # What a model can be trained to be elastic in ("native" Matryoshka), and how it is declared: auto (detected by
 # `native_axes`), none, dims (MRL), layers, 2d (both: 2DMSE, Starbucks, `longvec train`).
 Axis = Literal["dims", "layers"]
@@ -29,6 +29,7 @@ _CARD_AXES: dict[str, tuple[Axis, ...]] = {
     "MatryoshkaLoss": ("dims",),
     "AdaptiveLayerLoss": ("layers",),
 }
+# Powers of two and the steps halfway between them in bytes (1.5x), as MRL models are trained and evaluated.
 _LADDER = (32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 
 
@@ -75,7 +76,15 @@ def native_axes(model_dir: Path | str | None, declared: str = "auto") -> frozens
         return frozenset()
     root = Path(model_dir)
     if (record := root / TRAIN_RECORD).is_file():
-        return frozenset(json.loads(record.read_text()).get("axes", ()))
+        try:
+            axes = json.loads(record.read_text()).get("axes")
+        except (ValueError, AttributeError) as exc:
+            raise InvalidSettingError(f"{record} is not a longvec training record: {exc}") from exc
+        if not isinstance(axes, list) or not set(axes) <= {"dims", "layers"}:
+            raise InvalidSettingError(f"{record}: 'axes' must be a list of 'dims' and 'layers', got {axes!r}")
+        return frozenset(axes)
     card = root / "README.md"
     text = card.read_text(errors="replace") if card.is_file() else ""
-    return frozenset(axis for name, axes in _CARD_AXES.items() if name in text for axis in axes)
+    # the card's training section has one "#### <LossName>" heading per loss used
+    headings = set(re.findall(r"^#{2,4}\s+(\w+)\s*$", text, re.MULTILINE))
+    return frozenset(axis for name, axes in _CARD_AXES.items() if name in headings for axis in axes)

@@ -1,10 +1,12 @@
 """Fine-tuning a sentence-transformers model to be elastic in dimensions and layers (``longvec train``).
 
 Pairs ``(anchor, positive)`` (a query and the passage it should find) train the model with in-batch negatives
-(``MultipleNegativesRankingLoss``) wrapped in sentence-transformers' ``Matryoshka2dLoss`` (``loss="2d"``: every
-prefix size of the ladder at the last layer and at a random earlier layer each step, the earlier layers also
-pulled towards the last one) or ``MatryoshkaLoss`` (``loss="dims"``: prefixes only). Training runs through
-``SentenceTransformerTrainer`` (``pip install longvec[train]``), on the GPU when torch sees one.
+(``MultipleNegativesRankingLoss``) wrapped in sentence-transformers' ``Matryoshka2dLoss`` (``loss="2d"``, its
+defaults: each step the loss at the last layer and at a random earlier one, at a random prefix size of the ladder,
+the earlier layers also pulled towards the last one, as 2DMSE trains) or ``MatryoshkaLoss`` (``loss="dims"``: the
+last layer at every prefix size). Anchors and positives get the model's query and document prompts, as longvec
+encodes them. Training runs through ``SentenceTransformerTrainer`` (``pip install longvec[train]``) on the
+model's device.
 
 The result is an ordinary sentence-transformers directory (usable with ``--model``) holding ``TRAIN_RECORD``:
 what it was trained for, which ``matryoshka.native_axes`` reads so that longvec uses the trained prefixes and
@@ -43,6 +45,15 @@ class TrainSettings:
     seed: int = 0
 
 
+def check_training_extra() -> None:
+    """:class:`InvalidSettingError` naming the extra to install unless the trainer's dependencies import."""
+    try:
+        import accelerate  # noqa: F401  (the trainer needs it)
+        import datasets  # noqa: F401
+    except ImportError as exc:
+        raise InvalidSettingError(f"training needs the train extra: pip install 'longvec[train]' ({exc})") from exc
+
+
 def load_for_training(model: str | None, *, allow_download: bool = False, device: str = "auto") -> Any:
     """A fresh ``SentenceTransformer`` of ``model`` (a path, the packaged default, or a hub name), not the shared
     instance :func:`~longvec.embedder.load_embedder` hands out: training changes its weights."""
@@ -56,11 +67,23 @@ def load_for_training(model: str | None, *, allow_download: bool = False, device
 
 
 def train(
-    model: Any, pairs: Sequence[tuple[str, str]], output: Path, settings: TrainSettings | None = None
+    model: Any,
+    pairs: Sequence[tuple[str, str]],
+    output: Path,
+    settings: TrainSettings | None = None,
+    *,
+    query_prompt: str | None = None,
+    document_prompt: str | None = None,
+    base_model: str = "",
+    source: str = "",
 ) -> dict[str, Any]:
     """Fine-tune ``model`` (a ``SentenceTransformer`` from :func:`load_for_training`, changed in place) on
     ``pairs`` and save it to ``output`` (written next to it first, then renamed in: a failed run leaves no
-    half-written model). Returns the record saved as ``TRAIN_RECORD``."""
+    half-written model). ``query_prompt`` / ``document_prompt`` go before anchors / positives (default: the
+    model's own ``query`` / ``document`` prompts); ``base_model`` and ``source`` (where the pairs came from) are
+    kept in the record.
+    Returns the record saved as ``TRAIN_RECORD``. No model card is written: sentence-transformers' card would hold
+    sample training pairs, which may be private."""
     settings = settings or TrainSettings()
     if settings.loss not in TRAIN_LOSSES:
         raise InvalidSettingError(f"loss {settings.loss!r} not in {TRAIN_LOSSES}")
@@ -68,11 +91,12 @@ def train(
         raise InvalidSettingError(f"training needs at least 2 pairs (in-batch negatives), got {len(pairs)}")
     if settings.batch_size < 2:
         raise InvalidSettingError(f"batch size must be at least 2, got {settings.batch_size}")
-    try:
-        from datasets import Dataset
-        from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    except ImportError as exc:
-        raise InvalidSettingError(f"training needs the train extra: pip install 'longvec[train]' ({exc})") from exc
+    if not (settings.epochs > 0 and settings.learning_rate > 0):
+        raise InvalidSettingError("epochs and learning rate must be positive")
+    check_training_extra()
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
     try:  # sentence-transformers 6 moved these; 5 has them only at the old place
         from sentence_transformers.sentence_transformer import losses
         from sentence_transformers.sentence_transformer.training_args import BatchSamplers
@@ -82,6 +106,9 @@ def train(
     import torch
     import transformers
 
+    own = model.prompts or {}
+    query_prompt = own.get("query", "") if query_prompt is None else query_prompt
+    document_prompt = own.get("document", "") if document_prompt is None else document_prompt
     output = Path(output)
     if output.exists() and any(output.iterdir()):
         raise InvalidSettingError(f"{output} exists and is not empty: choose a new directory for the trained model")
@@ -98,6 +125,8 @@ def train(
     saved_length = model.max_seq_length
     if settings.max_seq_length is not None:
         model.max_seq_length = min(settings.max_seq_length, saved_length)
+    on_gpu = model.device.type == "cuda"  # the device the model was loaded on (`load_for_training`)
+    prompts = {column: prompt for column, prompt in (("anchor", query_prompt), ("positive", document_prompt)) if prompt}
     warmup = (
         {"warmup_steps": settings.warmup_ratio}  # transformers 5 reads a fraction here (warmup_ratio is deprecated)
         if int(transformers.__version__.split(".")[0]) >= 5
@@ -114,8 +143,9 @@ def train(
             seed=settings.seed,
             data_seed=settings.seed,
             batch_sampler=BatchSamplers.NO_DUPLICATES,  # a duplicate in a batch would be its own false negative
-            bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
-            use_cpu=not torch.cuda.is_available(),
+            bf16=on_gpu and torch.cuda.is_bf16_supported(),
+            use_cpu=not on_gpu,
+            prompts=prompts or None,
             save_strategy="no",
             report_to="none",
             logging_steps=50,
@@ -126,6 +156,8 @@ def train(
         result = trainer.train()
         layers = _layer_count(model)
         record = {
+            "base_model": base_model,
+            "source": source,
             "loss": settings.loss,
             "axes": ["dims", "layers"] if settings.loss == "2d" else ["dims"],
             "dims": sorted(dims),
@@ -133,10 +165,12 @@ def train(
             "pairs": len(pairs),
             "steps": int(result.global_step),
             "train_loss": float(result.training_loss),
+            "prompts": prompts,
             "settings": asdict(settings),
+            "versions": {"sentence-transformers": _version("sentence-transformers"), "torch": torch.__version__},
         }
         model.max_seq_length = saved_length  # the saved model reads as much as it did before
-        model.save(str(work / "model"))
+        model.save(str(work / "model"), create_model_card=False)
         (work / "model" / TRAIN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
         if output.exists():
             output.rmdir()  # checked empty above
@@ -145,6 +179,12 @@ def train(
         model.max_seq_length = saved_length
         shutil.rmtree(work, ignore_errors=True)
     return record
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
 
 
 def _layer_count(model: Any) -> int | None:

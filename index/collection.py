@@ -505,7 +505,7 @@ class Collection:
             texts = [c.embed_text for _, _, chunks in to_embed for c in chunks]
             layers = {"layers": m.layers} if m.layers is not None else {}  # an embedder without depths needs none
             vectors = self.embedder.encode_documents(texts, **layers)
-            return vectors if calibration is None else calibration.apply(vectors, _model_depth(self.embedder, m.layers))
+            return self._stored_space(vectors, _model_depth(self.embedder, m.layers), calibration)
         encode_late = getattr(self.embedder, "encode_late", None)
         if encode_late is None:
             raise InvalidInputError(f"the {self.manifest.strategy!r} strategy needs an embedder with encode_late")
@@ -552,8 +552,17 @@ class Collection:
         """Query vectors in the stored vectors' space (calibrated where the collection is), cut to ``dim``."""
         calibration = self._current_calibration()
         if calibration is not None:
-            raw = calibration.apply(raw, depth if depth is not None else calibration.layers)
+            raw = self._stored_space(raw, depth if depth is not None else calibration.layers, calibration)
         return self._prefix(raw, dim)
+
+    def _stored_space(self, vectors: np.ndarray, depth: int, calibration: Calibration | None) -> np.ndarray:
+        """Depth-``depth`` unit vectors in the stored vectors' space: through ``calibration`` (its adapter for that
+        depth, then its rotation); a model trained elastic in layers needs no adapter at any depth."""
+        if calibration is None:
+            return vectors
+        if depth not in calibration.depths() and "layers" in _native_axes(self.embedder):
+            return calibration.rotate(vectors)
+        return calibration.apply(vectors, depth)
 
     def _prefix(self, vectors: np.ndarray, dim: int) -> np.ndarray:
         """``dim``-prefixes of vectors in the stored space, as the calibration cuts them (``calibration.prefix_of``)."""
@@ -583,7 +592,7 @@ class Collection:
         Each is on (``None``) unless the model was trained to be elastic on its axis (``embedder.native_axes``:
         dimensions for the rotation and the prefix map, layers for the adapters); ``True`` forces it.
         The calibration file is written first and recorded in the store in the same transaction that rewrites the
-        vectors, so a crash leaves either the old state or the new one. Calibrating again refits both (documents
+        vectors, so a crash leaves either the old state or the new one. Calibrating again refits all (documents
         encoded at a shallow depth keep the adapter they were stored with). Returns what was fitted.
         """
         self._check_writable()
@@ -632,8 +641,13 @@ class Collection:
                 step = max(1, counts["chunks"] // ROTATION_SAMPLE)
                 seen = np.concatenate([model_space(v[::step]) for _, v in self._store.iter_vectors(self.manifest.dim)])
             new = Calibration(self.manifest.dim, full, fit_rotation(seen) if rotation else None, kept, base)
-            if prefix_map and len(allowed_dims(self.manifest.dim)) > 1 and len(seen) >= 3:
+            if prefix_map:
                 new.prefix_map = fit_prefix_map(new.rotate(seen), seed=seed)
+            if new.rotation is None and not kept and new.prefix_map is None:
+                raise InvalidInputError(
+                    "nothing to calibrate: no prefix map beat plain prefixes on held-out chunks (or the collection "
+                    "has too few chunks for one)"
+                )
             name = f"calibration-{uuid.uuid4().hex[:12]}.npz"
             new.save(self.root / name)
             if self.manifest.format_version < ELASTIC_FORMAT_VERSION:  # older longvecs must refuse it from now on

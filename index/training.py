@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from longvec.chunking.pairs import Pair, mine_pairs
-from longvec.index.errors import InvalidInputError
+from longvec.index.errors import CollectionNotFoundError, InvalidInputError
+from longvec.index.manifest import Manifest
 from longvec.index.sources import jsonl_records
+from longvec.index.store import Store
 from longvec.index.types import Document
 
 ANCHOR_KEYS = ("anchor", "query")
@@ -53,8 +55,21 @@ def mined_pairs(documents: Iterable[Document], *, max_pairs: int | None = None, 
     return unique[:max_pairs] if max_pairs is not None else unique
 
 
-def stored_documents(collection: Any) -> Iterator[Document]:
-    """Every document of ``collection`` as it was indexed."""
-    for doc_id in collection.doc_ids():
-        stored = collection.get(doc_id)
-        yield Document(doc_id, stored.text, path=stored.path, language=stored.language)
+def collection_documents(root: str | Path) -> tuple[str, list[Document]]:
+    """The model a collection was built with and every document in it as indexed, read from its store alone (no
+    model is loaded). :class:`CollectionNotFoundError` if ``root`` holds no collection."""
+    root = Path(root)
+    if not (root / "manifest.json").exists():
+        raise CollectionNotFoundError(f"no collection at {root} (create one with `longvec index`)")
+    manifest = Manifest.load(root / "manifest.json")
+    store = Store(root / "store.sqlite", readonly=True)
+    try:
+        with store.snapshot():
+            docs = []
+            for doc_id in store.doc_ids():
+                stored = store.document(doc_id)
+                if stored is not None:
+                    docs.append(Document(doc_id, stored.text, path=stored.path, language=stored.language))
+    finally:
+        store.close()
+    return manifest.model, docs

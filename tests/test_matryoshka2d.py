@@ -10,7 +10,7 @@ import pytest
 
 from longvec.api.cli import main
 from longvec.embedder import EmbedderConfig, InvalidSettingError, load_embedder, normalize
-from longvec.embedder.calibration import Calibration, fit_adapter, fit_prefix_map, fit_rotation, prefix_of
+from longvec.embedder.calibration import Calibration, fit_adapter, fit_prefix_map, fit_rotation, prefix_error, prefix_of
 from longvec.embedder.engine import Engine, openvino_available
 from longvec.index import Collection, Document, InvalidInputError
 from longvec.index.store import Store
@@ -96,21 +96,15 @@ def test_adapter_recovers_an_affine_map_and_calibration_round_trips(tmp_path) ->
         loaded.apply(v, 2)
 
 
-def _prefix_error(vectors: np.ndarray, dim: int, prefix_map=None) -> float:
-    """Mean absolute difference between the cosines of ``dim``-prefixes and of the full vectors (all pairs)."""
-    cut = prefix_of(vectors, dim, prefix_map)
-    return float(np.abs(cut @ cut.T - vectors @ vectors.T).mean())
-
-
 def test_prefix_map_learns_to_carry_what_truncation_drops_and_round_trips(tmp_path) -> None:
     # What tells these vectors apart sits in coordinates 32..63: a 32-prefix of them is nearly noise.
     rng = np.random.default_rng(2)
     scale = np.r_[np.full(32, 0.05), np.linspace(1.0, 3.0, 32)]
     train, held_out = (normalize(rng.normal(size=(n, 64)) * scale) for n in (2000, 300))
     prefix_map = fit_prefix_map(train, steps=300)
-    assert prefix_map.dims == (32, 48)
+    assert prefix_map is not None and prefix_map.dims == (32, 48)
     for dim in (32, 48):
-        mapped, plain = _prefix_error(held_out, dim, prefix_map), _prefix_error(held_out, dim)
+        mapped, plain = prefix_error(held_out, (dim,), prefix_map), prefix_error(held_out, (dim,))
         assert mapped < 0.6 * plain, (dim, mapped, plain)  # on vectors it was not trained on
         np.testing.assert_allclose(np.linalg.norm(prefix_of(held_out, dim, prefix_map), axis=1), 1.0, atol=1e-5)
     assert prefix_of(held_out, 64, prefix_map) is held_out  # full length: untouched
@@ -178,16 +172,23 @@ def test_calibration_rotates_in_place_keeps_full_results_and_opens_every_depth(t
     assert len(list((tmp_path / "c").glob("calibration-*.npz"))) == 1
 
 
-def test_the_prefix_map_serves_prefixes_only_and_queries_and_documents_alike(torch32, tmp_path) -> None:
-    docs = _docs(40)
+def test_the_prefix_map_serves_prefixes_only_and_queries_and_documents_alike(torch32, tmp_path, monkeypatch) -> None:
+    import longvec.index.collection as collection_module
+    from longvec.embedder import aggregate
+
+    docs = _docs(300)  # a map needs MAP_MIN_VECTORS chunks
     queries = ["hashing of the data", "networking step", "render the data", "storage handling"]
     with Collection.create(tmp_path / "c", embedder=torch32, search_mode="dense") as c:
         c.add(docs)
         record = c.calibrate(adapters=False, prefix_map=False)
         rotated = [[(h.doc_id, round(h.score, 4)) for h in hits] for hits in c.search_many(queries, 5)]
         short = c.search_many(queries, 5, dim=32)
-        record = c.calibrate(adapters=False)
-        assert record["prefix_map"] and record["version"] == 2
+        with Collection.open(tmp_path / "c", embedder=torch32, readonly=True) as reader:
+            assert reader.search_many(queries, 5, dim=32) == short  # its dim-32 view is built now, without a map
+            record = c.calibrate(adapters=False)
+            assert record["prefix_map"] and record["version"] == 2
+            after = c.search_many(queries, 5, dim=32)
+            assert reader.search_many(queries, 5, dim=32) == after  # ... and rebuilt through the writer's map
         calibration = c._current_calibration()
         assert calibration.prefix_map is not None
         # full length: the stored vectors and scores are the rotation's, the map is not used
@@ -196,16 +197,28 @@ def test_the_prefix_map_serves_prefixes_only_and_queries_and_documents_alike(tor
         doc_ids, row_doc, stored, _ = c.chunk_vectors()
         q = calibration.prefix(calibration.apply(torch32.encode_queries(queries), 6), 32)
         mapped = calibration.prefix(stored, 32)
-        for query, hits, before in zip(q, c.search_many(queries, 5, dim=32), short, strict=True):
+        for query, hits, before in zip(q, after, short, strict=True):
             best = {}
             for row, score in zip(row_doc, mapped @ query, strict=True):
                 best[doc_ids[row]] = max(best.get(doc_ids[row], -2.0), float(score))
             expected = sorted(best.items(), key=lambda kv: -kv[1])[:5]
             assert [(h.doc_id, round(h.score, 4)) for h in hits] == [(d, round(s, 4)) for d, s in expected]
             assert [round(h.score, 4) for h in hits] != [round(h.score, 4) for h in before]
-        hybrid = c.search(queries[0], k=5, dim=32, mode="hybrid", fusion="convex", alpha=1.0)
-        assert [h.doc_id for h in hybrid] == [h.doc_id for h in c.search(queries[0], k=5, dim=32)]
-        assert len(c.search(queries[0], k=5, dim=32, agg="mean")) == 5
+        # one vector per document: the mean of its mapped prefixes
+        means = np.stack([aggregate(mapped[row_doc == i], "mean") for i in range(len(doc_ids))])
+        top = np.argsort(-(means @ q[0]))[:5]
+        hits = c.search(queries[0], k=5, dim=32, agg="mean")
+        expected = [(doc_ids[i], round(float(means[i] @ q[0]), 4)) for i in top]
+        assert [(h.doc_id, round(h.score, 4)) for h in hits] == expected
+        # hybrid: chunks only the lexical channel found are scored densely through the map too
+        captured = {}
+        real = collection_module.rank_fused
+        monkeypatch.setattr(collection_module, "rank_fused", lambda *a, **kw: captured.update(kw) or real(*a, **kw))
+        assert c.search(queries[0], k=5, dim=32, mode="hybrid")
+        ids = list(range(1, 21))
+        expected_scores = calibration.prefix(c._store.vectors(ids, 384), 32) @ q[0]
+        np.testing.assert_allclose(captured["dense_scores"](q[0], ids), expected_scores, atol=1e-5)
+        assert not np.allclose(expected_scores, prefix_of(c._store.vectors(ids, 384), 32) @ q[0], atol=1e-3)
 
 
 def test_a_failed_calibration_leaves_the_collection_as_it_was(torch32, tmp_path, monkeypatch) -> None:

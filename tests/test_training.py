@@ -12,7 +12,7 @@ from longvec.api.cli import main
 from longvec.chunking.pairs import first_sentence, mine_pairs
 from longvec.embedder import EmbedderConfig, InvalidSettingError, load_embedder
 from longvec.embedder.matryoshka import TRAIN_RECORD, native_axes
-from longvec.index import Collection, Document, InvalidInputError
+from longvec.index import Collection, CollectionNotFoundError, Document, InvalidInputError
 from longvec.index.training import mined_pairs, read_pairs
 
 PYTHON = '''
@@ -101,6 +101,22 @@ def test_text_gives_heading_and_first_sentence_pairs() -> None:
     ]
     assert pairs[0].positive.startswith("Run make install first.") and "Too short" not in pairs[1].positive
     assert first_sentence("One two. Three four.\n\nFive.") == "One two."
+    # a fenced block's `#` lines are not headings, and do not end the section around them
+    fenced = MARKDOWN.replace("## Notes", "```python\n# make a virtual environment for the project\nx = 1\n```")
+    assert [p.anchor for p in mine_pairs("b.md", fenced) if p.kind == "heading"] == [pairs[0].anchor]
+    assert "virtual environment for the project" not in mine_pairs("b.md", fenced)[0].positive
+
+
+def test_code_without_a_grammar_gives_no_pairs_and_rust_inner_docs_are_clean() -> None:
+    shell = "# Install the project into a fresh virtual environment\n" + "pip install -e . && make test\n" * 5
+    assert mine_pairs("setup.sh", shell, "bash") == []
+    rust = "//! unused\n\n/// Returns the sum of the two numbers given to it.\n" + (
+        "pub fn add(a: i64, b: i64) -> i64 {\n    let s = a + b;\n    s + 0 + 0 + 0 + 0 + 0 + 0 + 0 + 0\n}\n"
+    )
+    assert [p.anchor for p in mine_pairs("lib.rs", rust, "rust")] == ["Returns the sum of the two numbers given to it."]
+    assert mine_pairs("lib.rs", "//! Helpers for adding two numbers together safely.\n" + rust[11:], "rust")[
+        0
+    ].anchor.startswith("Returns")
 
 
 def test_mined_pairs_drop_ambiguous_anchors_and_sample_by_seed() -> None:
@@ -126,6 +142,8 @@ def test_read_pairs_names_the_bad_line(tmp_path) -> None:
 
 def test_native_axes_are_read_from_the_model_directory_or_declared(tmp_path) -> None:
     assert native_axes(tmp_path) == frozenset() and native_axes("some/hub-name") == frozenset()
+    (tmp_path / "README.md").write_text("Unlike models trained with AdaptiveLayerLoss, this one...\n")
+    assert native_axes(tmp_path) == frozenset()  # a mention is not a training section
     (tmp_path / "README.md").write_text("### Training\n#### MatryoshkaLoss\n```json\n{}\n```\n")
     assert native_axes(tmp_path) == {"dims"}
     (tmp_path / TRAIN_RECORD).write_text(json.dumps({"axes": ["dims", "layers"]}))
@@ -133,6 +151,10 @@ def test_native_axes_are_read_from_the_model_directory_or_declared(tmp_path) -> 
     assert native_axes(tmp_path, "none") == frozenset() and native_axes(None, "layers") == {"layers"}
     with pytest.raises(InvalidSettingError, match="elastic 'both' not in"):
         native_axes(tmp_path, "both")
+    for bad in ('{"axes": "dims"}', '{"axes": ["depth"]}', "not json"):
+        (tmp_path / TRAIN_RECORD).write_text(bad)
+        with pytest.raises(InvalidSettingError, match=TRAIN_RECORD):
+            native_axes(tmp_path)
 
 
 def test_a_natively_elastic_model_is_used_as_is(tmp_path) -> None:
@@ -144,6 +166,12 @@ def test_a_natively_elastic_model_is_used_as_is(tmp_path) -> None:
         with pytest.raises(InvalidInputError, match="trained elastic in dims and layers: use it as is"):
             c.calibrate()
         assert c.calibrate(rotation=True)["rotation"]  # forcing one is still possible
+        calibration = c._current_calibration()
+        assert calibration.depths() == [6]
+        shallow = declared.encode_queries(["step"], layers=2)
+        [hit] = c.search("step", k=1, layers=2)  # still any depth: the rotation applies to it as it is
+        _, row_doc, stored, _ = c.chunk_vectors()
+        assert hit.score == pytest.approx(float((stored @ calibration.rotate(shallow)[0]).max()), abs=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -184,12 +212,29 @@ def test_train_mines_pairs_fine_tunes_and_saves_a_model_longvec_uses_natively(ti
     record = json.loads(capsys.readouterr().out)
     assert record["steps"] == 2 and record["axes"] == ["dims", "layers"] and record["dims"] == [32, 48, 64]
     assert record["pairs"] == 6  # the six header docstrings; the six Stack ones share an anchor and are dropped
+    assert record["base_model"] == str(tiny_model) and record["source"] == "mined from 6 documents"
+    assert not (out / "README.md").exists()  # no model card: it would quote training pairs
     trained = load_embedder(EmbedderConfig(model=str(out), cache_dir=None, backend="torch", precision="fp32"))
     assert trained.native_axes == {"dims", "layers"} and trained.layers == 2
     texts = ["split a header line", "a stack of items"]
     assert not np.allclose(trained.encode_queries(texts), before.encode_queries(texts), atol=1e-4)  # it learned
     assert main([*args, "--batch-size", "4"]) == 2  # the output exists now: nothing is overwritten
     assert "not an empty directory" in capsys.readouterr().err
+
+
+def test_a_collection_s_documents_are_read_without_loading_its_model(tmp_path) -> None:
+    from longvec.index.training import collection_documents
+
+    from fakes import KeywordEmbedder
+
+    tokenizer = load_embedder(EmbedderConfig(backend="torch", precision="fp32", cache_dir=None)).tokenizer
+    with Collection.create(tmp_path / "c", embedder=KeywordEmbedder(tokenizer)) as c:
+        c.add([Document("a.py", PYTHON, path="a.py"), Document("b.md", MARKDOWN)])
+    model, docs = collection_documents(tmp_path / "c")
+    assert model == "keyword-fake" and {d.doc_id: d.text for d in docs} == {"a.py": PYTHON, "b.md": MARKDOWN}
+    assert len(mined_pairs(docs)) == 4
+    with pytest.raises(CollectionNotFoundError, match="no collection at"):
+        collection_documents(tmp_path / "missing")
 
 
 def test_train_refuses_unclear_sources(tmp_path, capsys) -> None:
@@ -203,3 +248,8 @@ def test_train_refuses_unclear_sources(tmp_path, capsys) -> None:
     (tmp_path / "empty").mkdir()
     assert main(["train", "--output", out, str(tmp_path / "empty")]) == 2
     assert "only 0 pairs could be mined" in capsys.readouterr().err
+    assert main(["train", "--output", out, "--pairs", str(pairs), "--max-pairs", "5"]) == 2
+    assert "--max-pairs samples mined pairs" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as bad:
+        main(["train", "--output", out, "--pairs", str(pairs), "--epochs", "0"])
+    assert bad.value.code == 2 and "must be a positive number" in capsys.readouterr().err
