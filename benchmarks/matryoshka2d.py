@@ -1,7 +1,8 @@
 """2D Matryoshka grid: nDCG@10 by encoder depth (layers) and dimensions, raw against calibrated, on the product path.
 
     python benchmarks/matryoshka2d.py [--datasets code,pydoc] [--layers 1,2,3,4,5,6] [--dims 32,64,128,192,256,384]
-                                      [--sample 2048] [--max-queries 400] [--model DIR] [--variants raw,pca,calibrated]
+                                      [--sample 2048] [--max-queries 400] [--model DIR]
+                                      [--variants raw,pca,map,calibrated]
                                       [--output FILE.json]
 
 For each dataset (the eval suite's cached pools, built by ``longvec eval`` first) and each depth ``k``, a collection
@@ -10,7 +11,9 @@ layers, dense search, chunk strategy and every other setting at its default) and
 ``dim`` (``search_many(dim=...)``), three ways, in this order on the same collection:
 
 - ``raw``: no calibration: the first ``dim`` coordinates of the depth-``k`` vectors, re-normalised;
-- ``pca``: ``calibrate(adapters=False)``: the stored vectors rotated onto their principal axes;
+- ``pca``: ``calibrate(adapters=False, prefix_map=False)``: the stored vectors rotated onto their principal axes;
+- ``map``: ``calibrate(adapters=False)``: the rotation refitted, and prefixes cut through the prefix map fitted on
+  the rotated vectors (kept only if it beats plain prefixes on held-out vectors);
 - ``calibrated``: ``calibrate()``: depth-``k`` vectors mapped by a ridge adapter into the full model's space
   (fitted on ``--sample`` chunks of the collection), then rotated, and prefixes cut through the prefix map.
 
@@ -41,6 +44,7 @@ from longvec.evaluation.metrics import evaluate_run
 from longvec.index import Collection, Document
 
 CACHE = Path.home() / ".cache" / "longvec" / "eval"
+VARIANTS = ("raw", "pca", "map", "calibrated")
 
 
 def grid(
@@ -61,6 +65,8 @@ def grid(
                 for variant in variants:
                     if variant == "pca":
                         c.calibrate(rotation=True, adapters=False, prefix_map=False)
+                    elif variant == "map":
+                        c.calibrate(rotation=True, adapters=False, prefix_map=True)
                     elif variant == "calibrated":
                         c.calibrate(sample=sample, rotation=True, adapters=True, prefix_map=True)
                     for dim in dims:
@@ -91,12 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample", type=int, default=2048)
     ap.add_argument("--max-queries", type=int, default=400)
     ap.add_argument("--model", help="the model to evaluate (default: longvec's default)")
-    ap.add_argument("--variants", default="raw,pca,calibrated")
+    ap.add_argument("--variants", default="raw,pca,map,calibrated")
     ap.add_argument("--output", type=Path)
     args = ap.parse_args(argv)
     variants = args.variants.split(",")
-    if not set(variants) <= {"raw", "pca", "calibrated"} or variants != sorted(variants, key="raw pca calibrated".find):
-        raise SystemExit("--variants: raw, pca, calibrated in this order (each builds on the collection before it)")
+    if not set(variants) <= set(VARIANTS) or variants != sorted(variants, key=VARIANTS.index):
+        raise SystemExit(f"--variants: some of {', '.join(VARIANTS)}, in this order (each recalibrates the last)")
     depths = [int(x) for x in args.layers.split(",")]
     dims = [int(x) for x in args.dims.split(",")]
     embedder = load_embedder(EmbedderConfig(**({"model": args.model} if args.model else {})))
