@@ -99,6 +99,8 @@ def create_app(collection: Collection, *, close_on_shutdown: bool = True) -> Fas
             mode=req.mode,
             fusion=req.fusion,
             alpha=req.alpha,
+            funnel=req.funnel,
+            oversample=req.oversample,
         )
         return SearchResponse.model_validate({"hits": [h.to_dict() for h in hits]})
 

@@ -188,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="maxsim",
         help="maxsim: a document scores as its best chunk (default); else one aggregated vector per document",
     )
+    p.add_argument(
+        "--funnel",
+        type=int,
+        metavar="D",
+        help="shortlist documents by a D-dim prefix, then rank them by all their chunks at --dim (dense search)",
+    )
+    p.add_argument(
+        "--oversample", type=int, default=4, help="funnel: documents shortlisted per document asked for (default 4)"
+    )
     _add_channels(p)
     p.add_argument("--output", type=Path, help="write JSON lines here instead of stdout")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout (default for --queries)")
@@ -570,7 +579,7 @@ def read_queries(path: Path) -> list[tuple[str, str]]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from longvec.index import Collection, CollectionNotFoundError, Manifest, check_search
+    from longvec.index import Collection, CollectionNotFoundError, Manifest, check_funnel, check_search
 
     queries = [("q", args.query)] if args.query is not None else read_queries(args.queries)
     if not (args.collection / "manifest.json").exists():
@@ -578,10 +587,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     # Arguments are checked before the model loads: a typo costs no seconds.
     channels = {"mode": args.mode, "fusion": args.fusion, "alpha": args.alpha}
     manifest = Manifest.load(args.collection / "manifest.json")
-    check_search(manifest, [t for _, t in queries], args.k, 1, args.dim, args.agg, **channels)
+    view, checked = check_search(manifest, [t for _, t in queries], args.k, 1, args.dim, args.agg, **channels)
+    check_funnel(view, checked, args.funnel, args.oversample)
     with Collection.open(args.collection, readonly=True, embedder_config=_engine_config(args)) as collection:
         texts = [t for _, t in queries]
         options = {"k": args.k, "dim": args.dim, "agg": args.agg, "layers": args.layers, **channels}
+        options |= {"funnel": args.funnel, "oversample": args.oversample}
         results = collection.search_many(texts, **options) if queries else []
     as_json = args.json or args.queries is not None or args.output is not None
     out: IO[str] = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115

@@ -26,6 +26,10 @@ class SearchRequest(BaseModel):
     mode: SearchMode | None = Field(default=None, description="dense, lexical or hybrid (default: the collection's)")
     fusion: Fusion | None = Field(default=None, description="hybrid: rrf, convex or zscore (default: the collection's)")
     alpha: float | None = Field(default=None, ge=0.0, le=1.0, description="hybrid: weight of the dense channel")
+    funnel: int | None = Field(
+        default=None, description="dense: shortlist documents by this prefix size, rank them by all chunks at dim"
+    )
+    oversample: int = Field(default=4, ge=1, le=64, description="funnel: documents shortlisted per document asked")
 
 
 class ChunkOut(BaseModel):

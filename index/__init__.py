@@ -14,7 +14,7 @@ from longvec.index.errors import (
 )
 from longvec.index.lexical import FUSIONS, SEARCH_MODES, Fusion, SearchMode
 from longvec.index.manifest import STRATEGIES, Manifest, Strategy, longvec_version
-from longvec.index.search import MAX_K, check_search
+from longvec.index.search import MAX_K, check_funnel, check_search
 from longvec.index.store import StoredDocument
 from longvec.index.sync import AGG_MODES, AggMode
 from longvec.index.types import AddResult, ChunkHit, Document, Hit
@@ -45,6 +45,7 @@ __all__ = [
     "SearchMode",
     "Strategy",
     "StoredDocument",
+    "check_funnel",
     "check_search",
     "longvec_version",
     "token_counter",

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,17 @@ from longvec.index.lexical import (
 )
 from longvec.index.locks import take_writer_lock
 from longvec.index.manifest import ELASTIC_FORMAT_VERSION, FORMAT_VERSION, Manifest, Strategy, longvec_version, now_iso
-from longvec.index.search import MAX_K, Channels, check_channels, check_search, rank, rank_fused
+from longvec.index.search import (
+    FUNNEL_OVERSAMPLE,
+    MAX_K,
+    Channels,
+    check_channels,
+    check_funnel,
+    check_search,
+    rank,
+    rank_funnel,
+    rank_fused,
+)
 from longvec.index.store import DocumentWrite, Store, StoredDocument
 from longvec.index.sync import AGG_MODES, AggMode, SnapshotTooOld, VectorCache, View
 from longvec.index.types import DOC_SYMBOL, AddResult, Document, Hit
@@ -771,6 +782,8 @@ class Collection:
         fusion: Fusion | None = None,
         alpha: float | None = None,
         layers: int | None = None,
+        funnel: int | None = None,
+        oversample: int = FUNNEL_OVERSAMPLE,
     ) -> list[list[Hit]]:
         """Top-``k`` documents per query.
 
@@ -783,8 +796,12 @@ class Collection:
         ``info()["dims"]``), re-normalised. Views other than the full chunk vectors are built in memory on
         their first search. ``layers`` encodes the queries with that many transformer layers (default: the
         depth the documents were encoded at; another depth needs a calibrated collection, see :meth:`calibrate`).
+        ``funnel`` (dense chunk search) shortlists the best ``oversample * k`` documents by that short prefix of
+        the vectors, then ranks them by all their chunks at ``dim`` (``search.rank_funnel``): the full-size index is
+        not needed, and only the shortlist prefix's is held in memory.
         """
         view, channels = check_search(self.manifest, queries, k, chunks_per_doc, dim, agg, mode, fusion, alpha)
+        short = check_funnel(view, channels, funnel, oversample)
         self._check_open()
         if channels.mode != "dense" and not self._store.has_lexical():
             raise InvalidInputError(
@@ -796,8 +813,9 @@ class Collection:
         if channels.mode != "lexical":
             raw = self.embedder.encode_queries(queries, **({"layers": depth} if depth is not None else {}))
         with self._lock:
-            cache = self._views.get(view) or self._views.setdefault(
-                view, VectorCache(self.root, self.manifest.dim, view, self._prefix)
+            searched = View(short) if short is not None else view
+            cache = self._views.get(searched) or self._views.setdefault(
+                searched, VectorCache(self.root, self.manifest.dim, searched, self._prefix)
             )
             for attempt in range(3):
                 try:
@@ -806,6 +824,20 @@ class Collection:
                         if channels.mode == "lexical":
                             return self._rank_fused(None, None, queries, k, channels, chunks_per_doc, state.seq)
                         index = cache.current(self._store, state, may_retry=attempt < 2)
+                        if short is not None:
+                            assert raw is not None and qv is not None
+                            return rank_funnel(
+                                index,
+                                self._query_vectors(raw, depth, short),
+                                qv,
+                                k,
+                                oversample=oversample,
+                                chunks_per_doc=chunks_per_doc,
+                                max_id=state.seq,
+                                lookup=self._store.chunk_rows,
+                                ranges=self._store.chunk_ranges,
+                                document_vectors=partial(self._document_vectors, dim=view.dim, max_id=state.seq),
+                            )
                         if channels.mode == "hybrid":
                             return self._rank_fused(
                                 index, qv, queries, k, channels, chunks_per_doc, state.seq, view.dim
@@ -822,6 +854,11 @@ class Collection:
                 except SnapshotTooOld:  # a writer saved a newer index meanwhile: look again
                     continue
         raise AssertionError("unreachable: the last attempt rebuilds instead of retrying")
+
+    def _document_vectors(self, doc_ids: list[str], *, dim: int, max_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every stored chunk of ``doc_ids`` (up to ``max_id``): ``(ids, vectors cut to dim as views cut them)``."""
+        ids, vectors = self._store.document_vectors(doc_ids, self.manifest.dim, max_id)
+        return ids, self._prefix(vectors, dim)
 
     def _rank_fused(
         self,

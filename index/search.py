@@ -37,6 +37,7 @@ Ranges = Callable[[Sequence[str]], list[tuple[int, int]]]
 Lexical = Callable[[str, int, int], list[tuple[int, float]]]  # expression, limit, per document -> best chunks
 LexicalScores = Callable[[str, Sequence[int]], dict[int, float]]  # expression, chunk ids -> BM25 where matched
 DenseScores = Callable[[np.ndarray, Sequence[int]], np.ndarray]  # query vector, chunk ids -> inner products
+DocumentVectors = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]  # doc ids -> every chunk's (ids, vectors)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,28 @@ def check_channels(mode: str, fusion: str, alpha: float) -> None:
         raise InvalidInputError(f"fusion {fusion!r} not in {FUSIONS}")
     if isinstance(alpha, bool) or not (isinstance(alpha, int | float) and 0.0 <= alpha <= 1.0):
         raise InvalidInputError(f"alpha must be in [0, 1], got {alpha!r}")
+
+
+FUNNEL_OVERSAMPLE = 4  # documents shortlisted per document asked for, by default
+MAX_OVERSAMPLE = 64
+
+
+def check_funnel(view: View, channels: Channels, funnel: int | None, oversample: int) -> int | None:
+    """The shortlist prefix size of a funnel search (``None``: no funnel), checked against the search's view:
+    a Matryoshka prefix shorter than the view's, dense chunk search, ``oversample`` in [1, MAX_OVERSAMPLE]."""
+    if funnel is None:
+        return None
+    if channels.mode != "dense" or view.per_document:
+        raise InvalidInputError("a funnel shortlists chunks for dense search: it needs mode 'dense' and agg 'maxsim'")
+    if isinstance(oversample, bool) or not isinstance(oversample, int) or not 1 <= oversample <= MAX_OVERSAMPLE:
+        raise InvalidInputError(f"oversample must be in [1, {MAX_OVERSAMPLE}], got {oversample!r}")
+    try:
+        short = check_dim(funnel, view.dim)
+    except InvalidSettingError as exc:
+        raise UnsupportedShapeError(f"funnel: {exc}") from None
+    if short >= view.dim:
+        raise UnsupportedShapeError(f"funnel {funnel} must be shorter than the dims searched ({view.dim})")
+    return short
 
 
 def check_search(
@@ -193,6 +216,38 @@ def _rank(
             new = ranking.take(s[0], i[0], lookup(got.tolist()))
             exhausted = len(got) < size
         results.append(ranking)
+    return results
+
+
+def rank_funnel(
+    index: VectorIndex,
+    short_queries: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    *,
+    oversample: int,
+    chunks_per_doc: int,
+    max_id: int,
+    lookup: Lookup,
+    ranges: Ranges,
+    document_vectors: DocumentVectors,
+) -> list[list[Hit]]:
+    """Funnel search: the best ``oversample * k`` documents per query by their best chunk in ``index`` (a short
+    Matryoshka prefix of the chunk vectors, searched with ``short_queries``), then *every* chunk of those documents
+    rescored with ``queries`` against ``document_vectors`` (the longer vectors), and documents ranked by their best
+    rescored chunk: a document whose best chunk the shortlist missed still scores by it."""
+    shortlists = _rank(
+        index, short_queries, min(oversample * k, MAX_K), chunks_per_doc=1, max_id=max_id, lookup=lookup, ranges=ranges
+    )
+    results = []
+    for query, shortlist in zip(queries, shortlists, strict=True):
+        ids, vectors = document_vectors(list(shortlist.docs))
+        ranking = _Ranking(k, chunks_per_doc)
+        if len(ids):
+            scores = vectors @ query
+            order = np.lexsort((ids, -scores))  # best first; ties by chunk id
+            ranking.take(scores[order], ids[order], lookup(ids.tolist()))
+        results.append(ranking.hits())
     return results
 
 

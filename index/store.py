@@ -349,6 +349,17 @@ class Store:
             found.update(self._db.execute(sql, part).fetchall())
         return self._vectors([(found[int(i)],) for i in ids], dim)
 
+    def document_vectors(self, doc_ids: Sequence[str], dim: int, max_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, vectors)`` of every chunk of the stored documents among ``doc_ids`` with id <= ``max_id``, in id
+        order."""
+        rows: list[tuple[int, bytes]] = []
+        for part in _in_parts(doc_ids):
+            sql = f"SELECT id, vector FROM chunks WHERE doc_id IN ({_marks(len(part))}) AND id <= ?"
+            rows += self._db.execute(sql, [*part, max_id]).fetchall()
+        rows.sort()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return ids, self._vectors([(r[1],) for r in rows], dim)
+
     def chunk_ranges(self, doc_ids: Sequence[str]) -> list[tuple[int, int]]:
         """``(first, last)`` chunk id of each stored document among ``doc_ids`` (its chunks are contiguous)."""
         out: list[tuple[int, int]] = []
