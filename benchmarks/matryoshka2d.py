@@ -27,23 +27,20 @@ float32 vector per dim. nDCG@10 over all queries of the pool (``--max-queries``:
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from longvec.embedder import EmbedderConfig, load_embedder
-from longvec.evaluation.datasets import cache_path, read_cache
 from longvec.evaluation.metrics import evaluate_run
 from longvec.index import Collection, Document
 
-CACHE = Path.home() / ".cache" / "longvec" / "eval"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers beside this script
+from _results import eval_pools, write_results  # noqa: E402
+
 VARIANTS = ("raw", "pca", "map", "calibrated")
 
 
@@ -107,30 +104,22 @@ def main(argv: list[str] | None = None) -> int:
     dims = [int(x) for x in args.dims.split(",")]
     embedder = load_embedder(EmbedderConfig(**({"model": args.model} if args.model else {})))
     rows: list[dict] = []
-    for name in args.datasets.split(","):
-        path = cache_path(CACHE, name)
-        if not path.exists():
-            raise SystemExit(f"{path} missing: run `longvec eval --datasets {name}` once to build it")
-        for pool in read_cache(path)[1]:
-            rows += grid(pool, embedder, depths, dims, args.sample, args.max_queries, variants)
+    for pool in eval_pools(args.datasets):
+        rows += grid(pool, embedder, depths, dims, args.sample, args.max_queries, variants)
     print(f"{'dataset':<10} {'layers':>6} {'variant':<11} " + " ".join(f"{d:>7}" for d in dims) + "   tok/s")
     for key in sorted({(r["dataset"], r["layers"], r["variant"]) for r in rows}):
         cells = {r["dim"]: r for r in rows if (r["dataset"], r["layers"], r["variant"]) == key}
         line = " ".join(f"{cells[d]['ndcg@10']:>7.3f}" for d in dims)
         print(f"{key[0]:<10} {key[1]:>6} {key[2]:<11} {line}   {cells[dims[0]]['add_tokens_per_s']:.0f}")
     print("bytes per vector (float32): " + ", ".join(f"{d}: {4 * d}" for d in dims))
-    out = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join(["python benchmarks/matryoshka2d.py", *(argv if argv is not None else sys.argv[1:])]),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        or None,
-        "machine": platform.platform(),
-        "engine": embedder.engine_report.get("backend"),
-        "model": args.model or "default",
-        "rows": rows,
-    }
-    if args.output:
-        args.output.write_text(json.dumps(out, indent=1))
+    write_results(
+        args.output,
+        "matryoshka2d.py",
+        argv,
+        rows,
+        engine=embedder.engine_report.get("backend"),
+        model=args.model or "default",
+    )
     return 0
 
 

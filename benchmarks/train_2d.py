@@ -29,11 +29,11 @@ from pathlib import Path
 
 from longvec.api.cli import main as longvec
 from longvec.evaluation.code_search import stdlib_files
-from longvec.evaluation.datasets import cache_path, read_cache
 from longvec.index.training import mined_pairs
 from longvec.index.types import Document
 
-CACHE = Path.home() / ".cache" / "longvec" / "eval"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers beside this script
+from _results import eval_pools  # noqa: E402
 
 
 def _fold(text: str) -> str:
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    pools = {name: read_cache(cache_path(CACHE, name))[1][0] for name in ("code", "pydoc")}
+    pools = {pool.name: pool for pool in eval_pools("code,pydoc")}
     queries = [_fold(q.text) for pool in pools.values() for q in pool.queries]
     root = Path(sysconfig.get_paths()["stdlib"])
     sources = [Document(f.relative_to(root).as_posix(), f.read_text(errors="replace")) for f in stdlib_files(root)]
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         f"queries; training on {len(kept)}: {dict(Counter(p.kind for p in kept))}",
         file=sys.stderr,
     )
-    pairs_file = args.output.with_suffix(".pairs.jsonl")
+    pairs_file = args.output.parent / f"{args.output.name}.pairs.jsonl"
     pairs_file.write_text("".join(json.dumps({"anchor": p.anchor, "positive": p.positive}) + "\n" for p in kept))
     command = ["train", "--pairs", str(pairs_file), "--output", str(args.output), "--batch-size", str(args.batch_size)]
     command += ["--seed", str(args.seed)] + (["--max-steps", str(args.max_steps)] if args.max_steps else [])
