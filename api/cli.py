@@ -195,7 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="shortlist documents by a D-dim prefix, then rank them by all their chunks at --dim (dense search)",
     )
     p.add_argument(
-        "--oversample", type=int, default=4, help="funnel: documents shortlisted per document asked for (default 4)"
+        "--oversample",
+        type=int,
+        help="funnel: documents shortlisted per document asked for (default 4, at most 64; oversample x k at "
+        "most 4096; checked by the search)",
     )
     _add_channels(p)
     p.add_argument("--output", type=Path, help="write JSON lines here instead of stdout")
@@ -587,8 +590,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     # Arguments are checked before the model loads: a typo costs no seconds.
     channels = {"mode": args.mode, "fusion": args.fusion, "alpha": args.alpha}
     manifest = Manifest.load(args.collection / "manifest.json")
-    view, checked = check_search(manifest, [t for _, t in queries], args.k, 1, args.dim, args.agg, **channels)
-    check_funnel(view, checked, args.funnel, args.oversample)
+    view, checked = check_search(
+        manifest, [t for _, t in queries], args.k, 1, args.dim, args.agg, **channels, funnel=args.funnel
+    )
+    check_funnel(view, checked, args.funnel, args.oversample, args.k)
     with Collection.open(args.collection, readonly=True, embedder_config=_engine_config(args)) as collection:
         texts = [t for _, t in queries]
         options = {"k": args.k, "dim": args.dim, "agg": args.agg, "layers": args.layers, **channels}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictInt, field_validator
 
-from longvec.index import AggMode, Fusion, SearchMode
+from longvec.index import FUNNEL_OVERSAMPLE, MAX_K, MAX_OVERSAMPLE, MAX_SHORTLIST, AggMode, Fusion, SearchMode
 
 MAX_QUERY_CHARS = 8_192
 MAX_DOCS_PER_REQUEST = 256
@@ -17,19 +17,25 @@ MAX_DELETES_PER_REQUEST = 10_000
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
-    k: int = Field(default=10, ge=1, le=1000)
-    dim: int | None = Field(default=None, description="Matryoshka prefix size; one of /info's dims")
-    layers: int | None = Field(
+    k: int = Field(default=10, ge=1, le=MAX_K)
+    dim: StrictInt | None = Field(default=None, description="Matryoshka prefix size; one of /info's dims")
+    layers: StrictInt | None = Field(
         default=None, description="encode the query with this many layers (default: the collection's; see /info)"
     )
     agg: AggMode = "maxsim"
     mode: SearchMode | None = Field(default=None, description="dense, lexical or hybrid (default: the collection's)")
     fusion: Fusion | None = Field(default=None, description="hybrid: rrf, convex or zscore (default: the collection's)")
     alpha: float | None = Field(default=None, ge=0.0, le=1.0, description="hybrid: weight of the dense channel")
-    funnel: int | None = Field(
+    funnel: StrictInt | None = Field(
         default=None, description="dense: shortlist documents by this prefix size, rank them by all chunks at dim"
     )
-    oversample: int = Field(default=4, ge=1, le=64, description="funnel: documents shortlisted per document asked")
+    oversample: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_OVERSAMPLE,
+        description=f"funnel: documents shortlisted per document asked (default {FUNNEL_OVERSAMPLE}; "
+        f"oversample x k at most {MAX_SHORTLIST})",
+    )
 
 
 class ChunkOut(BaseModel):

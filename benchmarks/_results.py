@@ -17,6 +17,16 @@ from longvec.evaluation.datasets import cache_path, read_cache
 CACHE = Path.home() / ".cache" / "longvec" / "eval"
 
 
+def _commit() -> str | None:
+    """The checkout's commit, ``-dirty`` when the working tree has changes (the code that ran may not be the
+    commit's)."""
+    run = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=False)
+    return run.stdout.strip() or None
+
+
+COMMIT_AT_START = _commit()  # read when a script imports this module, before it runs for minutes
+
+
 def eval_pools(names: str) -> Iterator[Any]:
     """The pools of the comma-separated cached datasets ``names`` (built by ``longvec eval --datasets NAME``)."""
     for name in names.split(","):
@@ -27,14 +37,14 @@ def eval_pools(names: str) -> Iterator[Any]:
 
 
 def write_results(path: Path | None, script: str, argv: list[str] | None, rows: list[dict], **extra: Any) -> None:
-    """``rows`` with the date, the exact command, the commit and the machine, as JSON at ``path`` (if given)."""
+    """``rows`` with the date, the exact command, the commit the run started at and the machine, as JSON at
+    ``path`` (if given)."""
     if path is None:
         return
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     out = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join([f"python benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])]),
-        "commit": commit or None,
+        "commit": COMMIT_AT_START,
         "machine": platform.platform(),
         **extra,
         "rows": rows,

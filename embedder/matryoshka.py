@@ -44,7 +44,7 @@ def check_dim(dim: int | None, full_dim: int) -> int:
     if dim is None:
         return full_dim
     allowed = allowed_dims(full_dim)
-    if dim not in allowed:
+    if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim not in allowed:
         raise InvalidSettingError(f"dim {dim} not in {allowed}")
     return dim
 

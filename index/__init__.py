@@ -14,7 +14,14 @@ from longvec.index.errors import (
 )
 from longvec.index.lexical import FUSIONS, SEARCH_MODES, Fusion, SearchMode
 from longvec.index.manifest import STRATEGIES, Manifest, Strategy, longvec_version
-from longvec.index.search import MAX_K, check_funnel, check_search
+from longvec.index.search import (
+    FUNNEL_OVERSAMPLE,
+    MAX_K,
+    MAX_OVERSAMPLE,
+    MAX_SHORTLIST,
+    check_funnel,
+    check_search,
+)
 from longvec.index.store import StoredDocument
 from longvec.index.sync import AGG_MODES, AggMode
 from longvec.index.types import AddResult, ChunkHit, Document, Hit
@@ -22,7 +29,10 @@ from longvec.index.types import AddResult, ChunkHit, Document, Hit
 __all__ = [
     "AGG_MODES",
     "FUSIONS",
+    "FUNNEL_OVERSAMPLE",
     "MAX_K",
+    "MAX_OVERSAMPLE",
+    "MAX_SHORTLIST",
     "SEARCH_MODES",
     "STRATEGIES",
     "AddResult",

@@ -783,7 +783,7 @@ class Collection:
         alpha: float | None = None,
         layers: int | None = None,
         funnel: int | None = None,
-        oversample: int = FUNNEL_OVERSAMPLE,
+        oversample: int | None = None,
     ) -> list[list[Hit]]:
         """Top-``k`` documents per query.
 
@@ -796,12 +796,15 @@ class Collection:
         ``info()["dims"]``), re-normalised. Views other than the full chunk vectors are built in memory on
         their first search. ``layers`` encodes the queries with that many transformer layers (default: the
         depth the documents were encoded at; another depth needs a calibrated collection, see :meth:`calibrate`).
-        ``funnel`` (dense chunk search) shortlists the best ``oversample * k`` documents by that short prefix of
-        the vectors, then ranks them by all their chunks at ``dim`` (``search.rank_funnel``): the full-size index is
-        not needed, and only the shortlist prefix's is held in memory.
+        ``funnel`` (a dense chunk search; the default mode then is dense) shortlists the best ``oversample * k``
+        documents (``oversample`` default 4) by that short prefix of the vectors, then ranks them by all their
+        chunks at ``dim``, read from the store (``search.rank_funnel``): no index of the ``dim`` view is built
+        for it, only the prefix's.
         """
-        view, channels = check_search(self.manifest, queries, k, chunks_per_doc, dim, agg, mode, fusion, alpha)
-        short = check_funnel(view, channels, funnel, oversample)
+        view, channels = check_search(
+            self.manifest, queries, k, chunks_per_doc, dim, agg, mode, fusion, alpha, funnel=funnel
+        )
+        short = check_funnel(view, channels, funnel, oversample, k)
         self._check_open()
         if channels.mode != "dense" and not self._store.has_lexical():
             raise InvalidInputError(
@@ -831,12 +834,12 @@ class Collection:
                                 self._query_vectors(raw, depth, short),
                                 qv,
                                 k,
-                                oversample=oversample,
+                                oversample=oversample or FUNNEL_OVERSAMPLE,
                                 chunks_per_doc=chunks_per_doc,
                                 max_id=state.seq,
                                 lookup=self._store.chunk_rows,
                                 ranges=self._store.chunk_ranges,
-                                document_vectors=partial(self._document_vectors, dim=view.dim, max_id=state.seq),
+                                range_vectors=partial(self._range_vectors, dim=view.dim, max_id=state.seq),
                             )
                         if channels.mode == "hybrid":
                             return self._rank_fused(
@@ -855,10 +858,13 @@ class Collection:
                     continue
         raise AssertionError("unreachable: the last attempt rebuilds instead of retrying")
 
-    def _document_vectors(self, doc_ids: list[str], *, dim: int, max_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """Every stored chunk of ``doc_ids`` (up to ``max_id``): ``(ids, vectors cut to dim as views cut them)``."""
-        ids, vectors = self._store.document_vectors(doc_ids, self.manifest.dim, max_id)
-        return ids, self._prefix(vectors, dim)
+    def _range_vectors(
+        self, ranges: list[tuple[int, int]], *, dim: int, max_id: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The stored chunks with ids in ``ranges`` (up to ``max_id``) in batches: ``(ids, vectors cut to dim as
+        views cut them)``."""
+        for ids, vectors in self._store.range_vectors(ranges, self.manifest.dim, max_id):
+            yield ids, self._prefix(vectors, dim)
 
     def _rank_fused(
         self,

@@ -14,7 +14,7 @@ first chunk is always the document's best, later ones may be missing when they r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +37,7 @@ Ranges = Callable[[Sequence[str]], list[tuple[int, int]]]
 Lexical = Callable[[str, int, int], list[tuple[int, float]]]  # expression, limit, per document -> best chunks
 LexicalScores = Callable[[str, Sequence[int]], dict[int, float]]  # expression, chunk ids -> BM25 where matched
 DenseScores = Callable[[np.ndarray, Sequence[int]], np.ndarray]  # query vector, chunk ids -> inner products
-DocumentVectors = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]  # doc ids -> every chunk's (ids, vectors)
+RangeVectors = Callable[[list[tuple[int, int]]], Iterable[tuple[np.ndarray, np.ndarray]]]  # id ranges -> batches
 
 
 @dataclass(frozen=True)
@@ -61,17 +61,27 @@ def check_channels(mode: str, fusion: str, alpha: float) -> None:
 
 FUNNEL_OVERSAMPLE = 4  # documents shortlisted per document asked for, by default
 MAX_OVERSAMPLE = 64
+MAX_SHORTLIST = 4096  # documents a funnel shortlists per query, at most: the rescoring reads all their chunks
 
 
-def check_funnel(view: View, channels: Channels, funnel: int | None, oversample: int) -> int | None:
+def check_funnel(view: View, channels: Channels, funnel: int | None, oversample: int | None, k: int) -> int | None:
     """The shortlist prefix size of a funnel search (``None``: no funnel), checked against the search's view:
-    a Matryoshka prefix shorter than the view's, dense chunk search, ``oversample`` in [1, MAX_OVERSAMPLE]."""
+    a Matryoshka prefix shorter than the view's, dense chunk search, ``oversample`` (default
+    :data:`FUNNEL_OVERSAMPLE`) in [1, MAX_OVERSAMPLE] with ``oversample * k`` <= :data:`MAX_SHORTLIST`."""
     if funnel is None:
+        if oversample is not None:
+            raise InvalidInputError("oversample sets a funnel's shortlist: give a funnel too")
         return None
     if channels.mode != "dense" or view.per_document:
         raise InvalidInputError("a funnel shortlists chunks for dense search: it needs mode 'dense' and agg 'maxsim'")
+    oversample = FUNNEL_OVERSAMPLE if oversample is None else oversample
     if isinstance(oversample, bool) or not isinstance(oversample, int) or not 1 <= oversample <= MAX_OVERSAMPLE:
-        raise InvalidInputError(f"oversample must be in [1, {MAX_OVERSAMPLE}], got {oversample!r}")
+        raise InvalidInputError(f"oversample must be an integer in [1, {MAX_OVERSAMPLE}], got {oversample!r}")
+    if oversample * k > MAX_SHORTLIST:
+        raise InvalidInputError(
+            f"a funnel shortlists oversample * k = {oversample * k} documents, more than {MAX_SHORTLIST}: "
+            "lower oversample or k"
+        )
     try:
         short = check_dim(funnel, view.dim)
     except InvalidSettingError as exc:
@@ -91,12 +101,15 @@ def check_search(
     mode: SearchMode | None = None,
     fusion: Fusion | None = None,
     alpha: float | None = None,
+    funnel: int | None = None,
 ) -> tuple[View, Channels]:
     """The view and channels a search with these arguments reads (``None``: the collection's defaults);
     :class:`InvalidInputError` (or ``InvalidSettingError`` for ``dim``) for bad ones. Needs only the
-    manifest, so surfaces can check before loading a model."""
-    if mode is None and agg != "maxsim":
-        mode = "dense"  # aggregated document vectors are a dense view: the collection's default mode yields
+    manifest, so surfaces can check before loading a model. Aggregated document vectors (``agg`` other than
+    ``maxsim``) and a ``funnel`` are dense searches: without a ``mode`` they search densely whatever the
+    collection's default mode."""
+    if mode is None and (agg != "maxsim" or funnel is not None):
+        mode = "dense"
     channels = Channels(
         mode if mode is not None else manifest.search_mode,
         fusion if fusion is not None else manifest.fusion,
@@ -230,25 +243,65 @@ def rank_funnel(
     max_id: int,
     lookup: Lookup,
     ranges: Ranges,
-    document_vectors: DocumentVectors,
+    range_vectors: RangeVectors,
 ) -> list[list[Hit]]:
     """Funnel search: the best ``oversample * k`` documents per query by their best chunk in ``index`` (a short
     Matryoshka prefix of the chunk vectors, searched with ``short_queries``), then *every* chunk of those documents
-    rescored with ``queries`` against ``document_vectors`` (the longer vectors), and documents ranked by their best
-    rescored chunk: a document whose best chunk the shortlist missed still scores by it."""
+    rescored with ``queries`` against ``range_vectors`` (the longer vectors, read in batches by chunk id range),
+    and documents ranked by their best rescored chunk: a document whose best chunk the shortlist missed still
+    scores by it. Memory per query is one batch of vectors plus ``chunks_per_doc`` scores per shortlisted
+    document; rows are looked up only for the chunks returned."""
     shortlists = _rank(
-        index, short_queries, min(oversample * k, MAX_K), chunks_per_doc=1, max_id=max_id, lookup=lookup, ranges=ranges
+        index, short_queries, oversample * k, chunks_per_doc=1, max_id=max_id, lookup=lookup, ranges=ranges
     )
     results = []
     for query, shortlist in zip(queries, shortlists, strict=True):
-        ids, vectors = document_vectors(list(shortlist.docs))
+        spans = sorted(ranges(list(shortlist.docs)))
+        ids, scores, docs = _best_chunks(query, spans, range_vectors(spans), chunks_per_doc)
+        top_docs = docs[_first_of_each(docs)][:k]  # entries are best first, so documents come in rank order
+        keep = np.isin(docs, top_docs)
         ranking = _Ranking(k, chunks_per_doc)
-        if len(ids):
-            scores = vectors @ query
-            order = np.lexsort((ids, -scores))  # best first; ties by chunk id
-            ranking.take(scores[order], ids[order], lookup(ids.tolist()))
+        ranking.take(scores[keep], ids[keep], lookup(ids[keep].tolist()))
         results.append(ranking.hits())
     return results
+
+
+def _best_chunks(
+    query: np.ndarray, spans: list[tuple[int, int]], batches: Iterable[tuple[np.ndarray, np.ndarray]], per_doc: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ids, scores, docs)`` of the best ``per_doc`` chunks of each document (its index in the sorted,
+    disjoint chunk id ``spans``) by inner product with ``query``, best first (ties by chunk id)."""
+    starts = np.array([first for first, _ in spans], dtype=np.int64)
+    kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for ids, vectors in batches:
+        scores = (vectors @ query).astype(np.float32)
+        kept.append(_top_per_doc(ids, scores, np.searchsorted(starts, ids, side="right") - 1, per_doc))
+    if not kept:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    ids, scores, docs = (np.concatenate(parts) for parts in zip(*kept, strict=True))
+    ids, scores, docs = _top_per_doc(ids, scores, docs, per_doc)  # a document split across batches
+    order = np.lexsort((ids, -scores))
+    return ids[order], scores[order], docs[order]
+
+
+def _top_per_doc(
+    ids: np.ndarray, scores: np.ndarray, docs: np.ndarray, per_doc: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The entries among the best ``per_doc`` of their document (ties by id)."""
+    order = np.lexsort((ids, -scores, docs))
+    ids, scores, docs = ids[order], scores[order], docs[order]
+    first = np.zeros(len(docs), dtype=np.int64)
+    starts = _first_of_each(docs)
+    first[starts] = starts
+    rank_in_doc = np.arange(len(docs)) - np.maximum.accumulate(first)
+    keep = rank_in_doc < per_doc
+    return ids[keep], scores[keep], docs[keep]
+
+
+def _first_of_each(values: np.ndarray) -> np.ndarray:
+    """Positions of the first occurrence of each value of ``values``, in order of position."""
+    _, first = np.unique(values, return_index=True)
+    return np.sort(first)
 
 
 def rank_fused(

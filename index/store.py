@@ -349,16 +349,32 @@ class Store:
             found.update(self._db.execute(sql, part).fetchall())
         return self._vectors([(found[int(i)],) for i in ids], dim)
 
-    def document_vectors(self, doc_ids: Sequence[str], dim: int, max_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids, vectors)`` of every chunk of the stored documents among ``doc_ids`` with id <= ``max_id``, in id
-        order."""
-        rows: list[tuple[int, bytes]] = []
-        for part in _in_parts(doc_ids):
-            sql = f"SELECT id, vector FROM chunks WHERE doc_id IN ({_marks(len(part))}) AND id <= ?"
-            rows += self._db.execute(sql, [*part, max_id]).fetchall()
-        rows.sort()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        return ids, self._vectors([(r[1],) for r in rows], dim)
+    def range_vectors(
+        self, ranges: Sequence[tuple[int, int]], dim: int, max_id: int, *, batch: int | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(ids, vectors)`` of the chunks with ids in the inclusive ``ranges`` (each a document's, see
+        :meth:`chunk_ranges`) and id <= ``max_id``, in id order, at most ``batch`` rows at a time: memory stays at
+        one batch however many chunks the documents have."""
+        batch = batch or _BATCH_ROWS
+        pieces = [  # ranges cut at max_id and to the batch size, in id order
+            (a, min(a + batch - 1, end))
+            for first, last in sorted(ranges)
+            if first <= (end := min(last, max_id))
+            for a in range(first, end + 1, batch)
+        ]
+        group: list[tuple[int, int]] = []
+        rows_in_group = 0
+        for i, (first, last) in enumerate(pieces):
+            group.append((first, last))
+            rows_in_group += last - first + 1
+            if i + 1 < len(pieces) and rows_in_group + pieces[i + 1][1] - pieces[i + 1][0] < batch and len(group) < 400:
+                continue
+            where = " OR ".join(["id BETWEEN ? AND ?"] * len(group))
+            sql = f"SELECT id, vector FROM chunks WHERE {where} ORDER BY id"
+            rows = self._db.execute(sql, [x for span in group for x in span]).fetchall()
+            group, rows_in_group = [], 0
+            if rows:
+                yield np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), self._vectors(rows, dim)
 
     def chunk_ranges(self, doc_ids: Sequence[str]) -> list[tuple[int, int]]:
         """``(first, last)`` chunk id of each stored document among ``doc_ids`` (its chunks are contiguous)."""

@@ -219,6 +219,19 @@ def test_the_prefix_map_serves_prefixes_only_and_queries_and_documents_alike(tor
         expected_scores = calibration.prefix(c._store.vectors(ids, 384), 32) @ q[0]
         np.testing.assert_allclose(captured["dense_scores"](q[0], ids), expected_scores, atol=1e-5)
         assert not np.allclose(expected_scores, prefix_of(c._store.vectors(ids, 384), 32) @ q[0], atol=1e-3)
+        # a funnel shortlists by the mapped prefix and rescores the stored (rotated) vectors at full length
+        funnel_args = []
+        real_funnel = collection_module.rank_funnel
+        monkeypatch.setattr(
+            collection_module, "rank_funnel", lambda *a, **kw: funnel_args.append(a) or real_funnel(*a, **kw)
+        )
+        wide = c.search_many(queries, 5, funnel=32, oversample=60)  # all 300 documents shortlisted
+        assert [[(h.doc_id, round(h.score, 4)) for h in hits] for hits in wide] == rotated
+        np.testing.assert_allclose(funnel_args[0][1], q, atol=1e-5)
+        narrow = c.search_many(queries, 5, funnel=32, oversample=1)  # the map's top 5, ranked at full length
+        for hits, mapped_hits in zip(narrow, after, strict=True):
+            assert {h.doc_id for h in hits} == {h.doc_id for h in mapped_hits}
+            assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
 def test_a_failed_calibration_leaves_the_collection_as_it_was(torch32, tmp_path, monkeypatch) -> None:
