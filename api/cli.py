@@ -40,6 +40,26 @@ def _add_channels(p: argparse.ArgumentParser, what: str = "") -> None:
     p.add_argument("--alpha", type=float, help=f"{what}hybrid: weight of the dense channel in [0, 1]")
 
 
+def _funnel(value: str) -> int | str:
+    """``--funnel``: a prefix size, or ``binary``."""
+    if value == "binary":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a prefix size or 'binary', got {value!r}") from None
+
+
+def _add_index_type(p: argparse.ArgumentParser, when: str, *, required: bool = False) -> None:
+    p.add_argument(
+        "--index-type",
+        choices=("auto", "flat", "hnsw", "ivf", "sq8"),
+        required=required,
+        help="FAISS structure of the chunk vectors: auto (flat exact search below 250k vectors, HNSW above), flat, "
+        f"hnsw, ivf or sq8 (8-bit scalar quantised) {when}",
+    )
+
+
 # Chunks at which `longvec index` calibrates a collection by itself (fewer give adapters too few samples).
 AUTO_CALIBRATE_CHUNKS = 1000
 
@@ -139,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"skip the automatic calibration (run once a collection has {AUTO_CALIBRATE_CHUNKS} chunks, again "
         "when it has grown 4x; see `longvec calibrate`)",
     )
+    _add_index_type(p, "(new collections: auto; given for an existing one, its index is rebuilt as that type)")
     p.add_argument("--batch-docs", type=_positive_int, default=32, help="documents per transaction")
     p.add_argument(
         "--prune", action="store_true", help="delete walked files of these directories that are gone from disk"
@@ -190,9 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--funnel",
-        type=int,
-        metavar="D",
-        help="shortlist documents by a D-dim prefix, then rank them by all their chunks at --dim (dense search)",
+        type=_funnel,
+        metavar="D|binary",
+        help="shortlist documents by a D-dim prefix (or the vectors' sign bits: binary), then rank them by all "
+        "their chunks at --dim (dense search)",
     )
     p.add_argument(
         "--oversample",
@@ -213,6 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="print a collection's manifest and counts as JSON")
     _add_collection(p)
+
+    p = sub.add_parser(
+        "reindex", help="rebuild the collection's vector index as another FAISS type from its stored vectors"
+    )
+    _add_collection(p)
+    _add_index_type(p, "(required)", required=True)
+    _add_engine(p)
 
     p = sub.add_parser(
         "calibrate",
@@ -363,6 +392,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         search_mode=args.mode,
         fusion=args.fusion,
         alpha=args.alpha,
+        index_type=args.index_type,
         embedder_config=config,
     )
     first.created = first.first  # this process made it (another one racing to create it fails above)
@@ -409,6 +439,7 @@ _SERVER_FIXED = {
     "backend": "--backend",
     "threads": "--threads",
     "layers": "--layers",
+    "index_type": "--index-type",
 }
 
 
@@ -741,6 +772,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from longvec.index import Collection
+
+    with Collection.open(args.collection, embedder_config=_engine_config(args)) as collection:
+        start = time.perf_counter()
+        info = collection.set_index_type(args.index_type)
+    print(json.dumps({**info, "seconds": round(time.perf_counter() - start, 3)}, indent=2))
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from longvec.index import Collection
 
@@ -795,6 +836,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "info": cmd_info,
     "calibrate": cmd_calibrate,
+    "reindex": cmd_reindex,
     "train": cmd_train,
     "eval": cmd_eval,
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictInt, field_validator
 
@@ -26,8 +26,10 @@ class SearchRequest(BaseModel):
     mode: SearchMode | None = Field(default=None, description="dense, lexical or hybrid (default: the collection's)")
     fusion: Fusion | None = Field(default=None, description="hybrid: rrf, convex or zscore (default: the collection's)")
     alpha: float | None = Field(default=None, ge=0.0, le=1.0, description="hybrid: weight of the dense channel")
-    funnel: StrictInt | None = Field(
-        default=None, description="dense: shortlist documents by this prefix size, rank them by all chunks at dim"
+    funnel: StrictInt | Literal["binary"] | None = Field(
+        default=None,
+        description="dense: shortlist documents by this prefix size (or 'binary': sign bits), rank them by all "
+        "chunks at dim",
     )
     oversample: StrictInt | None = Field(
         default=None,

@@ -15,9 +15,9 @@ and no change to the model: two in closed form, and one small learned map.
 - **Prefix map** (dimensions): a small residual MLP ``v + g(v)`` on the rotated vectors, trained on the
   collection's own (frozen) vectors so that cosines between ``dim``-prefixes of mapped vectors match full-length
   cosines, at every prefix size of the ladder, all pairs and each vector's nearest neighbours weighted up (the
-  unsupervised Matryoshka-Adaptor objective, arXiv 2407.20243); kept only where it beats plain prefixes on
-  held-out vectors. It is used only for prefixes: stored vectors and full-length scores stay as the rotation
-  leaves them, so it needs no inverse and costs nothing at full size.
+  unsupervised Matryoshka-Adaptor objective, arXiv 2407.20243); kept only if, over all prefix sizes together,
+  it beats plain prefixes on held-out vectors. It is used only for prefixes: stored vectors and full-length
+  scores stay as the rotation leaves them, so it needs no inverse and costs nothing at full size.
 
 Vectors flow: encode at depth ``k`` -> adapter ``k`` (if ``k`` is not the model's depth) -> re-normalise ->
 rotation -> (stored) -> for a prefix of ``dim``: prefix map -> first ``dim`` coordinates -> re-normalise.

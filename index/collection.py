@@ -4,8 +4,9 @@ Layout of a collection directory::
 
     manifest.json             model, dims, prompts, strategy, chunker settings, versions (checked on open)
     store.sqlite              documents, chunks, vectors (source of truth; one transaction per write batch)
-    vectors-<gen>.faiss       FAISS index over chunk vectors, a cache of the store ...
-    vectors.json              ... and the stamp naming it with the store generation it reflects
+    vectors-<gen>.faiss       FAISS index over chunk vectors (flat, HNSW, IVF or SQ8), a cache of the store ...
+    vectors-<gen>.dead.npy    ... HNSW's tombstones (ids deleted but still in the graph), if any ...
+    vectors.json              ... and the stamp naming them with the store generation and sequence they reflect
     writer.lock               held by the single writer process
 """
 
@@ -79,7 +80,7 @@ from longvec.index.search import (
 from longvec.index.store import DocumentWrite, Store, StoredDocument
 from longvec.index.sync import AGG_MODES, AggMode, SnapshotTooOld, VectorCache, View
 from longvec.index.types import DOC_SYMBOL, AddResult, Document, Hit
-from longvec.index.vectors import gpu_count
+from longvec.index.vectors import INDEX_TYPES, gpu_count
 
 # Settings fixed when a collection is built (giving other values for an existing one is an error).
 _BUILD_SETTINGS = ("strategy", "max_tokens", "overlap_tokens", "code_context", "path_context", "doc_vector", "layers")
@@ -167,7 +168,8 @@ class Collection:
         except BaseException:
             self._release_writer_lock()
             raise
-        self._vectors = VectorCache(root, manifest.dim)  # full chunk vectors: saved, loaded, caught up
+        # full chunk vectors: saved, loaded, caught up, in the structure the manifest asks for
+        self._vectors = VectorCache(root, manifest.dim, wanted=manifest.index_type)
         self._views: dict[View, VectorCache] = {self._vectors.view: self._vectors}  # others built on first use
         self._calibration: tuple[str, Calibration] | None = None  # (store meta it was loaded for, calibration)
         # Held by add and calibrate: a calibration never changes the vector space under a running add.
@@ -192,6 +194,7 @@ class Collection:
         search_mode: SearchMode = DEFAULT_SEARCH_MODE,
         fusion: Fusion = DEFAULT_FUSION,
         alpha: float = DEFAULT_ALPHA,
+        index_type: str = "auto",
         embedder_config: EmbedderConfig | None = None,
         embedder: Encoder | None = None,
     ) -> Collection:
@@ -206,8 +209,12 @@ class Collection:
         indexing; ``None``: all); queries then run at that depth too, or at any depth once calibrated
         (:meth:`calibrate`).
         ``search_mode``, ``fusion`` and ``alpha`` are the defaults of :meth:`search_many`.
+        ``index_type``: the FAISS structure of the chunk vectors (``auto``, ``flat``, ``hnsw``, ``ivf``, ``sq8``; see
+        ``index.vectors``), changeable later by :meth:`set_index_type` without re-embedding.
         """
         root = Path(root)
+        if index_type not in INDEX_TYPES:
+            raise InvalidInputError(f"index type {index_type!r} not in {INDEX_TYPES}")
         if (root / "manifest.json").exists():
             raise CollectionExistsError(f"a collection already exists at {root}")
         if embedder is None:
@@ -241,6 +248,7 @@ class Collection:
             query_prompt=embedder.query_prompt,
             encoder=dict(getattr(embedder, "long_context", {})),
             layers=layers,
+            index_type=index_type,
             format_version=FORMAT_VERSION if layers is None else ELASTIC_FORMAT_VERSION,
             chunker_version=CHUNKER_VERSION,
             longvec_version=longvec_version(),
@@ -306,6 +314,7 @@ class Collection:
             return cls.create(root, **{k: v for k, v in kwargs.items() if v is not None})
         wanted = {k: kwargs.pop(k, None) for k in _BUILD_SETTINGS}
         search = {k: v for k in _SEARCH_DEFAULTS if (v := kwargs.pop(k, None)) is not None}
+        index_type = kwargs.pop("index_type", None)
         collection = cls.open(root, **kwargs)
         m = collection.manifest
         if wanted["layers"] is not None and wanted["layers"] == getattr(collection.embedder, "layers", None):
@@ -317,12 +326,14 @@ class Collection:
             raise ModelMismatchError(
                 f"collection at {root} was built with {stored}; got {differ} (use a new --collection directory)"
             )
-        if search and any(getattr(m, k) != v for k, v in search.items()):
-            try:
+        try:
+            if search and any(getattr(m, k) != v for k, v in search.items()):
                 collection.set_search_defaults(**search)
-            except BaseException:
-                collection.close()
-                raise
+            if index_type is not None and index_type != m.index_type:
+                collection.set_index_type(index_type)
+        except BaseException:
+            collection.close()
+            raise
         return collection
 
     def set_search_defaults(
@@ -341,6 +352,37 @@ class Collection:
         check_channels(new.search_mode, new.fusion, new.alpha)
         new.save(self.root / "manifest.json")
         self.manifest = new
+
+    def set_index_type(self, index_type: str) -> dict[str, Any]:
+        """Rebuild the chunk vectors' FAISS index as ``index_type`` from the stored vectors (no re-embedding),
+        save it, and record the type in the manifest; returns :meth:`index_info`. Readers opened before keep
+        what they hold until their next open (or load the saved index when theirs goes stale)."""
+        self._check_writable()
+        if index_type not in INDEX_TYPES:
+            raise InvalidInputError(f"index type {index_type!r} not in {INDEX_TYPES}")
+        new = replace(self.manifest, index_type=index_type)
+        with self._lock:
+            self._vectors.wanted = index_type
+            with self._store.snapshot() as state:
+                self._vectors.rebuild(self._store, state)
+            new.save(self.root / "manifest.json")
+            self.manifest = new
+            self._vectors.save(self._store)
+        return self.index_info()
+
+    def index_info(self) -> dict[str, Any]:
+        """The chunk vectors' FAISS index as built (loading or building it if need be): the type asked for,
+        the structure it resolved to, its vectors and search effort."""
+        self._check_open()
+        with self._lock, self._store.snapshot() as state:
+            index = self._vectors.current(self._store, state)
+            return {
+                "index_type": self.manifest.index_type,
+                "built": index.kind,
+                "vectors": index.ntotal,
+                "trained_on": index.trained_on,
+                **index.search_settings(),
+            }
 
     # -- writing ---------------------------------------------------------------------------------------
 
@@ -782,7 +824,7 @@ class Collection:
         fusion: Fusion | None = None,
         alpha: float | None = None,
         layers: int | None = None,
-        funnel: int | None = None,
+        funnel: int | str | None = None,
         oversample: int | None = None,
     ) -> list[list[Hit]]:
         """Top-``k`` documents per query.
@@ -797,9 +839,9 @@ class Collection:
         their first search. ``layers`` encodes the queries with that many transformer layers (default: the
         depth the documents were encoded at; another depth needs a calibrated collection, see :meth:`calibrate`).
         ``funnel`` (a dense chunk search; the default mode then is dense) shortlists the best ``oversample * k``
-        documents (``oversample`` default 4) by that short prefix of the vectors, then ranks them by all their
-        chunks at ``dim``, read from the store (``search.rank_funnel``): no index of the ``dim`` view is built
-        for it, only the prefix's.
+        documents (``oversample`` default 4) by that short prefix of the vectors (or by their sign bits with
+        ``"binary"``), then ranks them by all their chunks at ``dim``, read from the store
+        (``search.rank_funnel``): no index of the ``dim`` view is built for it, only the shortlist's.
         """
         view, channels = check_search(
             self.manifest, queries, k, chunks_per_doc, dim, agg, mode, fusion, alpha, funnel=funnel
@@ -816,9 +858,12 @@ class Collection:
         if channels.mode != "lexical":
             raw = self.embedder.encode_queries(queries, **({"layers": depth} if depth is not None else {}))
         with self._lock:
-            searched = View(short) if short is not None else view
+            searched = short or view
             cache = self._views.get(searched) or self._views.setdefault(
-                searched, VectorCache(self.root, self.manifest.dim, searched, self._prefix)
+                searched,
+                VectorCache(
+                    self.root, self.manifest.dim, searched, self._prefix, wanted="binary" if searched.binary else "flat"
+                ),
             )
             for attempt in range(3):
                 try:
@@ -831,7 +876,7 @@ class Collection:
                             assert raw is not None and qv is not None
                             return rank_funnel(
                                 index,
-                                self._query_vectors(raw, depth, short),
+                                self._query_vectors(raw, depth, short.dim),
                                 qv,
                                 k,
                                 oversample=oversample or FUNNEL_OVERSAMPLE,
@@ -940,6 +985,7 @@ class Collection:
             "fusion": m.fusion,
             "alpha": m.alpha,
             "lexical_index": self._store.has_lexical(),
+            "index_type": m.index_type,
             "document_prompt": m.document_prompt,
             "query_prompt": m.query_prompt,
             "chunker_version": m.chunker_version,

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from longvec.index.errors import InvalidInputError, ModelMismatchError
 from longvec.index.lexical import FUSIONS, SEARCH_MODES, Fusion, SearchMode
-from longvec.index.vectors import write_json_atomic
+from longvec.index.vectors import INDEX_TYPES, write_json_atomic
 
 FORMAT_VERSION = 2
 # Collections whose vectors need this longvec's 2D Matryoshka code to be read right (documents encoded with fewer
@@ -61,6 +61,8 @@ class Manifest:
     encoder: dict[str, Any] = field(default_factory=dict)
     # Transformer layers documents are encoded with (2D Matryoshka's depth); None: all of the model's.
     layers: int | None = None
+    # The FAISS structure of the chunk vectors (``vectors.INDEX_TYPES``); changeable without re-embedding.
+    index_type: str = "auto"
     chunker_version: str = ""
     format_version: int = FORMAT_VERSION
     longvec_version: str = ""
@@ -74,6 +76,8 @@ class Manifest:
                 f"manifest search settings mode={self.search_mode!r} fusion={self.fusion!r} alpha={self.alpha!r} "
                 f"are not valid (mode in {SEARCH_MODES}, fusion in {FUSIONS}, alpha in [0, 1])"
             )
+        if self.index_type not in INDEX_TYPES:
+            raise InvalidInputError(f"index type {self.index_type!r} not in {INDEX_TYPES}")
 
     def save(self, path: Path) -> None:
         """Write atomically (temp file, fsync, rename, fsync of the directory)."""

@@ -64,10 +64,13 @@ MAX_OVERSAMPLE = 64
 MAX_SHORTLIST = 4096  # documents a funnel shortlists per query, at most: the rescoring reads all their chunks
 
 
-def check_funnel(view: View, channels: Channels, funnel: int | None, oversample: int | None, k: int) -> int | None:
-    """The shortlist prefix size of a funnel search (``None``: no funnel), checked against the search's view:
-    a Matryoshka prefix shorter than the view's, dense chunk search, ``oversample`` (default
-    :data:`FUNNEL_OVERSAMPLE`) in [1, MAX_OVERSAMPLE] with ``oversample * k`` <= :data:`MAX_SHORTLIST`."""
+def check_funnel(
+    view: View, channels: Channels, funnel: int | str | None, oversample: int | None, k: int
+) -> View | None:
+    """The view a funnel search shortlists with (``None``: no funnel), checked against the search's ``view``:
+    ``funnel`` a Matryoshka prefix size shorter than the view's, or ``"binary"`` (the sign bits of the view's
+    vectors); dense chunk search; ``oversample`` (default :data:`FUNNEL_OVERSAMPLE`) in [1, MAX_OVERSAMPLE] with
+    ``oversample * k`` <= :data:`MAX_SHORTLIST`."""
     if funnel is None:
         if oversample is not None:
             raise InvalidInputError("oversample sets a funnel's shortlist: give a funnel too")
@@ -82,13 +85,17 @@ def check_funnel(view: View, channels: Channels, funnel: int | None, oversample:
             f"a funnel shortlists oversample * k = {oversample * k} documents, more than {MAX_SHORTLIST}: "
             "lower oversample or k"
         )
+    if funnel == "binary":
+        if view.dim % 8:
+            raise UnsupportedShapeError(f"a binary funnel needs a multiple of 8 dims, got {view.dim}")
+        return View(view.dim, binary=True)
     try:
-        short = check_dim(funnel, view.dim)
+        short = check_dim(funnel, view.dim)  # type: ignore[arg-type]
     except InvalidSettingError as exc:
-        raise UnsupportedShapeError(f"funnel: {exc}") from None
+        raise UnsupportedShapeError(f"funnel: {exc} (or 'binary')") from None
     if short >= view.dim:
         raise UnsupportedShapeError(f"funnel {funnel} must be shorter than the dims searched ({view.dim})")
-    return short
+    return View(short)
 
 
 def check_search(
@@ -101,7 +108,7 @@ def check_search(
     mode: SearchMode | None = None,
     fusion: Fusion | None = None,
     alpha: float | None = None,
-    funnel: int | None = None,
+    funnel: int | str | None = None,
 ) -> tuple[View, Channels]:
     """The view and channels a search with these arguments reads (``None``: the collection's defaults);
     :class:`InvalidInputError` (or ``InvalidSettingError`` for ``dim``) for bad ones. Needs only the

@@ -349,6 +349,14 @@ class Store:
             found.update(self._db.execute(sql, part).fetchall())
         return self._vectors([(found[int(i)],) for i in ids], dim)
 
+    def sample_vectors(self, n: int, dim: int, *, seed: int = 0) -> np.ndarray:
+        """``n`` stored chunk vectors drawn uniformly without replacement (all of them if there are fewer),
+        deterministic for a ``seed`` and a store."""
+        ids = np.fromiter((r[0] for r in self._db.execute("SELECT id FROM chunks")), dtype=np.int64)
+        if len(ids) > n:
+            ids = np.sort(np.random.default_rng(seed).choice(ids, n, replace=False))
+        return self.vectors(ids.tolist(), dim)
+
     def range_vectors(
         self, ranges: Sequence[tuple[int, int]], dim: int, max_id: int, *, batch: int | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -356,24 +364,14 @@ class Store:
         :meth:`chunk_ranges`) and id <= ``max_id``, in id order, at most ``batch`` rows at a time: memory stays at
         one batch however many chunks the documents have."""
         batch = batch or _BATCH_ROWS
-        pieces = [  # ranges cut at max_id and to the batch size, in id order
-            (a, min(a + batch - 1, end))
-            for first, last in sorted(ranges)
-            if first <= (end := min(last, max_id))
-            for a in range(first, end + 1, batch)
-        ]
-        group: list[tuple[int, int]] = []
-        rows_in_group = 0
-        for i, (first, last) in enumerate(pieces):
-            group.append((first, last))
-            rows_in_group += last - first + 1
-            if i + 1 < len(pieces) and rows_in_group + pieces[i + 1][1] - pieces[i + 1][0] < batch and len(group) < 400:
-                continue
-            where = " OR ".join(["id BETWEEN ? AND ?"] * len(group))
-            sql = f"SELECT id, vector FROM chunks WHERE {where} ORDER BY id"
-            rows = self._db.execute(sql, [x for span in group for x in span]).fetchall()
-            group, rows_in_group = [], 0
+        spans = [(first, min(last, max_id)) for first, last in sorted(ranges) if first <= min(last, max_id)]
+        wanted = np.concatenate([np.arange(a, b + 1, dtype=np.int64) for a, b in spans]) if spans else []
+        for start in range(0, len(wanted), batch):
+            rows: list[tuple[int, bytes]] = []
+            for part in _in_parts(wanted[start : start + batch].tolist()):  # primary-key lookups, not a scan
+                rows += self._db.execute(f"SELECT id, vector FROM chunks WHERE id IN ({_marks(len(part))})", part)
             if rows:
+                rows.sort()
                 yield np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), self._vectors(rows, dim)
 
     def chunk_ranges(self, doc_ids: Sequence[str]) -> list[tuple[int, int]]:

@@ -24,7 +24,7 @@ import numpy as np
 
 from longvec.embedder import AGGREGATIONS, Aggregation, aggregate, truncate
 from longvec.index.store import Store, StoreState
-from longvec.index.vectors import VectorIndex, read_stamp
+from longvec.index.vectors import VectorIndex, read_stamp, resolve_kind, train_size
 
 AggMode = Literal["maxsim", "mean", "max", "weighted"]
 AGG_MODES: tuple[AggMode, ...] = ("maxsim", *AGGREGATIONS)
@@ -39,10 +39,12 @@ def _truncated(vectors: np.ndarray, dim: int) -> np.ndarray:
 @dataclass(frozen=True)
 class View:
     """What an index holds: chunk vectors cut to ``dim`` (``maxsim``: a document scores as its best chunk),
-    or one vector per document aggregated from them (``mean``, ``max``, ``weighted`` by token count)."""
+    or one vector per document aggregated from them (``mean``, ``max``, ``weighted`` by token count), or with
+    ``binary`` the sign bits of the chunk vectors cut to ``dim``."""
 
     dim: int
     agg: AggMode = "maxsim"
+    binary: bool = False  # the chunk vectors' sign bits (a funnel's shortlist), searched by Hamming distance
 
     @property
     def per_document(self) -> bool:
@@ -95,10 +97,15 @@ class VectorCache:
     Only the full chunk view is saved and loaded (``root``); others are rebuilt in memory on first use. ``prefix``
     cuts stored vectors to a shorter view's size (read when rows are added, so it must follow the store: a
     collection's calibration changes only together with every stored vector, which makes every view rebuild).
+    ``wanted`` is the FAISS structure the collection asks for (``vectors.INDEX_TYPES``; views other than the full
+    one are flat): a loaded or caught-up index of another structure than it resolves to, or one gone stale
+    (``VectorIndex.stale``), is rebuilt from the store.
     """
 
-    def __init__(self, root: Path, dim: int, view: View | None = None, prefix: Prefix = _truncated) -> None:
-        self.root, self.full_dim, self.prefix = root, dim, prefix
+    def __init__(
+        self, root: Path, dim: int, view: View | None = None, prefix: Prefix = _truncated, wanted: str = "flat"
+    ) -> None:
+        self.root, self.full_dim, self.prefix, self.wanted = root, dim, prefix, wanted
         self.view = view or View(dim)
         self.saved = self.view == View(dim)
         self.index: VectorIndex | None = None
@@ -118,7 +125,13 @@ class VectorCache:
         if self.generation != state.generation:
             self._catch_up(store, state)
         assert self.index is not None
+        if self._misbuilt(self.index):
+            self.rebuild(store, state)
         return self.index
+
+    def _misbuilt(self, index: VectorIndex) -> bool:
+        """Whether ``index`` is not the structure the collection asks for at its size, or has gone stale."""
+        return resolve_kind(self.wanted, index.ntotal, index.kind) != index.kind or index.stale()
 
     def _start(self, store: Store, state: StoreState, may_retry: bool) -> None:
         """Load the saved index if it can catch up to ``state``, else rebuild from the store."""
@@ -129,7 +142,18 @@ class VectorCache:
             return
         if loaded is not None and loaded[1].generation > state.generation and may_retry:
             raise SnapshotTooOld
-        index = VectorIndex(self.view.dim)
+        self.rebuild(store, state)
+
+    def rebuild(self, store: Store, state: StoreState) -> None:
+        """Build the index from the store as of ``state``, in the structure ``wanted`` resolves to for its size
+        (trained ones on a random sample of the stored vectors first)."""
+        current = self.index.kind if self.index is not None else None
+        self.index, self.generation = None, None
+        n = store.counts()["chunks"] if not self.view.per_document else 0
+        kind = resolve_kind(self.wanted, n, current) if not self.view.per_document else "flat"
+        index = VectorIndex(self.view.dim, kind=kind)
+        if sample := train_size(kind, n):
+            index.train(self.prefix(store.sample_vectors(sample, self.full_dim), self.view.dim), n)
         for ids, vectors in _rows(store, self.full_dim, self.view, 0, self.prefix):
             index.add(ids, vectors)
         self.index, self.generation, self.seq = index, state.generation, state.seq
@@ -151,7 +175,13 @@ class VectorCache:
         assert self.saved, "only the full chunk view is saved"
         with store.snapshot() as state:
             stamp = read_stamp(self.root)
-            if stamp is not None and stamp.generation == state.generation and stamp.intact(self.root):
-                return
+            held = self.index if self.generation == state.generation else None
+            if (
+                stamp is not None
+                and stamp.generation == state.generation
+                and stamp.intact(self.root)
+                and (held is None or (stamp.kind, stamp.trained_on) == (held.kind, held.trained_on))
+            ):
+                return  # saved already (a structure rebuilt at the same generation is saved again)
             self.current(store, state).save(self.root, state.generation, state.seq)
         store.prune_removed(state.generation)

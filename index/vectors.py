@@ -1,8 +1,19 @@
-"""The FAISS index over chunk vectors: exact inner product, GPU FAISS for search when a GPU is present.
+"""The FAISS index over chunk vectors: one interface over several FAISS structures, GPU FAISS where it helps.
 
-The index is a cache of the SQLite store. It is saved as ``vectors-<generation>.faiss`` beside a stamp,
-``vectors.json``, naming that file with the store generation and chunk sequence number it reflects; the
-stamp is replaced only after the file is complete, so a reader never pairs a stamp with the wrong file.
+Structures (``kind``): ``flat`` (exact inner product), ``hnsw`` (graph, approximate; FAISS cannot remove from
+it, so removed ids are tombstones filtered out of every search until a rebuild), ``ivf`` (inverted lists over
+k-means cells, approximate, trained on a sample) and ``sq8`` (exact scan over 8-bit scalar-quantised vectors,
+4x smaller, trained on a sample for each coordinate's range); ``binary`` (one sign bit per coordinate, 32x
+smaller, searched by Hamming distance) serves only as a funnel's shortlist. ``auto`` resolves to ``flat`` below
+:data:`AUTO_HNSW_FROM` vectors and ``hnsw`` from there (:func:`resolve_kind`). A trained structure on too few
+vectors to train is built as ``flat`` until there are enough, and retrained once the collection has grown
+:data:`RETRAIN_GROWTH` times past its training size (:meth:`VectorIndex.stale`).
+
+The index is a cache of the SQLite store. It is saved as ``vectors-<generation>.faiss`` (with HNSW's tombstones
+in ``vectors-<generation>.dead.npy``) beside a stamp, ``vectors.json``, naming those files with the store
+generation and chunk sequence number they reflect; the stamp is replaced only after the files are complete and
+fsynced, so a reader never pairs a stamp with the wrong file, and opening after a crash replays only the store's
+writes after the stamp's sequence number (``sync.VectorCache``).
 """
 
 from __future__ import annotations
@@ -11,14 +22,31 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 GPU_MAX_K = 2048  # GPU FAISS's largest k; larger searches run on the CPU copy
 STAMP = "vectors.json"
 log = logging.getLogger("longvec.index")
+
+IndexKind = Literal["flat", "hnsw", "ivf", "sq8", "binary"]
+INDEX_KINDS: tuple[IndexKind, ...] = ("flat", "hnsw", "ivf", "sq8", "binary")
+# What a collection may ask for; ``binary`` (sign bits, Hamming distance) only shortlists a funnel search.
+INDEX_TYPES: tuple[str, ...] = ("auto", "flat", "hnsw", "ivf", "sq8")
+AUTO_HNSW_FROM = 250_000  # auto: exact flat search below this many vectors, HNSW from it (and down to half)
+HNSW_M = 32  # graph degree: recall and memory (4 * 2 * M bytes of links per vector) grow with it
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 128  # the search beam: at least k is used
+HNSW_REBUILD_DEAD = 0.25  # rebuild a graph once this share of its vectors are tombstones
+IVF_POINTS_PER_LIST = 64  # training points per k-means cell (FAISS warns below 39)
+IVF_MIN_VECTORS = 1_000  # fewer: built as flat until there are this many
+IVF_PROBE_SHARE = 16  # cells searched: nlist / 16 (at least 8): tuned by benchmarks/index_bench.py
+SQ_MIN_VECTORS = 1_000
+TRAIN_SAMPLE = 100_000  # vectors a scalar quantiser learns its ranges from, at most
+RETRAIN_GROWTH = 4  # retrain once a collection holds this many times the vectors it was trained on
 
 
 def _faiss() -> Any:
@@ -32,10 +60,44 @@ def gpu_count() -> int:
     return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
 
 
+@cache
+def _gpu_resources(device: int) -> Any:
+    """One ``StandardGpuResources`` per GPU for the process (each holds scratch memory and CUDA streams)."""
+    return _faiss().StandardGpuResources()
+
+
+def resolve_kind(wanted: str, n: int, current: str | None = None) -> IndexKind:
+    """The structure to build for ``n`` vectors when a collection asks for ``wanted`` (``auto`` or a kind);
+    ``current`` is what is built now (auto switches back to flat only below half its threshold, so that a
+    collection hovering around it does not rebuild back and forth)."""
+    if wanted == "auto":
+        if n >= AUTO_HNSW_FROM or (current == "hnsw" and n >= AUTO_HNSW_FROM // 2):
+            return "hnsw"
+        return "flat"
+    if wanted == "ivf" and n < IVF_MIN_VECTORS or wanted == "sq8" and n < SQ_MIN_VECTORS:
+        return "flat"  # too few vectors to train on: exact until there are enough
+    if wanted not in INDEX_KINDS:
+        raise ValueError(f"index type {wanted!r} not in {INDEX_TYPES}")
+    return wanted  # type: ignore[return-value]
+
+
+def ivf_lists(n: int) -> int:
+    """k-means cells for ``n`` vectors: about 4 sqrt(n), with at least :data:`IVF_POINTS_PER_LIST` points each."""
+    return int(max(1, min(4 * np.sqrt(n), n // IVF_POINTS_PER_LIST)))
+
+
+def train_size(kind: str, n: int) -> int:
+    """How many of a collection's ``n`` vectors to train a ``kind`` on (0: it needs no training)."""
+    if kind == "ivf":
+        return min(n, IVF_POINTS_PER_LIST * ivf_lists(n))
+    return min(n, TRAIN_SAMPLE) if kind == "sq8" else 0
+
+
 @dataclass(frozen=True)
 class Stamp:
     """What a saved index reflects: the store's ``generation`` and its chunk sequence number ``seq``;
-    ``size`` is the file's length in bytes (a truncated file does not pass for the saved one)."""
+    ``size`` is the file's length in bytes (a truncated file does not pass for the saved one). ``kind`` and
+    ``trained_on`` describe the structure; ``dead`` names HNSW's tombstone file (empty: none)."""
 
     file: str
     generation: int
@@ -43,41 +105,115 @@ class Stamp:
     ntotal: int
     dim: int
     size: int
+    kind: str = "flat"
+    trained_on: int = 0
+    dead: str = ""
 
     def intact(self, directory: Path) -> bool:
-        """Whether the file the stamp names is there with the size it was saved with."""
+        """Whether the files the stamp names are there (the index with the size it was saved with)."""
         try:
-            return (directory / self.file).stat().st_size == self.size
+            ok = (directory / self.file).stat().st_size == self.size
+            return ok and (not self.dead or (directory / self.dead).exists())
         except FileNotFoundError:
             return False
 
 
-class VectorIndex:
-    """Chunk vectors keyed by chunk row id. Not thread-safe: callers hold the collection lock."""
+def _new_cpu(kind: IndexKind, dim: int, trained_on: int) -> Any:
+    faiss = _faiss()
+    if kind == "binary":
+        return faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(dim))
+    if kind == "flat":
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    if kind == "hnsw":
+        graph = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        return faiss.IndexIDMap2(graph)
+    if kind == "ivf":
+        nlist = ivf_lists(trained_on)
+        return faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    sq = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+    sq.sq.rangestat = faiss.ScalarQuantizer.RS_minmax
+    sq.sq.rangestat_arg = 0.1  # each coordinate's sample range widened by 10% either side: room for later vectors
+    return faiss.IndexIDMap2(sq)
 
-    def __init__(self, dim: int, *, use_gpu: bool | None = None) -> None:
-        faiss = _faiss()
-        self.dim = dim
-        self._cpu = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        self.use_gpu = gpu_count() > 0 if use_gpu is None else use_gpu
+
+class VectorIndex:
+    """Chunk vectors keyed by chunk row id, in the FAISS structure ``kind``. Trained kinds (``ivf``, ``sq8``) need
+    :meth:`train` before the first :meth:`add`. Not thread-safe: callers hold the collection lock."""
+
+    def __init__(self, dim: int, *, kind: IndexKind = "flat", use_gpu: bool | None = None, trained_on: int = 0) -> None:
+        if kind not in INDEX_KINDS:
+            raise ValueError(f"index kind {kind!r} not in {INDEX_KINDS}")
+        if kind == "binary" and dim % 8:
+            raise ValueError(f"binary codes need a multiple of 8 dims, got {dim}")
+        self.dim, self.kind = dim, kind
+        self.trained_on = trained_on
+        self._cpu = _new_cpu(kind, dim, trained_on) if kind != "ivf" or trained_on else None
+        # GPU FAISS has flat, IVF and binary structures; HNSW and the flat scalar quantiser search on the CPU.
+        self.use_gpu = (gpu_count() > 0 if use_gpu is None else use_gpu) and kind in ("flat", "ivf", "binary")
         self._gpu: Any = None  # GPU copy for search, rebuilt lazily after writes
         self._gpu_ids: np.ndarray | None = None
+        self._dead = np.zeros(0, dtype=bool)  # hnsw tombstones, by id
+        self._n_dead = 0
+        self._alive: np.ndarray | None = None  # packed bitmap of live ids (hnsw with tombstones), cached
+
+    @property
+    def trained(self) -> bool:
+        return self._cpu is not None and bool(self._cpu.is_trained)
 
     @property
     def ntotal(self) -> int:
-        return int(self._cpu.ntotal)
+        """Live vectors (tombstones not counted)."""
+        return (int(self._cpu.ntotal) if self._cpu is not None else 0) - self._n_dead
+
+    def train(self, sample: np.ndarray, n: int) -> None:
+        """Fit a trained kind's parameters (IVF cells, SQ ranges) on ``sample`` of a collection of ``n`` vectors
+        (see :func:`train_size`); no-op for the others."""
+        if self.kind not in ("ivf", "sq8"):
+            return
+        sample = np.ascontiguousarray(sample, dtype=np.float32)
+        self.trained_on = n
+        self._cpu = _new_cpu(self.kind, self.dim, n)
+        if self.kind == "ivf":
+            self._cpu.cp.seed = 1234  # k-means is deterministic for a sample
+        self._cpu.train(sample)
+        self._gpu = None
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
-            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-            self._cpu.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+            if not self.trained:
+                raise RuntimeError(f"a {self.kind} index must be trained before vectors are added")
+            self._cpu.add_with_ids(self._codes(vectors), np.ascontiguousarray(ids, dtype=np.int64))
             self._gpu = None
+            self._alive = None
 
     def remove(self, ids: list[int] | np.ndarray) -> None:
-        """Drop ``ids`` (ids not in the index are ignored)."""
-        if len(ids):
-            self._cpu.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
-            self._gpu = None
+        """Drop ``ids`` (ids not in the index are ignored); HNSW marks them as tombstones."""
+        if not len(ids) or self._cpu is None:
+            return
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if self.kind == "hnsw":
+            present = ids[np.isin(ids, self._ids())]
+            if len(self._dead) <= int(present.max(initial=-1)):
+                self._dead = np.concatenate([self._dead, np.zeros(int(present.max()) + 1 - len(self._dead), bool)])
+            new = present[~self._dead[present]]
+            self._dead[new] = True
+            self._n_dead += len(np.unique(new))
+            self._alive = None
+        else:
+            self._cpu.remove_ids(ids)
+        self._gpu = None
+
+    def stale(self) -> bool:
+        """Whether the structure should be rebuilt: a graph whose tombstones passed :data:`HNSW_REBUILD_DEAD`, or a
+        trained structure holding :data:`RETRAIN_GROWTH` times the vectors it was trained on."""
+        total = self.ntotal + self._n_dead
+        if self.kind == "hnsw":
+            return total > 0 and self._n_dead > HNSW_REBUILD_DEAD * total
+        return self.kind in ("ivf", "sq8") and self.ntotal > RETRAIN_GROWTH * max(self.trained_on, 1)
+
+    def _ids(self) -> np.ndarray:
+        return _faiss().vector_to_array(self._cpu.id_map).astype(np.int64)
 
     def search(
         self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None
@@ -87,44 +223,120 @@ class VectorIndex:
         ``allowed`` is a bitmap over ids (``np.packbits(..., bitorder="little")``: bit ``i`` set = id ``i``
         may be returned); searches with it run on the CPU index.
         """
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = max(1, min(k, self.ntotal))
         if self.ntotal == 0:
             return np.full((len(queries), 1), -np.inf, np.float32), np.full((len(queries), 1), -1, np.int64)
+        codes = self._codes(queries)
+        if self._n_dead:
+            alive = self._alive_bitmap()
+            allowed = alive if allowed is None else _and(allowed, alive)
+        if allowed is not None or not self.use_gpu or k > GPU_MAX_K:
+            scores, ids = self._cpu.search(codes, k, params=self._params(k, allowed))
+        else:
+            if self._gpu is None:
+                self._to_gpu()
+            scores, pos = self._gpu.search(codes, k)
+            ids = pos if self._gpu_ids is None else np.where(pos >= 0, self._gpu_ids[np.maximum(pos, 0)], -1)
+        if self.kind == "binary":  # Hamming distance h of d bits -> the inner product of the +-1 codes, over d
+            scores = (self.dim - 2.0 * scores.astype(np.float32)) / self.dim
+        return scores, ids
+
+    def _codes(self, vectors: np.ndarray) -> np.ndarray:
+        """What the structure stores for ``vectors``: float32 rows, or for ``binary`` their sign bits packed."""
+        if self.kind == "binary":
+            return np.packbits(np.asarray(vectors) > 0, axis=1)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _params(self, k: int, allowed: np.ndarray | None) -> Any:
+        """FAISS search parameters: the kind's search effort, and the ``allowed`` bitmap as an id selector."""
+        faiss = _faiss()
+        selector = None
         if allowed is not None:
-            faiss = _faiss()
             bitmap = np.ascontiguousarray(allowed, dtype=np.uint8)
             selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))  # length in bytes
-            return self._cpu.search(queries, k, params=faiss.SearchParameters(sel=selector))
-        if not self.use_gpu or k > GPU_MAX_K:
-            return self._cpu.search(queries, k)
-        if self._gpu is None:
-            self._to_gpu()
-        scores, pos = self._gpu.search(queries, k)
-        assert self._gpu_ids is not None
-        return scores, np.where(pos >= 0, self._gpu_ids[np.maximum(pos, 0)], -1)
+            selector.bitmap_ref = bitmap  # keeps the array alive as long as the selector
+        if self.kind == "hnsw":
+            params = faiss.SearchParametersHNSW(efSearch=max(HNSW_EF_SEARCH, k))
+        elif self.kind == "ivf":
+            params = faiss.SearchParametersIVF(nprobe=self.nprobe)
+        else:
+            params = faiss.SearchParameters()
+        if selector is not None:
+            params.sel = selector
+            params.selector_ref = selector
+        return params
+
+    def search_settings(self) -> dict[str, int]:
+        """The search effort of approximate kinds (HNSW's beam, IVF's cells searched of all), for reports."""
+        if self.kind == "hnsw":
+            return {"ef_search": HNSW_EF_SEARCH, "hnsw_m": HNSW_M, "tombstones": self._n_dead}
+        if self.kind == "ivf" and self._cpu is not None:
+            return {"nprobe": self.nprobe, "nlist": int(self._cpu.nlist)}
+        return {}
+
+    @property
+    def nprobe(self) -> int:
+        return max(8, self._cpu.nlist // IVF_PROBE_SHARE) if self.kind == "ivf" else 0
+
+    def _alive_bitmap(self) -> np.ndarray:
+        if self._alive is None:
+            ids = self._ids()
+            bits = np.zeros(int(ids.max(initial=0)) + 1, dtype=bool)
+            bits[ids] = True
+            bits[: len(self._dead)] &= ~self._dead[: len(bits)]
+            self._alive = np.packbits(bits, bitorder="little")
+        return self._alive
 
     def _to_gpu(self) -> None:
+        """A GPU copy for search on GPU 0 (one resource object per GPU for the process): IVF through
+        ``index_cpu_to_gpu`` (it keeps the ids), flat and binary as their stored rows with the ids mapped back."""
         faiss = _faiss()
-        n = self.ntotal
-        vectors = self._cpu.index.reconstruct_n(0, n) if n else np.zeros((0, self.dim), np.float32)
-        gpu = faiss.GpuIndexFlatIP(faiss.StandardGpuResources(), self.dim)
-        gpu.add(np.ascontiguousarray(vectors, dtype=np.float32))
-        self._gpu, self._gpu_ids = gpu, faiss.vector_to_array(self._cpu.id_map).astype(np.int64)
+        resources = _gpu_resources(0)
+        if self.kind == "ivf":
+            self._gpu, self._gpu_ids = faiss.index_cpu_to_gpu(resources, 0, self._cpu), None
+            self._gpu.nprobe = self.nprobe
+            return
+        n = int(self._cpu.ntotal)
+        if self.kind == "binary":
+            gpu = faiss.GpuIndexBinaryFlat(resources, self.dim)
+            rows = self._cpu.index.reconstruct_n(0, n) if n else np.zeros((0, self.dim // 8), np.uint8)
+        else:
+            gpu = faiss.GpuIndexFlatIP(resources, self.dim)
+            rows = self._cpu.index.reconstruct_n(0, n) if n else np.zeros((0, self.dim), np.float32)
+        gpu.add(np.ascontiguousarray(rows))
+        self._gpu, self._gpu_ids = gpu, self._ids()
 
     def save(self, directory: Path, generation: int, seq: int) -> None:
-        """Write the CPU index as ``vectors-<generation>.faiss``, then point the stamp at it; older files go."""
+        """Write the CPU index as ``vectors-<generation>.faiss`` (and HNSW's tombstones beside it), fsync them,
+        then point the stamp at them; older files go."""
         faiss = _faiss()
         name = f"vectors-{generation}.faiss"
+        dead = f"vectors-{generation}.dead.npy" if self._n_dead else ""
         tmp = directory / (name + ".tmp")
-        faiss.write_index(self._cpu, str(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        write = faiss.write_index_binary if self.kind == "binary" else faiss.write_index
+        write(self._cpu if self._cpu is not None else _new_cpu("flat", self.dim, 0), str(tmp))
+        _fsync_file(tmp)
         os.replace(tmp, directory / name)
-        stamp = Stamp(name, generation, seq, self.ntotal, self.dim, (directory / name).stat().st_size)
-        write_json_atomic(directory / STAMP, asdict(stamp))  # fsyncs the directory: both renames are durable
-        for old in directory.glob("vectors-*.faiss*"):  # older saves and interrupted ones
-            if old.name != name:
+        if dead:
+            tmp = directory / (dead + ".tmp")
+            with open(tmp, "wb") as f:
+                np.save(f, np.flatnonzero(self._dead).astype(np.int64))
+            _fsync_file(tmp)
+            os.replace(tmp, directory / dead)
+        stamp = Stamp(
+            name,
+            generation,
+            seq,
+            self.ntotal,
+            self.dim,
+            (directory / name).stat().st_size,
+            self.kind if self._cpu is not None else "flat",
+            self.trained_on,
+            dead,
+        )
+        write_json_atomic(directory / STAMP, asdict(stamp))  # fsyncs the directory: the renames are durable
+        for old in directory.glob("vectors-*"):  # older saves and interrupted ones
+            if old.name not in (name, dead, STAMP):
                 old.unlink(missing_ok=True)
 
     @classmethod
@@ -133,24 +345,41 @@ class VectorIndex:
 
         The index is a cache: a missing, damaged or mismatching file is logged and ignored, never an error.
         """
-        for _ in range(3):  # a writer may replace the file between reading the stamp and opening it
+        for _ in range(3):  # a writer may replace the files between reading the stamp and opening them
             stamp = read_stamp(directory)
-            if stamp is None or stamp.dim != dim:
+            if stamp is None or stamp.dim != dim or stamp.kind not in INDEX_KINDS:
                 return None
-            if not (directory / stamp.file).exists():
+            if not stamp.intact(directory):
                 continue
             try:
-                cpu = _faiss().read_index(str(directory / stamp.file))
-            except RuntimeError as exc:
+                read = _faiss().read_index_binary if stamp.kind == "binary" else _faiss().read_index
+                cpu = read(str(directory / stamp.file))
+                dead = np.load(directory / stamp.dead) if stamp.dead else np.zeros(0, np.int64)
+            except (RuntimeError, OSError, ValueError) as exc:
                 log.warning("saved index %s is unreadable, rebuilding it: %s", directory / stamp.file, exc)
                 return None
-            if cpu.ntotal != stamp.ntotal or cpu.d != dim:
+            if cpu.ntotal - len(dead) != stamp.ntotal or cpu.d != dim:
                 log.warning("saved index %s does not match its stamp, rebuilding it", directory / stamp.file)
                 return None
-            index = cls(dim)
+            index = cls(dim, kind=stamp.kind, trained_on=stamp.trained_on)  # type: ignore[arg-type]
             index._cpu = cpu
+            if len(dead):
+                index._dead = np.zeros(int(dead.max()) + 1, dtype=bool)
+                index._dead[dead] = True
+                index._n_dead = len(dead)
             return index, stamp
         return None
+
+
+def _and(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bitwise and of two packed bitmaps of different lengths (missing bytes are zero)."""
+    n = min(len(a), len(b))
+    return np.ascontiguousarray(a[:n] & b[:n])
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 def read_stamp(directory: Path) -> Stamp | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zlib
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -40,3 +41,20 @@ class KeywordEmbedder:
 
     def encode_queries(self, texts: list[str], dim: int | None = None) -> np.ndarray:
         return self.encode_documents(texts, dim)
+
+
+class WordHashEmbedder(KeywordEmbedder):
+    """Every word a fixed random direction (seeded by its CRC): a text's vector is their normalised sum, so texts
+    sharing words are near each other and the vectors spread over all ``dim`` coordinates, as a model's do."""
+
+    model_id = "wordhash-fake"
+    fingerprint = "wordhash-fake-v1"
+    dim = 48
+
+    def _vectors(self, texts: list[str]) -> np.ndarray:
+        self.calls.append(len(texts))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in re.findall(r"[a-z0-9]+", t.lower()):
+                out[i] += np.random.default_rng(zlib.crc32(w.encode())).normal(size=self.dim)
+        return normalize(out)

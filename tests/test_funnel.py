@@ -74,16 +74,33 @@ def _same_ranking(funnel: list, exact: list) -> None:
         assert [c.chunk_id for c in f.chunks[: len(e.chunks)]] == [c.chunk_id for c in e.chunks]
 
 
-def test_a_funnel_wide_enough_is_the_exact_search(collection, funnel_calls) -> None:
+@pytest.mark.parametrize("shortlist", [32, "binary"])
+def test_a_funnel_wide_enough_is_the_exact_search(collection, funnel_calls, shortlist) -> None:
     doc_ids, row_doc, _, _ = collection.chunk_vectors()
     assert len(row_doc) >= 2 * len(doc_ids)  # documents of several chunks
     for funnel, exact in zip(
-        collection.search_many(QUERIES, 5, funnel=32, oversample=12),  # 60 documents: all shortlisted
+        collection.search_many(QUERIES, 5, funnel=shortlist, oversample=12),  # 60 documents: all shortlisted
         collection.search_many(QUERIES, 5, mode="dense"),
         strict=True,
     ):
         _same_ranking(funnel, exact)
     assert len(funnel_calls) == 1 and funnel_calls[0]["oversample"] == 12
+
+
+def test_a_binary_funnel_shortlists_by_sign_bits(collection) -> None:
+    doc_ids, row_doc, vectors, _ = collection.chunk_vectors()
+    signs = np.where(vectors > 0, 1.0, -1.0)
+    for query in QUERIES:
+        q = collection.embedder.encode_queries([query])[0]
+        hamming_scores = signs @ np.where(q > 0, 1.0, -1.0) / len(q)
+        best: dict[str, float] = {}
+        for row, score in zip(row_doc, hamming_scores.tolist(), strict=True):
+            best[doc_ids[row]] = max(best.get(doc_ids[row], -2.0), score)
+        cut = sorted(best.values(), reverse=True)[4]  # the 5th document's best sign-bit score
+        full = _exact_doc_scores(collection, query)
+        hits = collection.search(query, k=5, funnel="binary", oversample=1)
+        assert all(best[h.doc_id] >= cut for h in hits)  # shortlisted by sign bits (ties at the cut either way)
+        assert [h.score for h in hits] == pytest.approx([full[h.doc_id] for h in hits], abs=1e-5)
 
 
 def test_an_oversample_of_one_reranks_the_short_prefix_top_k(collection) -> None:
@@ -237,6 +254,8 @@ def test_bad_funnels_are_clear_errors(collection) -> None:
         collection.search("x", funnel=40)
     with pytest.raises(UnsupportedShapeError, match="funnel: dim 32.0 not in"):
         collection.search("x", funnel=32.0)
+    with pytest.raises(UnsupportedShapeError, match=r"funnel: dim bits not in .*\(or 'binary'\)"):
+        collection.search("x", funnel="bits")
     with pytest.raises(InvalidInputError, match="needs mode 'dense' and agg 'maxsim'"):
         collection.search("x", funnel=64, mode="hybrid")
     with pytest.raises(InvalidInputError, match="needs mode 'dense' and agg 'maxsim'"):
@@ -257,6 +276,8 @@ def test_cli_takes_a_funnel(collection, funnel_calls, capsys) -> None:
     assert main(["search", "--collection", root, "--query", QUERIES[0], "--funnel", "64", "--json", *ENGINE]) == 0
     hits = json.loads(capsys.readouterr().out)["hits"]
     assert len(funnel_calls) == 1 and funnel_calls[0]["oversample"] == 4
+    assert main(["search", "--collection", root, "--query", QUERIES[0], "--funnel", "binary", "--json", *ENGINE]) == 0
+    assert len(json.loads(capsys.readouterr().out)["hits"]) == 10 and len(funnel_calls) == 2
     assert [h["doc_id"] for h in hits] == [h.doc_id for h in collection.search(QUERIES[0], funnel=64)]
     for argv, message in [
         (["--funnel", "48", "--dim", "48"], "funnel 48 must be shorter than the dims searched (48)"),
@@ -266,7 +287,11 @@ def test_cli_takes_a_funnel(collection, funnel_calls, capsys) -> None:
     ]:
         assert main(["search", "--collection", root, "--query", "x", *argv]) == 2
         assert message in capsys.readouterr().err
-    assert len(funnel_calls) == 2  # the bad ones never reached a search
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own usage error
+        main(["search", "--collection", root, "--query", "x", "--funnel", "bits"])
+    assert exit_info.value.code == 2
+    assert "expected a prefix size or 'binary', got 'bits'" in capsys.readouterr().err
+    assert len(funnel_calls) == 3  # the bad ones never reached a search
 
 
 def test_rest_takes_a_funnel(collection, funnel_calls) -> None:
@@ -287,6 +312,8 @@ def test_rest_takes_a_funnel(collection, funnel_calls) -> None:
         assert r.status_code == 400 and "needs mode 'dense'" in r.json()["error"]["message"]
         r = client.post("/search", json={"query": "x", "oversample": 8})
         assert r.status_code == 400 and "give a funnel too" in r.json()["error"]["message"]
-        for bad in ({"oversample": 0}, {"oversample": True}, {"oversample": 2.0}, {"funnel": 64.0}, {"funnel": "64"}):
+        r = client.post("/search", json={"query": QUERIES[0], "funnel": "binary", "k": 3})
+        assert r.status_code == 200 and len(r.json()["hits"]) == 3
+        for bad in ({"oversample": 0}, {"oversample": True}, {"oversample": 2.0}, {"funnel": 64.0}, {"funnel": "6"}):
             assert client.post("/search", json={"query": "x", "funnel": 64, **bad}).status_code == 422, bad
-        assert len(funnel_calls) == 2  # the request and the comparison: no bad request reached a search
+        assert len(funnel_calls) == 3  # the requests and the comparison: no bad request reached a search

