@@ -1,6 +1,6 @@
 """Funnel search against exact search: retrieval quality, agreement and query time, on the product path.
 
-    python benchmarks/funnel.py [--datasets code,pydoc] [--funnels 32,64,128] [--oversample 2,4,8]
+    python benchmarks/funnel.py [--datasets code,pydoc] [--funnels 32,64,128,binary] [--oversample 2,4,8]
                                 [--max-queries 400] [--output FILE.json]
 
 For each dataset (the eval suite's cached pools: run ``longvec eval`` once), a collection is built with the default
@@ -57,7 +57,7 @@ def _timed(c: Collection, texts: list[str], **options: Any) -> tuple[list, float
     return hits, 1000 * best / len(texts)
 
 
-def run(pool: Any, embedder: Any, funnels: list[int], oversamples: list[int], max_queries: int) -> list[dict]:
+def run(pool: Any, embedder: Any, funnels: list[int | str], oversamples: list[int], max_queries: int) -> list[dict]:
     queries = pool.queries[:max_queries]
     texts = [q.text for q in queries]
     docs = [Document(d.doc_id, d.text, path=d.path, language=d.language) for d in pool.docs]
@@ -101,12 +101,12 @@ def run(pool: Any, embedder: Any, funnels: list[int], oversamples: list[int], ma
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", default="code,pydoc")
-    ap.add_argument("--funnels", default="32,64,128")
+    ap.add_argument("--funnels", default="32,64,128,binary")
     ap.add_argument("--oversample", default="2,4,8")
     ap.add_argument("--max-queries", type=int, default=400)
     ap.add_argument("--output", type=Path)
     args = ap.parse_args(argv)
-    funnels = [int(x) for x in args.funnels.split(",")]
+    funnels: list[int | str] = [x if x == "binary" else int(x) for x in args.funnels.split(",")]
     oversamples = [int(x) for x in args.oversample.split(",")]
     embedder = load_embedder(EmbedderConfig())
     rows: list[dict] = []
