@@ -83,6 +83,8 @@ from longvec.index.types import DOC_SYMBOL, AddResult, Document, Hit
 from longvec.index.vectors import INDEX_TYPES, gpu_count
 
 # Settings fixed when a collection is built (giving other values for an existing one is an error).
+# A writer saves the FAISS index once this many chunks (or 5% of the collection, if more) changed since its last save.
+SAVE_AFTER_CHUNKS = 20_000
 _BUILD_SETTINGS = ("strategy", "max_tokens", "overlap_tokens", "code_context", "path_context", "doc_vector", "layers")
 # Chunks encoded (at every depth) to fit the adapters, and stored vectors read to fit the rotation, by default.
 CALIBRATION_SAMPLE = 2048
@@ -169,7 +171,7 @@ class Collection:
             self._release_writer_lock()
             raise
         # full chunk vectors: saved, loaded, caught up, in the structure the manifest asks for
-        self._vectors = VectorCache(root, manifest.dim, wanted=manifest.index_type)
+        self._vectors = VectorCache(root, manifest.dim, wanted=manifest.index_type, writer=not readonly)
         self._views: dict[View, VectorCache] = {self._vectors.view: self._vectors}  # others built on first use
         self._calibration: tuple[str, Calibration] | None = None  # (store meta it was loaded for, calibration)
         # Held by add and calibrate: a calibration never changes the vector space under a running add.
@@ -362,12 +364,16 @@ class Collection:
             raise InvalidInputError(f"index type {index_type!r} not in {INDEX_TYPES}")
         new = replace(self.manifest, index_type=index_type)
         with self._lock:
-            self._vectors.wanted = index_type
-            with self._store.snapshot() as state:
-                self._vectors.rebuild(self._store, state)
+            previous, self._vectors.wanted = self._vectors.wanted, index_type
+            try:
+                with self._store.snapshot() as state:
+                    self._vectors.rebuild(self._store, state)
+                self._vectors.save(self._store)
+            except BaseException:
+                self._vectors.wanted = previous
+                raise
             new.save(self.root / "manifest.json")
             self.manifest = new
-            self._vectors.save(self._store)
         return self.index_info()
 
     def index_info(self) -> dict[str, Any]:
@@ -437,7 +443,9 @@ class Collection:
         if batch_docs < 1:
             raise InvalidInputError(f"batch_docs must be positive, got {batch_docs}")
         with self._space:
-            return self._add(docs, batch_docs, on_batch)
+            result = self._add(docs, batch_docs, on_batch)
+        self._save_if_due()
+        return result
 
     def _add(
         self, docs: Iterable[Document], batch_docs: int, on_batch: Callable[[AddResult], None] | None
@@ -751,6 +759,7 @@ class Collection:
             if self._store.document(doc_id) is None:
                 raise DocumentNotFoundError(f"no document {doc_id!r}")
             self._store.delete(db, doc_id)
+        self._save_if_due()
 
     def delete_many(self, doc_ids: Iterable[str]) -> int:
         """Remove every stored document among ``doc_ids`` in one transaction; returns how many were stored."""
@@ -761,6 +770,7 @@ class Collection:
             stored = [d for d in wanted if d in present]
             for doc_id in stored:
                 self._store.delete(db, doc_id)
+        self._save_if_due()
         return len(stored)
 
     def plan(self, docs: Iterable[Document]) -> AddResult:
@@ -780,6 +790,19 @@ class Collection:
                 else:
                     result.updated += 1
         return result
+
+    def _save_if_due(self) -> None:
+        """Writers save the index once it was rebuilt, or once :data:`SAVE_AFTER_CHUNKS` chunks (or 5% of the
+        collection, if more) changed since the last save: other processes then open it with little to replay,
+        and never rebuild a structure the writer already rebuilt."""
+        if self.readonly:
+            return
+        with self._lock:
+            due = self._vectors.rebuilt
+            if not due:
+                due = self._vectors.unsaved(self._store) >= max(SAVE_AFTER_CHUNKS, self._store.counts()["chunks"] // 20)
+        if due:
+            self.flush()
 
     def flush(self) -> None:
         """Save the FAISS index at the store's generation, unless the saved one is already that.
@@ -847,6 +870,22 @@ class Collection:
             self.manifest, queries, k, chunks_per_doc, dim, agg, mode, fusion, alpha, funnel=funnel
         )
         short = check_funnel(view, channels, funnel, oversample, k)
+        hits = self._search(queries, k, chunks_per_doc, view, channels, layers, short, oversample)
+        if self._vectors.rebuilt:  # this search rebuilt the structure (grown, gone stale): save it for others
+            self._save_if_due()
+        return hits
+
+    def _search(
+        self,
+        queries: list[str],
+        k: int,
+        chunks_per_doc: int,
+        view: View,
+        channels: Channels,
+        layers: int | None,
+        short: View | None,
+        oversample: int | None,
+    ) -> list[list[Hit]]:
         self._check_open()
         if channels.mode != "dense" and not self._store.has_lexical():
             raise InvalidInputError(

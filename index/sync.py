@@ -103,14 +103,22 @@ class VectorCache:
     """
 
     def __init__(
-        self, root: Path, dim: int, view: View | None = None, prefix: Prefix = _truncated, wanted: str = "flat"
+        self,
+        root: Path,
+        dim: int,
+        view: View | None = None,
+        prefix: Prefix = _truncated,
+        wanted: str = "flat",
+        *,
+        writer: bool = False,
     ) -> None:
-        self.root, self.full_dim, self.prefix, self.wanted = root, dim, prefix, wanted
+        self.root, self.full_dim, self.prefix, self.wanted, self.writer = root, dim, prefix, wanted, writer
         self.view = view or View(dim)
         self.saved = self.view == View(dim)
         self.index: VectorIndex | None = None
         self.generation: int | None = None
         self.seq = 0
+        self.rebuilt = False  # a writer rebuilt the structure since it last saved: save soon
 
     def current(self, store: Store, state: StoreState, *, may_retry: bool = False) -> VectorIndex:
         """The index as of ``state`` (call inside the store snapshot that ``state`` came from).
@@ -126,12 +134,30 @@ class VectorCache:
             self._catch_up(store, state)
         assert self.index is not None
         if self._misbuilt(self.index):
-            self.rebuild(store, state)
+            self._restart(store, state)
         return self.index
 
     def _misbuilt(self, index: VectorIndex) -> bool:
-        """Whether ``index`` is not the structure the collection asks for at its size, or has gone stale."""
-        return resolve_kind(self.wanted, index.ntotal, index.kind) != index.kind or index.stale()
+        """Whether ``index`` must be rebuilt: gone stale, or (in the writer, which decides the structure) not
+        the structure the collection asks for at its size. Readers use whatever structure the writer saved."""
+        if index.stale():
+            return True
+        return self.writer and resolve_kind(self.wanted, index.ntotal, index.kind) != index.kind
+
+    def _restart(self, store: Store, state: StoreState) -> None:
+        """Replace a misbuilt index: by the saved one if that is fit (a reader's writer may have rebuilt it
+        already), else by a rebuild from the store."""
+        loaded = VectorIndex.load(self.root, self.full_dim) if self.saved else None
+        if loaded is not None and state.tombstones_from <= loaded[1].generation <= state.generation:
+            index, generation, seq = self.index, self.generation, self.seq
+            self.index, self.generation, self.seq = loaded[0], loaded[1].generation, loaded[1].seq
+            if self.generation != state.generation:
+                self._catch_up(store, state)
+            assert self.index is not None
+            if not self._misbuilt(self.index):
+                return
+            self.index, self.generation, self.seq = index, generation, seq
+        self.rebuild(store, state)
 
     def _start(self, store: Store, state: StoreState, may_retry: bool) -> None:
         """Load the saved index if it can catch up to ``state``, else rebuild from the store."""
@@ -142,12 +168,15 @@ class VectorCache:
             return
         if loaded is not None and loaded[1].generation > state.generation and may_retry:
             raise SnapshotTooOld
-        self.rebuild(store, state)
+        stamp = read_stamp(self.root) if self.saved else None
+        self.rebuild(store, state, current=stamp.kind if stamp is not None else None)
 
-    def rebuild(self, store: Store, state: StoreState) -> None:
+    def rebuild(self, store: Store, state: StoreState, *, current: str | None = None) -> None:
         """Build the index from the store as of ``state``, in the structure ``wanted`` resolves to for its size
-        (trained ones on a random sample of the stored vectors first)."""
-        current = self.index.kind if self.index is not None else None
+        (trained ones on a random sample of the stored vectors first); ``current`` is the structure it replaces
+        (default: the one held), for :func:`resolve_kind`'s hysteresis."""
+        if current is None and self.index is not None:
+            current = self.index.kind
         self.index, self.generation = None, None
         n = store.counts()["chunks"] if not self.view.per_document else 0
         kind = resolve_kind(self.wanted, n, current) if not self.view.per_document else "flat"
@@ -157,6 +186,15 @@ class VectorCache:
         for ids, vectors in _rows(store, self.full_dim, self.view, 0, self.prefix):
             index.add(ids, vectors)
         self.index, self.generation, self.seq = index, state.generation, state.seq
+        self.rebuilt = self.writer and self.saved
+
+    def unsaved(self, store: Store) -> int:
+        """Chunks added or removed since the saved index (all of them when none is saved). Writers only."""
+        stamp = read_stamp(self.root)
+        state = store.state()
+        if stamp is None:
+            return store.counts()["chunks"]
+        return max(0, state.seq - stamp.seq) + len(store.removed_since(stamp.generation))
 
     def _catch_up(self, store: Store, state: StoreState) -> None:
         assert self.index is not None and self.generation is not None
@@ -184,4 +222,5 @@ class VectorCache:
             ):
                 return  # saved already (a structure rebuilt at the same generation is saved again)
             self.current(store, state).save(self.root, state.generation, state.seq)
+            self.rebuilt = False
         store.prune_removed(state.generation)

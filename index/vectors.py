@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+import uuid
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -40,6 +42,7 @@ AUTO_HNSW_FROM = 250_000  # auto: exact flat search below this many vectors, HNS
 HNSW_M = 32  # graph degree: recall and memory (4 * 2 * M bytes of links per vector) grow with it
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128  # the search beam: at least k is used
+HNSW_MAX_EF = 16_384  # the widest beam a search that came back short (filtered ids) is retried with
 HNSW_REBUILD_DEAD = 0.25  # rebuild a graph once this share of its vectors are tombstones
 IVF_POINTS_PER_LIST = 64  # training points per k-means cell (FAISS warns below 39)
 IVF_MIN_VECTORS = 1_000  # fewer: built as flat until there are this many
@@ -60,24 +63,38 @@ def gpu_count() -> int:
     return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
 
 
+_GPU_LOCK = threading.Lock()  # FAISS GPU resources are not safe to use from several threads at once
+
+
 @cache
 def _gpu_resources(device: int) -> Any:
-    """One ``StandardGpuResources`` per GPU for the process (each holds scratch memory and CUDA streams)."""
+    """One ``StandardGpuResources`` per GPU for the process (each holds scratch memory and CUDA streams); use it
+    under :data:`_GPU_LOCK`."""
     return _faiss().StandardGpuResources()
+
+
+@cache
+def _binary_rotation(dim: int) -> np.ndarray:
+    """A fixed random orthogonal ``(dim, dim)`` matrix: it spreads variance evenly over the coordinates before
+    their signs are taken (on principal axes, as calibrated vectors are, trailing signs would be noise)."""
+    q, r = np.linalg.qr(np.random.default_rng(20261201).standard_normal((dim, dim)))
+    return np.ascontiguousarray(q * np.sign(np.diag(r)), dtype=np.float32)
 
 
 def resolve_kind(wanted: str, n: int, current: str | None = None) -> IndexKind:
     """The structure to build for ``n`` vectors when a collection asks for ``wanted`` (``auto`` or a kind);
-    ``current`` is what is built now (auto switches back to flat only below half its threshold, so that a
-    collection hovering around it does not rebuild back and forth)."""
+    ``current`` is what is built now: a switch back happens only below half the threshold that switched (auto's
+    HNSW threshold, a trained kind's minimum), so that a collection hovering around it does not rebuild back
+    and forth."""
     if wanted == "auto":
         if n >= AUTO_HNSW_FROM or (current == "hnsw" and n >= AUTO_HNSW_FROM // 2):
             return "hnsw"
         return "flat"
-    if wanted == "ivf" and n < IVF_MIN_VECTORS or wanted == "sq8" and n < SQ_MIN_VECTORS:
-        return "flat"  # too few vectors to train on: exact until there are enough
     if wanted not in INDEX_KINDS:
         raise ValueError(f"index type {wanted!r} not in {INDEX_TYPES}")
+    minimum = {"ivf": IVF_MIN_VECTORS, "sq8": SQ_MIN_VECTORS}.get(wanted, 0)
+    if n < (minimum // 2 if current == wanted else minimum):
+        return "flat"  # too few vectors to train on: exact until there are enough
     return wanted  # type: ignore[return-value]
 
 
@@ -90,7 +107,7 @@ def train_size(kind: str, n: int) -> int:
     """How many of a collection's ``n`` vectors to train a ``kind`` on (0: it needs no training)."""
     if kind == "ivf":
         return min(n, IVF_POINTS_PER_LIST * ivf_lists(n))
-    return min(n, TRAIN_SAMPLE) if kind == "sq8" else 0
+    return min(n, TRAIN_SAMPLE) if kind in ("sq8", "binary") else 0
 
 
 @dataclass(frozen=True)
@@ -139,7 +156,8 @@ def _new_cpu(kind: IndexKind, dim: int, trained_on: int) -> Any:
 
 class VectorIndex:
     """Chunk vectors keyed by chunk row id, in the FAISS structure ``kind``. Trained kinds (``ivf``, ``sq8``) need
-    :meth:`train` before the first :meth:`add`. Not thread-safe: callers hold the collection lock."""
+    :meth:`train` before the first :meth:`add` (``binary`` may be trained: its codes are then centred on the
+    sample's mean). Not thread-safe: callers hold the collection lock."""
 
     def __init__(self, dim: int, *, kind: IndexKind = "flat", use_gpu: bool | None = None, trained_on: int = 0) -> None:
         if kind not in INDEX_KINDS:
@@ -151,11 +169,12 @@ class VectorIndex:
         self._cpu = _new_cpu(kind, dim, trained_on) if kind != "ivf" or trained_on else None
         # GPU FAISS has flat, IVF and binary structures; HNSW and the flat scalar quantiser search on the CPU.
         self.use_gpu = (gpu_count() > 0 if use_gpu is None else use_gpu) and kind in ("flat", "ivf", "binary")
-        self._gpu: Any = None  # GPU copy for search, rebuilt lazily after writes
-        self._gpu_ids: np.ndarray | None = None
-        self._dead = np.zeros(0, dtype=bool)  # hnsw tombstones, by id
-        self._n_dead = 0
-        self._alive: np.ndarray | None = None  # packed bitmap of live ids (hnsw with tombstones), cached
+        self._gpu: Any = None  # GPU copy for search: extended by adds, dropped by removals
+        self._gpu_ids: np.ndarray | None = None  # flat / binary: the id of each GPU row
+        self._center = np.zeros(dim, np.float32)  # binary: subtracted before the signs are taken
+        self._present = np.zeros(0, dtype=bool)  # hnsw: which ids the graph holds alive, by id
+        self._n_dead = 0  # hnsw: tombstones (vectors in the graph, removed from the collection)
+        self._alive: np.ndarray | None = None  # hnsw with tombstones: _present packed, cached for searches
 
     @property
     def trained(self) -> bool:
@@ -167,41 +186,55 @@ class VectorIndex:
         return (int(self._cpu.ntotal) if self._cpu is not None else 0) - self._n_dead
 
     def train(self, sample: np.ndarray, n: int) -> None:
-        """Fit a trained kind's parameters (IVF cells, SQ ranges) on ``sample`` of a collection of ``n`` vectors
-        (see :func:`train_size`); no-op for the others."""
-        if self.kind not in ("ivf", "sq8"):
+        """Fit a trained kind's parameters (IVF cells, SQ ranges, the binary codes' centre) on ``sample`` of a
+        collection of ``n`` vectors (see :func:`train_size`); no-op for the others. Call before any add."""
+        if self.kind not in ("ivf", "sq8", "binary"):
             return
         sample = np.ascontiguousarray(sample, dtype=np.float32)
         self.trained_on = n
         self._cpu = _new_cpu(self.kind, self.dim, n)
+        if self.kind == "binary":
+            self._center = sample.mean(axis=0).astype(np.float32) if len(sample) else self._center
+            return
         if self.kind == "ivf":
             self._cpu.cp.seed = 1234  # k-means is deterministic for a sample
         self._cpu.train(sample)
         self._gpu = None
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        if len(ids):
-            if not self.trained:
-                raise RuntimeError(f"a {self.kind} index must be trained before vectors are added")
-            self._cpu.add_with_ids(self._codes(vectors), np.ascontiguousarray(ids, dtype=np.int64))
-            self._gpu = None
+        if not len(ids):
+            return
+        if not self.trained:
+            raise RuntimeError(f"a {self.kind} index must be trained before vectors are added")
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        codes = self._codes(vectors)
+        self._cpu.add_with_ids(codes, ids)
+        if self.kind == "hnsw":
+            if len(self._present) <= int(ids.max()):
+                self._present = np.concatenate([self._present, np.zeros(int(ids.max()) + 1 - len(self._present), bool)])
+            self._present[ids] = True
             self._alive = None
+        if self._gpu is not None:  # keep the GPU copy in step rather than copying everything again
+            with _GPU_LOCK:
+                if self._gpu_ids is None:
+                    self._gpu.add_with_ids(codes, ids)
+                else:
+                    self._gpu.add(codes)
+                    self._gpu_ids = np.concatenate([self._gpu_ids, ids])
 
     def remove(self, ids: list[int] | np.ndarray) -> None:
-        """Drop ``ids`` (ids not in the index are ignored); HNSW marks them as tombstones."""
+        """Drop ``ids`` (ids not in the index are ignored); HNSW marks them as tombstones (O(len(ids)))."""
         if not len(ids) or self._cpu is None:
             return
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        ids = np.unique(np.ascontiguousarray(ids, dtype=np.int64))
         if self.kind == "hnsw":
-            present = ids[np.isin(ids, self._ids())]
-            if len(self._dead) <= int(present.max(initial=-1)):
-                self._dead = np.concatenate([self._dead, np.zeros(int(present.max()) + 1 - len(self._dead), bool)])
-            new = present[~self._dead[present]]
-            self._dead[new] = True
-            self._n_dead += len(np.unique(new))
+            live = ids[(ids >= 0) & (ids < len(self._present))]
+            live = live[self._present[live]]
+            self._present[live] = False
+            self._n_dead += len(live)
             self._alive = None
-        else:
-            self._cpu.remove_ids(ids)
+            return  # the graph itself is unchanged: its GPU-less search filters the tombstones
+        self._cpu.remove_ids(ids)
         self._gpu = None
 
     def stale(self) -> bool:
@@ -218,7 +251,9 @@ class VectorIndex:
     def search(
         self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` ``(scores, ids)`` per query row; missing slots have id -1.
+        """Top-``k`` ``(scores, ids)`` per query row; missing slots have id -1, and only when fewer than ``k``
+        allowed vectors exist (approximate structures that come back short are searched again with twice the
+        effort, up to an exhaustive search).
 
         ``allowed`` is a bitmap over ids (``np.packbits(..., bitorder="little")``: bit ``i`` set = id ``i``
         may be returned); searches with it run on the CPU index.
@@ -232,36 +267,55 @@ class VectorIndex:
             allowed = alive if allowed is None else _and(allowed, alive)
         if allowed is not None or not self.use_gpu or k > GPU_MAX_K:
             scores, ids = self._cpu.search(codes, k, params=self._params(k, allowed))
+            effort, most = self._effort(k), self._most_effort()
+            while effort < most and (short := np.flatnonzero((ids < 0).any(axis=1))).size:
+                effort = min(2 * effort, most)
+                scores[short], ids[short] = self._cpu.search(codes[short], k, params=self._params(k, allowed, effort))
         else:
-            if self._gpu is None:
-                self._to_gpu()
-            scores, pos = self._gpu.search(codes, k)
+            with _GPU_LOCK:
+                if self._gpu is None:
+                    self._to_gpu()
+                scores, pos = self._gpu.search(codes, k)
             ids = pos if self._gpu_ids is None else np.where(pos >= 0, self._gpu_ids[np.maximum(pos, 0)], -1)
         if self.kind == "binary":  # Hamming distance h of d bits -> the inner product of the +-1 codes, over d
             scores = (self.dim - 2.0 * scores.astype(np.float32)) / self.dim
         return scores, ids
 
     def _codes(self, vectors: np.ndarray) -> np.ndarray:
-        """What the structure stores for ``vectors``: float32 rows, or for ``binary`` their sign bits packed."""
+        """What the structure stores for ``vectors``: float32 rows, or for ``binary`` the signs of the centred,
+        randomly rotated rows, packed."""
         if self.kind == "binary":
-            return np.packbits(np.asarray(vectors) > 0, axis=1)
+            spread = (np.asarray(vectors, np.float32) - self._center) @ _binary_rotation(self.dim)
+            return np.packbits(spread > 0, axis=1)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
-    def _params(self, k: int, allowed: np.ndarray | None) -> Any:
+    def _effort(self, k: int) -> int:
+        """The search effort of an approximate kind: HNSW's beam, IVF's cells probed (0: exact kinds)."""
+        if self.kind == "hnsw":
+            return max(HNSW_EF_SEARCH, k)
+        return self.nprobe if self.kind == "ivf" else 0
+
+    def _most_effort(self) -> int:
+        """The effort at which a search that came back short stops widening: every IVF cell (exhaustive), an HNSW
+        beam of the whole graph up to :data:`HNSW_MAX_EF` (beyond, a short result stands)."""
+        if self.kind == "hnsw":
+            return min(int(self._cpu.ntotal), HNSW_MAX_EF)
+        return int(self._cpu.nlist) if self.kind == "ivf" else 0
+
+    def _params(self, k: int, allowed: np.ndarray | None, effort: int | None = None) -> Any:
         """FAISS search parameters: the kind's search effort, and the ``allowed`` bitmap as an id selector."""
         faiss = _faiss()
-        selector = None
+        effort = effort or self._effort(k)
+        if self.kind == "hnsw":
+            params = faiss.SearchParametersHNSW(efSearch=effort)
+        elif self.kind == "ivf":
+            params = faiss.SearchParametersIVF(nprobe=effort)
+        else:
+            params = faiss.SearchParameters()
         if allowed is not None:
             bitmap = np.ascontiguousarray(allowed, dtype=np.uint8)
             selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))  # length in bytes
             selector.bitmap_ref = bitmap  # keeps the array alive as long as the selector
-        if self.kind == "hnsw":
-            params = faiss.SearchParametersHNSW(efSearch=max(HNSW_EF_SEARCH, k))
-        elif self.kind == "ivf":
-            params = faiss.SearchParametersIVF(nprobe=self.nprobe)
-        else:
-            params = faiss.SearchParameters()
-        if selector is not None:
             params.sel = selector
             params.selector_ref = selector
         return params
@@ -276,20 +330,20 @@ class VectorIndex:
 
     @property
     def nprobe(self) -> int:
-        return max(8, self._cpu.nlist // IVF_PROBE_SHARE) if self.kind == "ivf" else 0
+        """IVF cells probed: a sixteenth of them, at least 8 (all of them when there are fewer)."""
+        if self.kind != "ivf" or self._cpu is None:
+            return 0
+        return min(int(self._cpu.nlist), max(8, int(self._cpu.nlist) // IVF_PROBE_SHARE))
 
     def _alive_bitmap(self) -> np.ndarray:
         if self._alive is None:
-            ids = self._ids()
-            bits = np.zeros(int(ids.max(initial=0)) + 1, dtype=bool)
-            bits[ids] = True
-            bits[: len(self._dead)] &= ~self._dead[: len(bits)]
-            self._alive = np.packbits(bits, bitorder="little")
+            self._alive = np.packbits(self._present, bitorder="little")
         return self._alive
 
     def _to_gpu(self) -> None:
-        """A GPU copy for search on GPU 0 (one resource object per GPU for the process): IVF through
-        ``index_cpu_to_gpu`` (it keeps the ids), flat and binary as their stored rows with the ids mapped back."""
+        """A GPU copy for search on GPU 0 (one resource object per GPU for the process; callers hold
+        :data:`_GPU_LOCK`): IVF through ``index_cpu_to_gpu`` (it keeps the ids), flat and binary as their stored
+        rows with the ids mapped back."""
         faiss = _faiss()
         resources = _gpu_resources(0)
         if self.kind == "ivf":
@@ -307,22 +361,25 @@ class VectorIndex:
         self._gpu, self._gpu_ids = gpu, self._ids()
 
     def save(self, directory: Path, generation: int, seq: int) -> None:
-        """Write the CPU index as ``vectors-<generation>.faiss`` (and HNSW's tombstones beside it), fsync them,
-        then point the stamp at them; older files go."""
+        """Write the CPU index (and HNSW's tombstones beside it) under names no earlier save used, fsync them and
+        the directory, then point the stamp at them; older files go. A crash at any point leaves the stamp
+        naming complete files. Binary codes are built in memory only."""
+        if self.kind == "binary":
+            raise ValueError("binary shortlists are built in memory, not saved")
         faiss = _faiss()
-        name = f"vectors-{generation}.faiss"
-        dead = f"vectors-{generation}.dead.npy" if self._n_dead else ""
+        tag = f"vectors-{generation}-{uuid.uuid4().hex[:8]}"
+        name, dead = f"{tag}.faiss", (f"{tag}.dead.npy" if self._n_dead else "")
         tmp = directory / (name + ".tmp")
-        write = faiss.write_index_binary if self.kind == "binary" else faiss.write_index
-        write(self._cpu if self._cpu is not None else _new_cpu("flat", self.dim, 0), str(tmp))
+        faiss.write_index(self._cpu if self._cpu is not None else _new_cpu("flat", self.dim, 0), str(tmp))
         _fsync_file(tmp)
         os.replace(tmp, directory / name)
         if dead:
             tmp = directory / (dead + ".tmp")
             with open(tmp, "wb") as f:
-                np.save(f, np.flatnonzero(self._dead).astype(np.int64))
+                np.save(f, np.flatnonzero(self._tombstones()).astype(np.int64))
             _fsync_file(tmp)
             os.replace(tmp, directory / dead)
+        fsync_dir(directory)  # the files' renames are durable before the stamp names them
         stamp = Stamp(
             name,
             generation,
@@ -334,28 +391,38 @@ class VectorIndex:
             self.trained_on,
             dead,
         )
-        write_json_atomic(directory / STAMP, asdict(stamp))  # fsyncs the directory: the renames are durable
+        write_json_atomic(directory / STAMP, asdict(stamp))
         for old in directory.glob("vectors-*"):  # older saves and interrupted ones
             if old.name not in (name, dead, STAMP):
                 old.unlink(missing_ok=True)
+
+    def _tombstones(self) -> np.ndarray:
+        """HNSW: a bool array over ids, set where the graph holds a vector the collection removed."""
+        ids = self._ids()
+        dead = np.zeros(int(ids.max(initial=-1)) + 1, dtype=bool)
+        dead[ids] = True
+        dead[: len(self._present)] &= ~self._present[: len(dead)]
+        return dead
 
     @classmethod
     def load(cls, directory: Path, dim: int) -> tuple[VectorIndex, Stamp] | None:
         """The saved index and its stamp, or ``None`` if there is none usable (the caller rebuilds it).
 
-        The index is a cache: a missing, damaged or mismatching file is logged and ignored, never an error.
+        The index is a cache: a missing, damaged or mismatching file is logged and ignored, never an error; a
+        save that replaced the files while they were read is read again.
         """
         for _ in range(3):  # a writer may replace the files between reading the stamp and opening them
             stamp = read_stamp(directory)
-            if stamp is None or stamp.dim != dim or stamp.kind not in INDEX_KINDS:
+            if stamp is None or stamp.dim != dim or stamp.kind not in INDEX_KINDS or stamp.kind == "binary":
                 return None
             if not stamp.intact(directory):
                 continue
             try:
-                read = _faiss().read_index_binary if stamp.kind == "binary" else _faiss().read_index
-                cpu = read(str(directory / stamp.file))
+                cpu = _faiss().read_index(str(directory / stamp.file))
                 dead = np.load(directory / stamp.dead) if stamp.dead else np.zeros(0, np.int64)
             except (RuntimeError, OSError, ValueError) as exc:
+                if read_stamp(directory) != stamp:
+                    continue  # a newer save replaced them meanwhile
                 log.warning("saved index %s is unreadable, rebuilding it: %s", directory / stamp.file, exc)
                 return None
             if cpu.ntotal - len(dead) != stamp.ntotal or cpu.d != dim:
@@ -363,9 +430,11 @@ class VectorIndex:
                 return None
             index = cls(dim, kind=stamp.kind, trained_on=stamp.trained_on)  # type: ignore[arg-type]
             index._cpu = cpu
-            if len(dead):
-                index._dead = np.zeros(int(dead.max()) + 1, dtype=bool)
-                index._dead[dead] = True
+            if index.kind == "hnsw":
+                ids = index._ids()
+                index._present = np.zeros(int(ids.max(initial=-1)) + 1, dtype=bool)
+                index._present[ids] = True
+                index._present[dead] = False
                 index._n_dead = len(dead)
             return index, stamp
         return None

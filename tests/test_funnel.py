@@ -88,11 +88,17 @@ def test_a_funnel_wide_enough_is_the_exact_search(collection, funnel_calls, shor
 
 
 def test_a_binary_funnel_shortlists_by_sign_bits(collection) -> None:
+    from longvec.index.vectors import _binary_rotation
+
     doc_ids, row_doc, vectors, _ = collection.chunk_vectors()
-    signs = np.where(vectors > 0, 1.0, -1.0)
+    centre, rotation = vectors.mean(axis=0), _binary_rotation(vectors.shape[1])  # centred on every stored vector
+
+    def signs(v: np.ndarray) -> np.ndarray:
+        return np.where((v - centre) @ rotation > 0, 1.0, -1.0)
+
     for query in QUERIES:
         q = collection.embedder.encode_queries([query])[0]
-        hamming_scores = signs @ np.where(q > 0, 1.0, -1.0) / len(q)
+        hamming_scores = signs(vectors) @ signs(q[None, :])[0] / len(q)
         best: dict[str, float] = {}
         for row, score in zip(row_doc, hamming_scores.tolist(), strict=True):
             best[doc_ids[row]] = max(best.get(doc_ids[row], -2.0), score)

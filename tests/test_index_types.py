@@ -72,9 +72,15 @@ def test_recall_against_brute_force(data, kind) -> None:
     assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
     by_id = dict(zip(ids.tolist(), range(len(ids)), strict=True))
     rows = np.vectorize(by_id.get)(found)
-    if kind == "binary":  # the inner product of the +-1 sign codes, over the dims
-        signs = np.where(x > 0, 1.0, -1.0)
-        expected = np.einsum("qd,qkd->qk", np.where(queries > 0, 1.0, -1.0), signs[rows]) / x.shape[1]
+    if kind == "binary":  # the inner product of the +-1 codes (signs of centred, rotated vectors), over the dims
+        rotation = vectors_module._binary_rotation(x.shape[1])
+        assert np.allclose(rotation @ rotation.T, np.eye(x.shape[1]), atol=1e-5)
+        centre = x.mean(axis=0)  # trained on all 6,000 vectors (train_size)
+
+        def signs(v: np.ndarray) -> np.ndarray:
+            return np.where((v - centre) @ rotation > 0, 1.0, -1.0)
+
+        expected = np.einsum("qd,qkd->qk", signs(queries), signs(x)[rows]) / x.shape[1]
     else:
         expected = np.einsum("qd,qkd->qk", queries, x[rows])
     tolerance = 0.02 if kind == "sq8" else 1e-4  # 8-bit codes approximate the scores; the others are exact
@@ -103,7 +109,7 @@ def test_deletes_on_every_kind(data, kind) -> None:
     assert len(returned) and np.isin(returned, ids[:3000]).all() and not np.isin(returned, gone).any()
 
 
-@pytest.mark.parametrize("kind", INDEX_KINDS)
+@pytest.mark.parametrize("kind", [k for k in INDEX_KINDS if k != "binary"])
 def test_save_then_load_gives_identical_results(data, kind, tmp_path) -> None:
     x, ids, queries = data
     index = _built(kind, x, ids)
@@ -116,9 +122,20 @@ def test_save_then_load_gives_identical_results(data, kind, tmp_path) -> None:
         a, b = index.search(queries, k), loaded.search(queries, k)
         np.testing.assert_array_equal(a[1], b[1])
         np.testing.assert_array_equal(a[0], b[0])
+    assert stamp.file.startswith("vectors-7-") and bool(stamp.dead) == (kind == "hnsw")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["vectors-7.faiss", "vectors.json"] + (["vectors-7.dead.npy"] if kind == "hnsw" else [])
+        ["vectors.json", stamp.file, *[stamp.dead] * bool(stamp.dead)]
     )
+    # saving again at the same generation writes new files (the stamp's stay intact until it names the new ones)
+    index.save(tmp_path, generation=7, seq=int(ids.max()))
+    again = read_stamp(tmp_path)
+    assert again.file != stamp.file and not (tmp_path / stamp.file).exists() and again.intact(tmp_path)
+
+
+def test_binary_codes_are_not_saved(data, tmp_path) -> None:
+    x, ids, _ = data
+    with pytest.raises(ValueError, match="built in memory"):
+        _built("binary", x[:100], ids[:100]).save(tmp_path, 1, 300)
 
 
 def test_hnsw_goes_stale_with_tombstones_and_trained_kinds_when_grown(data) -> None:
@@ -144,6 +161,8 @@ def test_resolve_kind() -> None:
     assert resolve_kind("auto", top // 2 - 1, "hnsw") == "flat"
     assert resolve_kind("ivf", vectors_module.IVF_MIN_VECTORS - 1) == "flat"  # too few to train on
     assert resolve_kind("ivf", vectors_module.IVF_MIN_VECTORS) == "ivf"
+    assert resolve_kind("ivf", vectors_module.IVF_MIN_VECTORS // 2, "ivf") == "ivf"  # trained kinds: hysteresis too
+    assert resolve_kind("sq8", vectors_module.SQ_MIN_VECTORS // 2 - 1, "sq8") == "flat"
     assert resolve_kind("hnsw", 3) == "hnsw"
     with pytest.raises(ValueError, match="not in"):
         resolve_kind("annoy", 10)
@@ -165,6 +184,7 @@ def _brute_force(c: Collection, query: str, k: int) -> list[str]:
 
 def test_a_collection_builds_its_type_and_changes_it_without_re_embedding(tmp_path, tokenizer, monkeypatch) -> None:
     monkeypatch.setattr(vectors_module, "IVF_MIN_VECTORS", 60)
+    monkeypatch.setattr(vectors_module, "IVF_POINTS_PER_LIST", 4)  # 100 vectors: 25 cells, 8 probed
     embedder = WordHashEmbedder(tokenizer)
     queries = ["parse the socket", "hash cache", "render vector token"]
     with Collection.create(tmp_path / "c", embedder=embedder, index_type="ivf", search_mode="dense") as c:
@@ -173,7 +193,7 @@ def test_a_collection_builds_its_type_and_changes_it_without_re_embedding(tmp_pa
         c.add(_docs(60, 40))
         info = c.index_info()
         assert (info["index_type"], info["built"], info["vectors"]) == ("ivf", "ivf", 100)
-        assert info["nprobe"] >= 1 and c.info()["index_type"] == "ivf"
+        assert (info["nlist"], info["nprobe"]) == (25, 8) and c.info()["index_type"] == "ivf"
         for q in queries:
             found = [h.doc_id for h in c.search(q, k=5)]
             assert len(set(found) & set(_brute_force(c, q, 5))) >= 4
@@ -307,3 +327,61 @@ def test_searches_during_adds_and_deletes_see_whole_writes(tmp_path, tokenizer, 
         assert c.index_info()["built"] == index_type
         final = {h.doc_id for h in c.search("parse socket hash cache vector token", k=120)}
         assert final == stored - deleted
+
+
+def test_ivf_returns_k_results_when_its_probed_cells_hold_fewer(data, monkeypatch) -> None:
+    x, ids, queries = data
+    monkeypatch.setattr(vectors_module, "IVF_POINTS_PER_LIST", 8)
+    index = _built("ivf", x[:2000], ids[:2000])
+    assert (index.nprobe, int(index._cpu.nlist)) == (11, 178)  # about 124 of 2,000 vectors probed per query
+    scores, found = index.search(queries[:5], 500)  # probed cells widened until they hold 500
+    assert (found >= 0).all() and all(len(set(row)) == 500 for row in found)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+    assert _recall(found[:, :10], _truth(x[:2000], ids[:2000], queries[:5])) >= 0.9
+
+
+def test_a_reader_uses_the_structure_its_writer_saved(tmp_path, tokenizer, monkeypatch) -> None:
+    embedder = WordHashEmbedder(tokenizer)
+    with Collection.create(tmp_path / "c", embedder=embedder, index_type="flat", search_mode="dense") as writer:
+        writer.add(_docs(50))
+        writer.flush()
+        with Collection.open(tmp_path / "c", embedder=embedder, readonly=True) as reader:  # its manifest: flat
+            writer.set_index_type("hnsw")
+            rebuilt = []
+            real = sync_module.VectorCache.rebuild
+            monkeypatch.setattr(
+                sync_module.VectorCache, "rebuild", lambda self, *a, **kw: rebuilt.append(1) or real(self, *a, **kw)
+            )
+            assert reader.search("parse socket", k=3)
+            writer.add(_docs(5, 50))  # a later write: the reader catches up on the graph it loaded
+            assert {h.doc_id for h in reader.search("w52", k=55)} >= {"d52"}
+            assert reader.index_info()["built"] == "hnsw" and not rebuilt
+
+
+def test_a_graph_gone_stale_is_rebuilt_and_saved_by_its_writer(tmp_path, tokenizer, monkeypatch) -> None:
+    monkeypatch.setattr(vectors_module, "HNSW_REBUILD_DEAD", 0.2)
+    embedder = WordHashEmbedder(tokenizer)
+    with Collection.create(tmp_path / "c", embedder=embedder, index_type="hnsw", search_mode="dense") as c:
+        c.add(_docs(50))
+        c.search("parse", k=3)
+        c.delete_many([f"d{i}" for i in range(5)])
+        assert c.index_info()["tombstones"] == 5  # 10%: kept
+        c.delete_many([f"d{i}" for i in range(5, 15)])
+        hits = c.search("parse socket hash", k=50)  # 30% dead: rebuilt, then saved for other processes
+        assert len(hits) == 35 and not {h.doc_id for h in hits} & {f"d{i}" for i in range(15)}
+        assert c.index_info()["tombstones"] == 0
+        stamp = read_stamp(tmp_path / "c")
+        assert (stamp.kind, stamp.ntotal, stamp.dead) == ("hnsw", 35, "")
+
+
+def test_a_writer_saves_its_index_as_it_goes(tmp_path, tokenizer, monkeypatch) -> None:
+    import longvec.index.collection as collection_module
+
+    monkeypatch.setattr(collection_module, "SAVE_AFTER_CHUNKS", 30)
+    with Collection.create(tmp_path / "c", embedder=WordHashEmbedder(tokenizer)) as c:
+        c.add(_docs(20))
+        assert read_stamp(tmp_path / "c") is None  # 20 unsaved chunks: not yet
+        c.add(_docs(20, 20))
+        assert read_stamp(tmp_path / "c").ntotal == 40  # saved without a close or a search
+        c.delete_many([f"d{i}" for i in range(10)])
+        assert read_stamp(tmp_path / "c").ntotal == 40  # 10 changes since
