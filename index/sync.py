@@ -145,9 +145,9 @@ class VectorCache:
         return self.writer and resolve_kind(self.wanted, index.ntotal, index.kind) != index.kind
 
     def _restart(self, store: Store, state: StoreState) -> None:
-        """Replace a misbuilt index: by the saved one if that is fit (a reader's writer may have rebuilt it
-        already), else by a rebuild from the store."""
-        loaded = VectorIndex.load(self.root, self.full_dim) if self.saved else None
+        """Replace a misbuilt index: in a reader by the saved one if that is fit (its writer may have rebuilt it
+        already), else by a rebuild from the store (a writer's saved index is never newer than its own)."""
+        loaded = VectorIndex.load(self.root, self.full_dim) if self.saved and not self.writer else None
         if loaded is not None and state.tombstones_from <= loaded[1].generation <= state.generation:
             index, generation, seq = self.index, self.generation, self.seq
             self.index, self.generation, self.seq = loaded[0], loaded[1].generation, loaded[1].seq
