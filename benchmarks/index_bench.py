@@ -1,7 +1,7 @@
 """The index tier measured: every FAISS structure and funnel shortlist, at 100k real and 1M synthetic vectors.
 
     python benchmarks/index_bench.py [--sizes 100k,1m] [--queries 1000] [--types flat,hnsw,ivf,sq8]
-                                     [--funnels 32,64,128,binary] [--oversample 4] [--open] [--output FILE.json]
+                                     [--funnels 32,64,128,binary] [--oversample 4,16] [--open] [--output FILE.json]
 
 Vectors. ``100k``: real chunk vectors of the default model, from a collection the script builds once (and reuses)
 under ``~/.cache/longvec/bench/code-100k``: Python sources of the installed packages, in sorted path order, added
@@ -15,10 +15,13 @@ queries are held-out real vectors perturbed the same way.
 Per structure (``VectorIndex`` as the collection builds it: trained kinds on a random sample of ``train_size``),
 single-query search (one query per call, as a search request): recall@10 against exact flat search, p50 / p99
 latency, build time, bytes per vector (the serialised index, graph and codes included), and the time to load the
-saved index. Per funnel: the shortlist index is a flat index over the ``D``-dim prefix (re-normalised), or the
-sign bits (``binary``); it fetches ``oversample x 10`` chunks, which are rescored with the full vectors and cut to
-10 (the chunk-level funnel: the product's funnel shortlists documents and reads their vectors from the store).
-Its latency includes the rescoring; its memory is the shortlist index (the full vectors stay on disk).
+saved index; HNSW at efSearch 64 / 128 / 256 and IVF at nlist / 32, 16, 8 cells probed (the product's
+defaults: 128 and nlist / 16). Per funnel: the shortlist index is a flat index over the ``D``-dim prefix
+(re-normalised), or the sign bits (``binary``, centred on a sample's mean); it fetches ``oversample x 10``
+chunks (oversample 4 and 16), which are rescored with the full vectors and cut to 10 (the chunk-level funnel:
+the product's funnel shortlists documents and reads their vectors from the store). Its latency includes the
+rescoring (from the vectors in memory here); its memory is the shortlist index (the full vectors can stay on
+disk).
 
 ``--open`` (100k only): the product's open times on a copy of the collection, per structure: ``Collection.open``
 plus the first search after a clean close (the saved index loads), and after a writer was killed with SIGKILL
@@ -44,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+import longvec.index.vectors as vectors_module
 from longvec.embedder import normalize, truncate
 from longvec.index import Collection, Document
 from longvec.index.vectors import VectorIndex, gpu_count, train_size
@@ -52,6 +56,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers b
 from _results import eval_pools, write_results  # noqa: E402
 
 BENCH = Path.home() / ".cache" / "longvec" / "bench"
+# Search efforts swept per approximate structure (module setting, values); the product's default among them.
+EFFORTS = {
+    "hnsw": [("HNSW_EF_SEARCH", v) for v in (64, 128, 256)],
+    "ivf": [("IVF_PROBE_SHARE", v) for v in (32, 16, 8)],
+}
 REAL = BENCH / "code-100k"
 K = 10
 
@@ -169,24 +178,35 @@ def structures(name: str, vectors: np.ndarray, queries: np.ndarray, kinds: list[
     rows, truth = [], None
     for kind in kinds:
         index, build = _built(kind, vectors, ids)
-        found, _, p50, p99 = _latencies(lambda q, index=index: index.search(q, K)[1][0], queries)
-        truth = found if kind == "flat" else truth
-        rows.append(
-            {
-                "vectors": name,
-                "n": len(vectors),
-                "structure": kind,
-                "recall@10": _recall(found, truth) if truth is not None else None,
-                "p50_ms": p50,
-                "p99_ms": p99,
-                "build_s": build,
-                "bytes_per_vector": _serialised_bytes(index) / len(vectors),
-                "load_s": _load_seconds(index, vectors.shape[1]),
-                "gpu": index.use_gpu,
-                **index.search_settings(),
-            }
-        )
-        print(f"  {rows[-1]}", file=sys.stderr)
+        size, load = _serialised_bytes(index) / len(vectors), _load_seconds(index, vectors.shape[1])
+        for setting, value in EFFORTS.get(kind, [(None, None)]):
+            default = getattr(vectors_module, setting) if setting else None
+            if setting:
+                setattr(vectors_module, setting, value)
+            try:
+                found, _, p50, p99 = _latencies(lambda q, index=index: index.search(q, K)[1][0], queries)
+                settings = index.search_settings()
+            finally:
+                if setting:
+                    setattr(vectors_module, setting, default)
+            truth = found if kind == "flat" else truth
+            rows.append(
+                {
+                    "vectors": name,
+                    "n": len(vectors),
+                    "structure": kind,
+                    "default_effort": value == default,
+                    "recall@10": _recall(found, truth) if truth is not None else None,
+                    "p50_ms": p50,
+                    "p99_ms": p99,
+                    "build_s": build,
+                    "bytes_per_vector": size,
+                    "load_s": load,
+                    "gpu": index.use_gpu,
+                    **settings,
+                }
+            )
+            print(f"  {rows[-1]}", file=sys.stderr)
         del index
     return rows, truth
 
@@ -201,6 +221,9 @@ def funnels(
         dim = vectors.shape[1] if binary else int(shortlist)
         start = time.perf_counter()
         index = VectorIndex(dim, kind="binary" if binary else "flat")
+        if binary:  # centred on a sample's mean, as the collection's binary view is
+            sample = np.random.default_rng(0).choice(len(vectors), train_size("binary", len(vectors)), replace=False)
+            index.train(vectors[np.sort(sample)], len(vectors))
         for s in range(0, len(vectors), 100_000):
             part = vectors[s : s + 100_000]
             index.add(ids[s : s + 100_000], part if binary else truncate(part, dim))
@@ -224,7 +247,7 @@ def funnels(
                 "p99_ms": p99,
                 "build_s": build,
                 "bytes_per_vector": _serialised_bytes(index) / len(vectors),
-                "load_s": _load_seconds(index, dim),
+                "load_s": None if binary else _load_seconds(index, dim),  # binary views are built in memory
                 "gpu": index.use_gpu,
             }
         )
@@ -281,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--types", default="flat,hnsw,ivf,sq8")
     ap.add_argument("--funnels", default="32,64,128,binary")
-    ap.add_argument("--oversample", type=int, default=4)
+    ap.add_argument("--oversample", default="4,16")
     ap.add_argument("--open", action="store_true", help="also time the product's open (100k real vectors)")
     ap.add_argument("--output", type=Path)
     args = ap.parse_args(argv)
@@ -298,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {len(vectors)} vectors, {len(queries)} queries", file=sys.stderr)
         found, truth = structures(name, vectors, queries, ["flat"] + [k for k in kinds if k != "flat"])
         rows += found
-        rows += funnels(name, vectors, queries, truth, shortlists, args.oversample)
+        for oversample in (int(x) for x in args.oversample.split(",")):
+            rows += funnels(name, vectors, queries, truth, shortlists, oversample)
     if args.open:
         rows += open_times(kinds)
     for r in rows:
