@@ -1,6 +1,7 @@
 """Funnel search against exact search: retrieval quality, agreement and query time, on the product path.
 
     python benchmarks/funnel.py [--datasets code,pydoc] [--funnels 32,64,128,binary] [--oversample 2,4,8]
+                                [--structures hnsw,ivf,sq8]
                                 [--max-queries 400] [--output FILE.json]
 
 For each dataset (the eval suite's cached pools: run ``longvec eval`` once), a collection is built with the default
@@ -10,7 +11,9 @@ each funnel (``search_many(funnel=D, oversample=N)``), with the query vectors en
 times are search only. Printed per row: nDCG@10 (``evaluation.metrics``), recall@10 of the exact top-10 documents,
 and milliseconds per query (the batch's wall time / queries, best of 3, after a warm-up search that builds the
 prefix view). The collections here are small (thousands of chunks): the funnel's memory and speed case is at
-millions of chunks, where exact flat search is the bottleneck; these figures check its quality.
+millions of chunks, where exact flat search is the bottleneck; these figures check its quality. ``--structures``
+adds rows of the whole search on another FAISS structure (``Collection.set_index_type``, rebuilt from the store):
+the end-to-end quality of an approximate index against exact search.
 """
 
 from __future__ import annotations
@@ -57,7 +60,14 @@ def _timed(c: Collection, texts: list[str], **options: Any) -> tuple[list, float
     return hits, 1000 * best / len(texts)
 
 
-def run(pool: Any, embedder: Any, funnels: list[int | str], oversamples: list[int], max_queries: int) -> list[dict]:
+def run(
+    pool: Any,
+    embedder: Any,
+    funnels: list[int | str],
+    oversamples: list[int],
+    max_queries: int,
+    structures: list[str],
+) -> list[dict]:
     queries = pool.queries[:max_queries]
     texts = [q.text for q in queries]
     docs = [Document(d.doc_id, d.text, path=d.path, language=d.language) for d in pool.docs]
@@ -72,8 +82,14 @@ def run(pool: Any, embedder: Any, funnels: list[int | str], oversamples: list[in
             settings: list[dict[str, Any]] = [{}] + [
                 {"funnel": f, "oversample": n} for f in funnels for n in oversamples
             ]
+            settings += [{"index_type": s} for s in structures]
             for options in settings:
-                hits, ms = (exact, exact_ms) if not options else _timed(c, texts, **options)
+                if "index_type" in options:  # the whole search on another structure, rebuilt from the store
+                    c.set_index_type(options["index_type"])
+                    hits, ms = _timed(c, texts)
+                    c.set_index_type("flat")
+                else:
+                    hits, ms = (exact, exact_ms) if not options else _timed(c, texts, **options)
                 run_ = {q.qid: [(h.doc_id, h.score) for h in hs] for q, hs in zip(queries, hits, strict=True)}
                 means, _ = evaluate_run(run_, pool.qrels, queries)
                 recall = sum(
@@ -85,6 +101,7 @@ def run(pool: Any, embedder: Any, funnels: list[int | str], oversamples: list[in
                         "dataset": pool.name,
                         "funnel": options.get("funnel"),
                         "oversample": options.get("oversample"),
+                        "index_type": options.get("index_type", "flat"),
                         "ndcg@10": means["all"]["ndcg@10"],
                         "recall@10_vs_exact": recall,
                         "ms_per_query": ms,
@@ -101,20 +118,22 @@ def run(pool: Any, embedder: Any, funnels: list[int | str], oversamples: list[in
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", default="code,pydoc")
-    ap.add_argument("--funnels", default="32,64,128,binary")
+    ap.add_argument("--funnels", default="32,64,128,binary", help="comma-separated; empty: none")
+    ap.add_argument("--structures", default="", help="also search whole on these index types (hnsw,ivf,sq8)")
     ap.add_argument("--oversample", default="2,4,8")
     ap.add_argument("--max-queries", type=int, default=400)
     ap.add_argument("--output", type=Path)
     args = ap.parse_args(argv)
-    funnels: list[int | str] = [x if x == "binary" else int(x) for x in args.funnels.split(",")]
+    funnels: list[int | str] = [x if x == "binary" else int(x) for x in args.funnels.split(",") if x]
+    structures = [x for x in args.structures.split(",") if x]
     oversamples = [int(x) for x in args.oversample.split(",")]
     embedder = load_embedder(EmbedderConfig())
     rows: list[dict] = []
     for pool in eval_pools(args.datasets):
-        rows += run(pool, embedder, funnels, oversamples, args.max_queries)
+        rows += run(pool, embedder, funnels, oversamples, args.max_queries, structures)
     print(f"{'dataset':<8} {'funnel':>6} {'over':>4} {'nDCG@10':>8} {'recall':>7} {'ms/q':>7}")
     for r in rows:
-        funnel = "exact" if r["funnel"] is None else str(r["funnel"])
+        funnel = r["index_type"] if r["funnel"] is None else str(r["funnel"])
         over = "" if r["oversample"] is None else str(r["oversample"])
         print(
             f"{r['dataset']:<8} {funnel:>6} {over:>4} {r['ndcg@10']:>8.3f} {r['recall@10_vs_exact']:>7.3f} "
