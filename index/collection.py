@@ -360,9 +360,7 @@ class Collection:
         save it, and record the type in the manifest; returns :meth:`index_info`. Readers opened before keep
         what they hold until their next open (or load the saved index when theirs goes stale)."""
         self._check_writable()
-        if index_type not in INDEX_TYPES:
-            raise InvalidInputError(f"index type {index_type!r} not in {INDEX_TYPES}")
-        new = replace(self.manifest, index_type=index_type)
+        new = replace(self.manifest, index_type=index_type)  # the manifest checks the type
         with self._lock:
             previous, self._vectors.wanted = self._vectors.wanted, index_type
             try:

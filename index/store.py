@@ -367,12 +367,8 @@ class Store:
         spans = [(first, min(last, max_id)) for first, last in sorted(ranges) if first <= min(last, max_id)]
         wanted = np.concatenate([np.arange(a, b + 1, dtype=np.int64) for a, b in spans]) if spans else []
         for start in range(0, len(wanted), batch):
-            rows: list[tuple[int, bytes]] = []
-            for part in _in_parts(wanted[start : start + batch].tolist()):  # primary-key lookups, not a scan
-                rows += self._db.execute(f"SELECT id, vector FROM chunks WHERE id IN ({_marks(len(part))})", part)
-            if rows:
-                rows.sort()
-                yield np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), self._vectors(rows, dim)
+            ids = wanted[start : start + batch]  # a document's chunk ids are contiguous: every one is stored
+            yield ids, self.vectors(ids.tolist(), dim)  # primary-key lookups, not a scan
 
     def chunk_ranges(self, doc_ids: Sequence[str]) -> list[tuple[int, int]]:
         """``(first, last)`` chunk id of each stored document among ``doc_ids`` (its chunks are contiguous)."""
