@@ -53,10 +53,11 @@ def _funnel(value: str) -> int | str:
 def _add_index_type(p: argparse.ArgumentParser, when: str, *, required: bool = False) -> None:
     p.add_argument(
         "--index-type",
-        choices=("auto", "flat", "hnsw", "ivf", "sq8"),
+        choices=("auto", "flat", "hnsw", "ivf", "ivfpq", "sq8"),  # index.vectors.INDEX_TYPES (a test checks)
         required=required,
         help="FAISS structure of the chunk vectors: auto (flat exact search below 250k vectors, HNSW above), flat, "
-        f"hnsw, ivf or sq8 (8-bit scalar quantised) {when}",
+        f"hnsw, ivf, ivfpq (product-quantised codes, 32x smaller, rescored with the stored vectors) or sq8 (8-bit "
+        f"scalar quantised) {when}",
     )
 
 

@@ -1,6 +1,6 @@
 """The index tier measured: every FAISS structure and funnel shortlist, at 100k real and 1M synthetic vectors.
 
-    python benchmarks/index_bench.py [--sizes 100k,1m] [--queries 1000] [--types flat,hnsw,ivf,sq8]
+    python benchmarks/index_bench.py [--sizes 100k,1m] [--queries 1000] [--types flat,hnsw,ivf,ivfpq,sq8]
                                      [--funnels 32,64,128,binary] [--oversample 4,16] [--open] [--output FILE.json]
 
 Vectors. ``100k``: real chunk vectors of the default model, from a collection the script builds once (and reuses)
@@ -15,13 +15,16 @@ queries are held-out real vectors perturbed the same way.
 Per structure (``VectorIndex`` as the collection builds it: trained kinds on a random sample of ``train_size``),
 single-query search (one query per call, as a search request): recall@10 against exact flat search, p50 / p99
 latency, build time, bytes per vector (the serialised index, graph and codes included), and the time to load the
-saved index; HNSW at efSearch 64 / 128 / 256 and IVF at nlist / 32, 16, 8 cells probed (the product's defaults,
-chosen from this sweep on the real vectors: 256 and nlist / 8). Per funnel: the shortlist index is a flat index
-over the ``D``-dim prefix (re-normalised), or the sign bits (``binary``, centred on a sample's mean); it fetches
-``oversample x 10`` chunks (oversample 4 and 16), which are rescored with the full vectors and cut to 10 (the
-chunk-level funnel: the product's funnel shortlists documents and reads their vectors from the store). Its latency
-includes the rescoring (from the vectors in memory here); its memory is the shortlist index (the full vectors can
-stay on disk).
+saved index; HNSW at efSearch 64 / 128 / 256 and IVF (and IVF-PQ) at nlist / 32, 16, 8 cells probed (the
+product's defaults, chosen from this sweep on the real vectors: 256 and nlist / 8). IVF-PQ rescores its
+``PQ_REFINE x 10`` candidates with the float vectors, read from memory here; the product reads them from the store,
+whose cost for that many random chunks of the real collection is a row of its own (``store read``).
+
+Per funnel: the shortlist index is a flat index over the ``D``-dim prefix (re-normalised), or the sign bits
+(``binary``, centred on a sample's mean); it fetches ``oversample x 10`` chunks (oversample 4 and 16), which are
+rescored with the full vectors and cut to 10 (the chunk-level funnel: the product's funnel shortlists documents
+and reads their vectors from the store). Its latency includes the rescoring (from the vectors in memory here); its
+memory is the shortlist index (the full vectors can stay on disk).
 
 ``--open`` (100k only): the product's open times on a copy of the collection, per structure: ``Collection.open``
 plus the first search after a clean close (the saved index loads), and after a writer was killed with SIGKILL
@@ -50,7 +53,7 @@ import numpy as np
 import longvec.index.vectors as vectors_module
 from longvec.embedder import normalize, truncate
 from longvec.index import Collection, Document
-from longvec.index.vectors import VectorIndex, gpu_count, train_size
+from longvec.index.vectors import PQ_REFINE, VectorIndex, gpu_count, train_size
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers beside this script
 from _results import eval_pools, write_results  # noqa: E402
@@ -60,6 +63,7 @@ BENCH = Path.home() / ".cache" / "longvec" / "bench"
 EFFORTS = {
     "hnsw": [("HNSW_EF_SEARCH", v) for v in (64, 128, 256)],
     "ivf": [("IVF_PROBE_SHARE", v) for v in (32, 16, 8)],
+    "ivfpq": [("IVF_PROBE_SHARE", v) for v in (32, 16, 8)],
 }
 REAL = BENCH / "code-100k"
 K = 10
@@ -158,7 +162,26 @@ def _built(kind: str, vectors: np.ndarray, ids: np.ndarray) -> tuple[VectorIndex
         index.train(vectors[sample], len(vectors))
     for s in range(0, len(vectors), 100_000):
         index.add(ids[s : s + 100_000], vectors[s : s + 100_000])
+    if kind == "ivfpq":  # rescoring reads the float vectors of its candidates (ids are rows + 1 here)
+        index.exact = lambda found: vectors[found - 1]
     return index, time.perf_counter() - start
+
+
+def store_reads(n_reads: int = 1000, per_read: int = PQ_REFINE * K) -> dict:
+    """What IVF-PQ's rescoring costs in the product beyond this script's in-memory reads: ``Store.vectors`` of
+    ``per_read`` random chunk ids of the real collection (SQLite primary-key lookups), p50 / p99 ms."""
+    with Collection.open(real_collection(), readonly=True) as c:
+        store = c._store
+        ids = np.fromiter((r[0] for r in store._db.execute("SELECT id FROM chunks")), np.int64)
+        rng = np.random.default_rng(0)
+        times = []
+        for _ in range(n_reads):
+            wanted = rng.choice(ids, per_read, replace=False).tolist()
+            start = time.perf_counter()
+            store.vectors(wanted, c.manifest.dim)
+            times.append(1000 * (time.perf_counter() - start))
+    p50, p99 = np.percentile(times, [50, 99])
+    return {"vectors": "100k real", "structure": f"store read of {per_read} vectors", "p50_ms": p50, "p99_ms": p99}
 
 
 def _load_seconds(index: VectorIndex, dim: int) -> float:
@@ -302,13 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="100k,1m")
     ap.add_argument("--queries", type=int, default=1000)
-    ap.add_argument("--types", default="flat,hnsw,ivf,sq8")
+    ap.add_argument("--types", default="flat,hnsw,ivf,ivfpq,sq8")
     ap.add_argument("--funnels", default="32,64,128,binary")
     ap.add_argument("--oversample", default="4,16")
     ap.add_argument("--open", action="store_true", help="also time the product's open (100k real vectors)")
     ap.add_argument("--output", type=Path)
     args = ap.parse_args(argv)
-    kinds, shortlists = args.types.split(","), args.funnels.split(",")
+    kinds, shortlists = args.types.split(","), [x for x in args.funnels.split(",") if x]
     real, real_queries = real_vectors()
     rows: list[dict] = []
     for size in args.sizes.split(","):
@@ -321,7 +344,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {len(vectors)} vectors, {len(queries)} queries", file=sys.stderr)
         found, truth = structures(name, vectors, queries, ["flat"] + [k for k in kinds if k != "flat"])
         rows += found
-        for oversample in (int(x) for x in args.oversample.split(",")):
+        if size == "100k" and "ivfpq" in kinds:
+            rows.append(store_reads())
+        for oversample in (int(x) for x in args.oversample.split(",") if x):
             rows += funnels(name, vectors, queries, truth, shortlists, oversample)
     if args.open:
         rows += open_times(kinds)

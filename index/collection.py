@@ -211,7 +211,8 @@ class Collection:
         indexing; ``None``: all); queries then run at that depth too, or at any depth once calibrated
         (:meth:`calibrate`).
         ``search_mode``, ``fusion`` and ``alpha`` are the defaults of :meth:`search_many`.
-        ``index_type``: the FAISS structure of the chunk vectors (``auto``, ``flat``, ``hnsw``, ``ivf``, ``sq8``; see
+        ``index_type``: the FAISS structure of the chunk vectors (``auto``, ``flat``, ``hnsw``, ``ivf``, ``ivfpq``,
+        ``sq8``; see
         ``index.vectors``), changeable later by :meth:`set_index_type` without re-embedding.
         """
         root = Path(root)

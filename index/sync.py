@@ -135,6 +135,8 @@ class VectorCache:
         assert self.index is not None
         if self._misbuilt(self.index):
             self._restart(store, state)
+        if self.index.kind == "ivfpq":  # its candidates are rescored with the stored vectors (read in the snapshot)
+            self.index.exact = lambda ids: self.prefix(store.vectors(ids.tolist(), self.full_dim), self.view.dim)
         return self.index
 
     def _misbuilt(self, index: VectorIndex) -> bool:

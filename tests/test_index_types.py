@@ -22,7 +22,7 @@ from fakes import WordHashEmbedder
 
 # Recall@10 against brute force each structure must reach on clustered vectors (flat is exact); for binary
 # codes, a shortlist, the share of the exact top 10 found in its top 100.
-RECALL = {"flat": 1.0, "hnsw": 0.95, "ivf": 0.9, "sq8": 0.95, "binary": 0.9}
+RECALL = {"flat": 1.0, "hnsw": 0.95, "ivf": 0.9, "ivfpq": 0.9, "sq8": 0.95, "binary": 0.9}
 FETCH = {"binary": 100}
 WORDS = "parse sort hash socket render cache log test store query index vector chunk token model layer".split()
 
@@ -35,6 +35,13 @@ def _clustered(n: int, d: int, seed: int) -> np.ndarray:
     topics, subtopics = rng.normal(size=(40, d)), rng.normal(size=(40, 25, d))
     t, s = rng.integers(0, 40, n), rng.integers(0, 25, n)
     return normalize(topics[t] + 0.7 * subtopics[t, s] + 0.35 * rng.normal(size=(n, d)))
+
+
+@pytest.fixture(autouse=True)
+def _quick_opq(monkeypatch):
+    """IVF-PQ's OPQ rotation with 3 alternations instead of 10: these tests check the structure, not its tuning
+    (benchmarks/index_bench.py measures that), and each build then takes seconds, not a quarter of a minute."""
+    monkeypatch.setattr(vectors_module, "OPQ_ITERATIONS", 3)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +58,15 @@ def _built(kind: str, x: np.ndarray, ids: np.ndarray) -> VectorIndex:
     if size := train_size(kind, len(x)):
         index.train(x[np.random.default_rng(2).choice(len(x), size, replace=False)], len(x))
     index.add(ids, x)
+    if kind == "ivfpq":
+        index.exact = _exact(x, ids)
     return index
+
+
+def _exact(x: np.ndarray, ids: np.ndarray):
+    """IVF-PQ's rescoring source: the float vectors of ids (a collection reads them from its store)."""
+    by_id = dict(zip(ids.tolist(), range(len(ids)), strict=True))
+    return lambda wanted: x[[by_id[int(i)] for i in wanted]]
 
 
 def _truth(x: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int = 10) -> np.ndarray:
@@ -116,6 +131,7 @@ def test_save_then_load_gives_identical_results(data, kind, tmp_path) -> None:
     index.remove(ids[:500])  # HNSW saves tombstones beside the graph
     index.save(tmp_path, generation=7, seq=int(ids.max()))
     loaded, stamp = VectorIndex.load(tmp_path, 256)
+    loaded.exact = index.exact
     assert (stamp.kind, stamp.generation, stamp.trained_on) == (kind, 7, index.trained_on)
     assert (loaded.kind, loaded.ntotal) == (kind, index.ntotal)
     for k in (1, 10, 100):
@@ -130,6 +146,24 @@ def test_save_then_load_gives_identical_results(data, kind, tmp_path) -> None:
     index.save(tmp_path, generation=7, seq=int(ids.max()))
     again = read_stamp(tmp_path)
     assert again.file != stamp.file and not (tmp_path / stamp.file).exists() and again.intact(tmp_path)
+
+
+def test_ivfpq_rescores_its_candidates_with_the_float_vectors(data) -> None:
+    """Product-quantised codes (32 bytes for 256 dims, 32x smaller than float32) only shortlist: the stored vectors
+    rank the shortlist, which makes the scores exact and the ranking better than the codes' own."""
+    x, ids, queries = data
+    index = _built("ivfpq", x, ids)
+    assert vectors_module._faiss().extract_index_ivf(index._cpu).code_size == vectors_module.pq_bytes(256) == 32
+    truth = _truth(x, ids, queries)
+    refined = index.search(queries, 10)
+    index.exact = None
+    coded = index.search(queries, 10)
+    assert _recall(refined[1], truth) > _recall(coded[1], truth)
+    by_id = dict(zip(ids.tolist(), range(len(ids)), strict=True))
+    rows = np.vectorize(by_id.get)(coded[1])
+    error = np.abs(coded[0] - np.einsum("qd,qkd->qk", queries, x[rows]))
+    assert error.mean() > 1e-3  # the codes' scores are approximations; the refined ones match to 1e-4 (above)
+    assert [vectors_module.pq_bytes(d) for d in (384, 768, 100, 7)] == [48, 96, 10, 1]
 
 
 def test_binary_codes_are_not_saved(data, tmp_path) -> None:
@@ -214,6 +248,33 @@ def test_a_collection_builds_its_type_and_changes_it_without_re_embedding(tmp_pa
         assert c.index_info()["built"] == "hnsw" and not rebuilt  # the saved graph is loaded, not rebuilt
     with pytest.raises(InvalidInputError, match="index type 'annoy' not in"):
         Collection.create(tmp_path / "d", embedder=embedder, index_type="annoy")
+
+
+def test_an_ivfpq_collection_ranks_by_the_stored_vectors(tmp_path, tokenizer, monkeypatch) -> None:
+    """In a collection, IVF-PQ's candidates are rescored with the stored float vectors, before and after reopening
+    (the loaded index gets its rescoring source too): scores are the exact cosines."""
+    monkeypatch.setattr(vectors_module, "IVFPQ_MIN_VECTORS", 300)
+    monkeypatch.setattr(vectors_module, "PQ_TRAIN_POINTS", 300)
+    monkeypatch.setattr(vectors_module, "IVF_POINTS_PER_LIST", 30)  # 300 vectors: 10 cells, all 8+ probed
+    embedder = WordHashEmbedder(tokenizer)
+    queries = ["parse the socket", "hash cache", "render vector token"]
+    with Collection.create(tmp_path / "c", embedder=embedder, index_type="ivfpq", search_mode="dense") as c:
+        c.add(_docs(300))
+        assert c.index_info()["built"] == "ivfpq"
+        for q in queries:
+            hits = c.search(q, k=5)
+            assert [h.doc_id for h in hits] == _brute_force(c, q, 5)
+    with Collection.open(tmp_path / "c", embedder=embedder) as c:
+        assert c.index_info()["built"] == "ivfpq"
+        for q in queries:
+            hits = c.search(q, k=5)
+            assert [h.doc_id for h in hits] == _brute_force(c, q, 5)
+            doc_ids, row_doc, vectors, _ = c.chunk_vectors()
+            best = max(
+                float(v @ c.embedder.encode_queries([q])[0])
+                for v in vectors[np.array(row_doc) == doc_ids.index(hits[0].doc_id)]
+            )
+            assert hits[0].score == pytest.approx(best, abs=1e-5)
 
 
 def test_trained_structures_retrain_once_grown_and_auto_switches(tmp_path, tokenizer, monkeypatch) -> None:
@@ -385,3 +446,13 @@ def test_a_writer_saves_its_index_as_it_goes(tmp_path, tokenizer, monkeypatch) -
         assert read_stamp(tmp_path / "c").ntotal == 40  # saved without a close or a search
         c.delete_many([f"d{i}" for i in range(10)])
         assert read_stamp(tmp_path / "c").ntotal == 40  # 10 changes since
+
+
+def test_the_cli_offers_every_index_type() -> None:
+    from longvec.api.cli import build_parser
+
+    for command in ("index", "reindex"):
+        sub = next(
+            a for a in build_parser()._subparsers._group_actions[0].choices[command]._actions if a.dest == "index_type"
+        )
+        assert tuple(sub.choices) == vectors_module.INDEX_TYPES
