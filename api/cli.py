@@ -228,10 +228,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON lines on stdout (default for --queries)")
     _add_engine(p)
 
-    p = sub.add_parser("serve", help="serve the REST API")
+    p = sub.add_parser(
+        "serve",
+        help="serve the REST API, OpenAI-style /v1/embeddings and a search page (API keys from LONGVEC_READ_KEY, "
+        "LONGVEC_WRITE_KEY or LONGVEC_API_KEY, or the key files)",
+    )
     _add_collection(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--read-key-file", type=Path, help="API keys that may search and read, one per line")
+    p.add_argument("--write-key-file", type=Path, help="API keys that may also add and delete, one per line")
+    p.add_argument("--max-body-mb", type=_positive_int, default=64, help="largest request body (default 64 MiB)")
+    p.add_argument(
+        "--max-in-flight", type=_positive_int, default=64, help="requests handled at once; more get 429 (default 64)"
+    )
+    p.add_argument(
+        "--max-queue", type=_positive_int, default=256, help="query encodes waiting for the model; more get 429"
+    )
+    p.add_argument(
+        "--long-inputs",
+        choices=("chunk", "reject"),
+        default="chunk",
+        help="/v1/embeddings inputs longer than the model's window: chunked and averaged (default), or refused",
+    )
+    p.add_argument(
+        "--drain-seconds", type=_positive_int, default=30, help="on SIGTERM, how long in-flight requests may finish"
+    )
     _add_engine(p)
 
     p = sub.add_parser("info", help="print a collection's manifest and counts as JSON")
@@ -672,14 +694,60 @@ def _engine_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import logging.config
+
     import uvicorn
 
     from longvec.api.app import create_app
-    from longvec.index import Collection
+    from longvec.api.service import ServiceSettings, json_logging
+    from longvec.index import Collection, InvalidInputError
 
-    collection = Collection.open(args.collection, embedder_config=_engine_config(args))
-    print(f"serving {args.collection} on http://{args.host}:{args.port} (POST /search, GET /info)", flush=True)
-    uvicorn.run(create_app(collection), host=args.host, port=args.port, log_level="info")
+    Collection.check_writable(args.collection)  # exit 2 now, not after the server started, if it cannot be opened
+    try:
+        settings = ServiceSettings.from_env(
+            read_key_file=args.read_key_file,
+            write_key_file=args.write_key_file,
+            max_body_bytes=args.max_body_mb * 1024 * 1024,
+            max_in_flight=args.max_in_flight,
+            max_queue=args.max_queue,
+            long_inputs=args.long_inputs,
+        )
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
+    logging.config.dictConfig(json_logging())
+    config = _engine_config(args)
+    server: uvicorn.Server | None = None
+
+    def open_collection() -> Collection:
+        try:
+            return Collection.open(args.collection, embedder_config=config)
+        except BaseException:
+            if server is not None:
+                server.should_exit = True  # nothing to serve: stop, and exit 2 below
+            raise
+
+    app = create_app(open_collection=open_collection, settings=settings)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=args.host,
+            port=args.port,
+            log_config=None,  # json_logging() above
+            access_log=False,  # the app logs each request with its id
+            timeout_graceful_shutdown=args.drain_seconds,
+        )
+    )
+    auth = "on" if settings.auth else "off"
+    print(
+        f"serving {args.collection} on http://{args.host}:{args.port} (search page /, POST /search, "
+        f"POST /v1/embeddings, /readyz, /metrics; API keys {auth})",
+        flush=True,
+    )
+    server.run()
+    error = app.state.longvec.error
+    if error is not None:
+        print(f"longvec serve: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

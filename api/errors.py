@@ -6,6 +6,7 @@ that would blame the caller.
 
 from __future__ import annotations
 
+from longvec.api.worker import QueueFullError
 from longvec.embedder import InvalidSettingError, ModelLoadError
 from longvec.index.errors import (
     CollectionClosedError,
@@ -14,9 +15,17 @@ from longvec.index.errors import (
     CollectionNotFoundError,
     DocumentNotFoundError,
     InvalidInputError,
+    LongvecError,
     ModelMismatchError,
     UnsupportedShapeError,
 )
+
+
+class NotReadyError(LongvecError):
+    """The server is still loading its collection and model, or failed to (HTTP 503; see ``/readyz``)."""
+
+    retry_after = 5
+
 
 # Most specific first: the first matching entry wins.
 HTTP_STATUS: tuple[tuple[type[Exception], int], ...] = (
@@ -25,6 +34,8 @@ HTTP_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (ModelMismatchError, 409),
     (CollectionExistsError, 409),
     (CollectionLockedError, 409),
+    (QueueFullError, 429),
+    (NotReadyError, 503),
     (CollectionClosedError, 503),
     (ModelLoadError, 503),
     (UnsupportedShapeError, 422),  # a dim / layers value outside what /info lists, like a schema violation

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictInt, field_validator
 
@@ -106,3 +106,49 @@ class DocumentOut(BaseModel):
     n_chunks: int
     n_tokens: int
     content_hash: str
+
+
+MAX_EMBEDDING_INPUTS = 2048  # inputs per /v1/embeddings request (OpenAI's own limit)
+TokenIds = Annotated[list[StrictInt], Field(min_length=1, max_length=MAX_DOC_CHARS)]
+
+
+class EmbeddingsRequest(BaseModel):
+    """OpenAI's embeddings request. Fields OpenAI defines and longvec has no use for (``user``) are accepted and
+    ignored, as are unknown ones, so that any OpenAI client works."""
+
+    model_config = ConfigDict(extra="ignore")
+    input: (
+        Annotated[str, Field(min_length=1, max_length=MAX_DOC_CHARS)]
+        | Annotated[
+            list[Annotated[str, Field(max_length=MAX_DOC_CHARS)]], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)
+        ]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
+    )
+    model: str = Field(max_length=1024, description="the served model: see GET /v1/models")
+    dimensions: StrictInt | None = Field(
+        default=None, ge=1, description="keep this many leading dimensions (Matryoshka), re-normalised"
+    )
+    encoding_format: Literal["float", "base64"] = "float"
+    input_type: Literal["document", "query"] = Field(
+        default="document", description="longvec extension: embed as a document (default) or as a search query"
+    )
+    user: str | None = None
+
+
+class EmbeddingOut(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingOut]
+    model: str
+    usage: Usage

@@ -56,6 +56,15 @@ class TokenCounter:
         with self._lock:
             return [len(e.ids) for e in self._tok.encode_batch([prefix + t for t in texts] if prefix else texts)]
 
+    @property
+    def vocab_size(self) -> int:
+        return int(self._tok.get_vocab_size(with_added_tokens=True))
+
+    def decode(self, ids: list[int]) -> str:
+        """The text of token ``ids`` (special tokens dropped)."""
+        with self._lock:
+            return self._tok.decode(ids, skip_special_tokens=True)
+
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character offsets of each content token of ``text`` (no special tokens, no prefix)."""
         with self._lock:

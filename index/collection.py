@@ -34,6 +34,7 @@ from longvec.embedder import (
     EmbedderConfig,
     Encoder,
     InvalidSettingError,
+    aggregate,
     allowed_dims,
     load_embedder,
     long_context,
@@ -122,6 +123,11 @@ class _Prepared:
     to_embed: list[tuple[Document, str, list[Chunk]]] = field(default_factory=list)
     field_updates: list[Document] = field(default_factory=list)
     rows: dict[str, _Row] = field(default_factory=dict)  # what this batch writes, per doc_id
+
+
+def _whole(doc_id: str, text: str, n_tokens: int) -> Chunk:
+    """All of ``text`` as one chunk (of ``n_tokens`` tokens)."""
+    return Chunk(doc_id, 0, 0, len(text), text, n_tokens, "text")
 
 
 def _batched(items: Iterable[Document], n: int) -> Iterator[list[Document]]:
@@ -308,6 +314,16 @@ class Collection:
         )
         return cls(root, manifest, embedder, readonly=readonly)
 
+    @staticmethod
+    def check_writable(root: str | Path) -> None:
+        """Raise what :meth:`open` for writing would raise about ``root`` itself, without loading a model: no
+        collection there (:class:`CollectionNotFoundError`), or another process writing it
+        (:class:`CollectionLockedError`)."""
+        root = Path(root)
+        if not (root / "manifest.json").exists():
+            raise CollectionNotFoundError(f"no collection at {root} (create one with `longvec index`)")
+        take_writer_lock(root).close()
+
     @classmethod
     def open_or_create(cls, root: str | Path, **kwargs: Any) -> Collection:
         """Open ``root``; create it if absent. Build settings given for an existing one must match its
@@ -417,6 +433,52 @@ class Collection:
             kind = chunks[0].kind
             chunks.append(Chunk(doc.doc_id, len(chunks), first.start, first.end, text, n, kind, language, DOC_SYMBOL))
         return chunks
+
+    def embed(
+        self, texts: Sequence[str], *, dim: int | None = None, long_inputs: str = "chunk", as_queries: bool = False
+    ) -> tuple[np.ndarray, list[int]]:
+        """Unit vectors of ``texts`` as this collection compares them (its model, depth and calibration; cut to
+        the Matryoshka prefix ``dim`` and re-normalised), and each text's token count.
+
+        Texts are embedded as documents (as queries with ``as_queries``). A document longer than the model's window
+        is never silently truncated: with ``long_inputs="chunk"`` it is chunked as the collection chunks documents
+        and its chunk vectors averaged (weighted by their tokens); with ``"reject"`` it raises
+        :class:`InvalidInputError`. A query longer than the window is always an error.
+        """
+        if long_inputs not in ("chunk", "reject"):
+            raise InvalidInputError(f"long_inputs must be 'chunk' or 'reject', got {long_inputs!r}")
+        dim = self.manifest.dim if dim is None else dim
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= self.manifest.dim:
+            raise InvalidInputError(f"dimensions must be in [1, {self.manifest.dim}], got {dim!r}")
+        texts = list(texts)
+        counts = self.counter.count_many(texts)
+        window = self.embedder.max_tokens
+        too_long = [i for i, n in enumerate(counts) if n > window]
+        if too_long and (as_queries or long_inputs == "reject"):
+            i = too_long[0]
+            raise InvalidInputError(
+                f"input {i} has {counts[i]} tokens, over the model's {window}: shorten it"
+                + ("" if as_queries else ", or let the server chunk long inputs")
+            )
+        out = np.zeros((len(texts), self.manifest.dim), np.float32)
+        short = [i for i, n in enumerate(counts) if n <= window]
+        if short:
+            if as_queries:
+                depth = self._query_depth(None)
+                layers = {"layers": depth} if depth is not None else {}
+                raw = self.embedder.encode_queries([texts[i] for i in short], **layers)
+                out[short] = self._query_vectors(raw, depth, self.manifest.dim)
+            else:
+                whole = [
+                    (Document(f"input-{i}", texts[i]), "", [_whole(f"input-{i}", texts[i], counts[i])]) for i in short
+                ]
+                out[short] = self._embed(whole)
+        for i in too_long:
+            doc = Document(f"input-{i}", texts[i])
+            chunks = [c for c in self.chunk(doc) if c.symbol != DOC_SYMBOL]
+            vectors = self._embed([(doc, "", chunks)])
+            out[i] = aggregate(vectors, "weighted", np.array([c.n_tokens for c in chunks], np.float32))
+        return self._prefix(out, dim) if dim < self.manifest.dim else out, counts
 
     def add(
         self,
@@ -993,6 +1055,21 @@ class Collection:
         position = {d: i for i, d in enumerate(doc_ids)}
         row_doc = np.fromiter((position[d] for d in row_ids), dtype=np.int64, count=len(row_ids))
         return doc_ids, row_doc, vectors, tokens
+
+    def counts(self) -> dict[str, int]:
+        """``documents`` and ``chunks`` stored now."""
+        self._check_open()
+        with self._lock, self._store.snapshot():
+            return self._store.counts()
+
+    def decode_tokens(self, ids: Sequence[int]) -> str:
+        """The text of token ``ids`` of this collection's model (:class:`InvalidInputError` for an id outside its
+        vocabulary)."""
+        size = self.counter.vocab_size
+        bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < size]
+        if bad or not ids:
+            raise InvalidInputError(f"token ids must be in [0, {size}) and not empty, got {bad[:3] or 'none'}")
+        return self.counter.decode(list(ids))
 
     def info(self) -> dict[str, Any]:
         """Manifest, counts and limits, read from the store (no index is loaded)."""

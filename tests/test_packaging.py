@@ -35,6 +35,7 @@ def test_the_built_wheel_imports_as_longvec_and_nothing_else(tmp_path):
     assert {n for n in top_level if not n.endswith(".dist-info")} == {"longvec"}
     assert not (site / "longvec" / "__init__.py").exists()  # a namespace package
     assert {p.name for p in (site / "longvec").iterdir()} == set(SOURCES)
+    assert (site / "longvec" / "api" / "static" / "index.html").read_text().startswith("<!doctype html>")  # the page
     entry_points = next(site.glob("longvec-*.dist-info")).joinpath("entry_points.txt").read_text()
     assert "longvec = longvec.api.cli:main" in entry_points
 

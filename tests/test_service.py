@@ -1,0 +1,446 @@
+"""The service around the REST API: readiness, API keys, limits, metrics, request ids and logs, the model worker's
+micro-batching and bounded queue, OpenAI-compatible embeddings (with the real ``openai`` client), the search
+page's HTML, and concurrent searches during writes against a live server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from longvec.api.app import create_app
+from longvec.api.service import JsonFormatter, ServiceSettings
+from longvec.api.worker import ModelWorker, QueueFullError
+from longvec.index import Collection, Document
+
+from fakes import WordHashEmbedder
+
+READ, WRITE = "read-key-0123456789abcdef", "write-key-0123456789abcdef"
+
+
+@pytest.fixture
+def collection(tmp_path, tokenizer):
+    c = Collection.create(tmp_path / "c", embedder=WordHashEmbedder(tokenizer, max_tokens=64), search_mode="dense")
+    c.add([Document(f"d{i}", f"parse socket {w} cache render number {i}") for i, w in enumerate("abcdefghij")])
+    return c
+
+
+@contextmanager
+def live(app) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port, in a thread; yields its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+# -- readiness ---------------------------------------------------------------------------------------------
+
+
+def test_not_ready_until_the_collection_and_model_are_loaded(collection) -> None:
+    release = threading.Event()
+
+    def slow_open() -> Collection:
+        release.wait(10)
+        return collection
+
+    with TestClient(create_app(open_collection=slow_open)) as client:
+        assert client.get("/livez").json() == {"status": "alive"}
+        r = client.get("/readyz")
+        assert (r.status_code, r.json()["status"], r.headers["retry-after"]) == (503, "loading", "5")
+        r = client.post("/search", json={"query": "socket"})
+        assert r.status_code == 503 and r.json()["error"]["type"] == "NotReadyError"
+        assert r.headers["retry-after"] == "5"
+        release.set()
+        deadline = time.monotonic() + 10
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert client.post("/search", json={"query": "socket"}).status_code == 200
+        assert "longvec_ready 1.0" in client.get("/metrics").text
+
+
+def test_a_collection_that_fails_to_load_says_why(tmp_path) -> None:
+    def failing() -> Collection:
+        return Collection.open(tmp_path / "missing")
+
+    with TestClient(create_app(open_collection=failing)) as client:
+        deadline = time.monotonic() + 10
+        while (body := client.get("/readyz").json())["status"] == "loading":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert body["status"] == "failed" and "no collection at" in body["error"]
+        r = client.post("/search", json={"query": "x"})
+        assert r.status_code == 503 and "no collection at" in r.json()["error"]["message"]
+
+
+# -- API keys ----------------------------------------------------------------------------------------------
+
+
+def test_auth_off_by_default(collection) -> None:
+    with TestClient(create_app(collection)) as client:
+        assert client.post("/search", json={"query": "socket"}).status_code == 200
+        assert client.post("/documents", json={"documents": [{"doc_id": "n", "text": "new"}]}).status_code == 200
+        assert client.get("/info").json()["auth"] is False
+
+
+def test_read_and_write_keys(collection) -> None:
+    settings = ServiceSettings(read_keys=(READ,), write_keys=(WRITE,))
+    doc = {"documents": [{"doc_id": "n", "text": "new socket"}]}
+    with TestClient(create_app(collection, settings=settings)) as client:
+        for path in ("/livez", "/readyz", "/health", "/", "/openapi.json"):
+            assert client.get(path).status_code == 200, path  # public
+        r = client.post("/search", json={"query": "socket"})
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+        assert r.json()["error"]["type"] == "Unauthorized"
+        wrong = {"Authorization": "Bearer " + READ[:-1] + "x"}
+        assert client.post("/search", json={"query": "socket"}, headers=wrong).status_code == 401
+        basic = {"Authorization": "Basic " + base64.b64encode(b"u:" + READ.encode()).decode()}
+        assert client.post("/search", json={"query": "socket"}, headers=basic).status_code == 401
+        read, write = {"Authorization": f"Bearer {READ}"}, {"Authorization": f"Bearer {WRITE}"}
+        assert client.post("/search", json={"query": "socket"}, headers=read).status_code == 200
+        assert client.get("/metrics", headers=read).status_code == 200
+        assert client.get("/metrics").status_code == 401
+        r = client.post("/documents", json=doc, headers=read)
+        assert r.status_code == 403 and "write key" in r.json()["error"]["message"]
+        assert client.delete("/documents/d1", headers=read).status_code == 403
+        assert client.post("/documents/delete", json={"doc_ids": ["d1"]}, headers=read).status_code == 403
+        assert collection.counts()["documents"] == 10  # nothing written by a read key
+        assert client.post("/documents", json=doc, headers=write).status_code == 200
+        assert client.post("/search", json={"query": "socket"}, headers=write).status_code == 200  # writers read
+        assert client.get("/info", headers=read).json()["auth"] is True
+
+
+def test_keys_from_the_environment_and_files(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LONGVEC_API_KEY", WRITE)
+    monkeypatch.delenv("LONGVEC_READ_KEY", raising=False)
+    monkeypatch.delenv("LONGVEC_WRITE_KEY", raising=False)
+    keys = tmp_path / "read.keys"
+    keys.write_text(f"# rotated monthly\n{READ}\n\n{READ.upper()}\n")
+    s = ServiceSettings.from_env(read_key_file=keys)
+    assert s.write_keys == (WRITE,) and s.read_keys == (READ, READ.upper()) and s.auth
+    keys.write_text("short\n")
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        ServiceSettings.from_env(read_key_file=keys)
+
+
+# -- limits --------------------------------------------------------------------------------------------------
+
+
+def test_body_size_limit_from_the_header_and_while_streaming(collection) -> None:
+    settings = ServiceSettings(max_body_bytes=2_000)
+    big = {"documents": [{"doc_id": "big", "text": "socket " * 1_000}]}
+    with TestClient(create_app(collection, settings=settings)) as client:
+        r = client.post("/documents", json=big)
+        assert r.status_code == 413 and r.json()["error"]["type"] == "PayloadTooLarge"
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the limit applies as the body arrives
+            body = json.dumps(big).encode()
+            for i in range(0, len(body), 500):
+                yield body[i : i + 500]
+
+        r = client.post("/documents", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        assert client.post("/documents", json={"documents": [{"doc_id": "ok", "text": "x y"}]}).status_code == 200
+        assert client.get("/documents/big").status_code == 404
+
+
+def test_characters_per_request_limit(collection) -> None:
+    settings = ServiceSettings(max_request_chars=100)
+    docs = {"documents": [{"doc_id": f"x{i}", "text": "socket " * 10} for i in range(2)]}
+    with TestClient(create_app(collection, settings=settings)) as client:
+        r = client.post("/documents", json=docs)
+        assert r.status_code == 400 and "over the limit of 100" in r.json()["error"]["message"]
+        assert client.post("/documents", json={"documents": docs["documents"][:1]}).status_code == 200
+
+
+def test_requests_beyond_the_in_flight_limit_get_429(collection) -> None:
+    settings = ServiceSettings(max_in_flight=1)
+    inner = collection.embedder
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow:
+        def __getattr__(self, name):
+            return getattr(inner, name)
+
+        def encode_queries(self, texts, **kw):
+            entered.set()
+            release.wait(10)
+            return inner.encode_queries(texts, **kw)
+
+    collection.embedder = Slow()
+    app = create_app(collection, settings=settings)
+    with live(app) as url:
+        first = threading.Thread(target=lambda: httpx.post(f"{url}/search", json={"query": "socket"}, timeout=20))
+        first.start()
+        assert entered.wait(10)
+        r = httpx.post(f"{url}/search", json={"query": "socket"}, timeout=20)
+        assert (r.status_code, r.headers["retry-after"]) == (429, "1")
+        assert r.json()["error"]["type"] == "TooManyRequests"
+        assert httpx.get(f"{url}/livez").status_code == 200  # public routes are never refused
+        release.set()
+        first.join(10)
+        assert httpx.post(f"{url}/search", json={"query": "socket"}).status_code == 200
+
+
+# -- the model worker --------------------------------------------------------------------------------------
+
+
+class _Gated:
+    """An embedder whose first query encode waits for a gate: requests pile up behind it."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.gate, self.entered, self.calls = inner, threading.Event(), threading.Event(), []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def encode_queries(self, texts, **kw):
+        self.entered.set()
+        self.gate.wait(10)
+        self.calls.append(("query", len(texts), threading.current_thread().name))
+        return self.inner.encode_queries(texts, **kw)
+
+    def encode_documents(self, texts, **kw):
+        self.calls.append(("document", len(texts), threading.current_thread().name))
+        return self.inner.encode_documents(texts, **kw)
+
+
+def test_the_worker_coalesces_waiting_queries_and_runs_them_before_documents(tokenizer) -> None:
+    gated = _Gated(WordHashEmbedder(tokenizer))
+    worker = ModelWorker(gated, max_pending=100, max_batch=64, slice_texts=4)
+    try:
+        results: dict[str, np.ndarray] = {}
+        first = threading.Thread(target=lambda: results.update(first=worker.encode_queries(["hold"])))
+        first.start()
+        assert gated.entered.wait(10)
+        docs = threading.Thread(
+            target=lambda: results.update(docs=worker.encode_documents([f"d{i}" for i in range(10)]))
+        )
+        docs.start()
+        time.sleep(0.1)  # the document slices are queued before the queries below
+        threads = [
+            threading.Thread(target=lambda i=i: results.update({f"q{i}": worker.encode_queries([f"query {i}", "x"])}))
+            for i in range(8)
+        ]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while worker.depth < 3 + 8:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        gated.gate.set()
+        for t in [first, docs, *threads]:
+            t.join(10)
+        # one model call for the eight waiting requests (16 texts), ahead of the three document slices
+        assert gated.calls[:2] == [("query", 1, "longvec-model"), ("query", 16, "longvec-model")]
+        assert [c[:2] for c in gated.calls[2:]] == [("document", 4), ("document", 4), ("document", 2)]
+        assert worker.batches == 2 and worker.queries == 17
+        expected = WordHashEmbedder(gated.inner.tokenizer)
+        for i in range(8):
+            np.testing.assert_allclose(results[f"q{i}"], expected.encode_queries([f"query {i}", "x"]), atol=1e-6)
+        np.testing.assert_allclose(results["docs"], expected.encode_documents([f"d{i}" for i in range(10)]), atol=1e-6)
+    finally:
+        gated.gate.set()
+        worker.close()
+
+
+def test_the_worker_queue_is_bounded_and_errors_reach_the_caller(tokenizer) -> None:
+    gated = _Gated(WordHashEmbedder(tokenizer))
+    worker = ModelWorker(gated, max_pending=2)
+    try:
+        threads = [threading.Thread(target=worker.encode_queries, args=([f"q{i}"],)) for i in range(3)]
+        threads[0].start()
+        assert gated.entered.wait(10)  # one in the model, two waiting
+        for t in threads[1:]:
+            t.start()
+        deadline = time.monotonic() + 10
+        while worker._waiting_queries < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with pytest.raises(QueueFullError, match="queue is full"):
+            worker.encode_queries(["one too many"])
+        gated.gate.set()
+        for t in threads:
+            t.join(10)
+        with pytest.raises(TypeError):
+            worker.encode_queries(["x"], bogus=1)  # type: ignore[call-arg]
+        assert worker.encode_queries(["fine"]).shape == (1, 48)  # the worker survived the error
+    finally:
+        gated.gate.set()
+        worker.close()
+
+
+# -- observability -----------------------------------------------------------------------------------------
+
+
+def test_metrics_and_request_ids(collection, caplog) -> None:
+    with TestClient(create_app(collection)) as client, caplog.at_level(logging.INFO, logger="longvec.access"):
+        r = client.post("/search", json={"query": "socket"}, headers={"X-Request-ID": "trace-42"})
+        assert r.headers["x-request-id"] == "trace-42"
+        generated = client.post("/search", json={"query": ""}).headers["x-request-id"]
+        assert len(generated) == 32 and generated != "trace-42"
+        assert client.post("/search", json={"query": "x"}, headers={"X-Request-ID": "bad id\n"}).headers[
+            "x-request-id"
+        ] not in ("bad id\n", "bad id")
+        client.post("/documents", json={"documents": [{"doc_id": "m", "text": "metrics socket words"}]})
+        text = client.get("/metrics").text
+    assert 'longvec_requests_total{method="POST",route="/search",status="200"} 2.0' in text
+    assert 'longvec_requests_total{method="POST",route="/search",status="422"} 1.0' in text
+    assert 'longvec_request_seconds_count{method="POST",route="/search"} 3.0' in text
+    assert "longvec_documents 11.0" in text and "longvec_chunks 11.0" in text
+    assert 'longvec_tokens_encoded_total{kind="documents"}' in text and "longvec_queue_depth 0.0" in text
+    record = next(r for r in caplog.records if getattr(r, "request_id", None) == "trace-42")
+    line = json.loads(JsonFormatter().format(record))
+    assert line["route"] == "/search" and line["status"] == 200 and line["request_id"] == "trace-42"
+    assert line["level"] == "info" and line["ms"] >= 0
+
+
+# -- OpenAI-compatible embeddings ----------------------------------------------------------------------------
+
+
+def test_embeddings_endpoint(collection) -> None:
+    model = collection.manifest.model
+    with TestClient(create_app(collection, settings=ServiceSettings(long_inputs="chunk"))) as client:
+        assert client.get("/v1/models").json()["data"][0]["id"] == model
+        r = client.post("/v1/embeddings", json={"model": model, "input": "parse socket a cache render number 0"})
+        body = r.json()
+        assert r.status_code == 200 and body["object"] == "list" and body["model"] == model
+        (item,) = body["data"]
+        v = np.array(item["embedding"], np.float32)
+        assert v.shape == (48,) and abs(np.linalg.norm(v) - 1) < 1e-5
+        assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] > 0
+        # the vector a stored one-chunk document with that text has
+        _, row_doc, stored, _ = collection.chunk_vectors()
+        np.testing.assert_allclose(v, stored[0], atol=1e-5)
+        many = client.post(
+            "/v1/embeddings",
+            json={"model": "longvec", "input": ["socket", "cache"], "dimensions": 16, "encoding_format": "base64"},
+        ).json()
+        decoded = [np.frombuffer(base64.b64decode(d["embedding"]), "<f4") for d in many["data"]]
+        assert [d.shape for d in decoded] == [(16,), (16,)] and all(abs(np.linalg.norm(d) - 1) < 1e-5 for d in decoded)
+        ids = collection.counter._tok.encode("parse socket", add_special_tokens=False).ids
+        by_ids = client.post("/v1/embeddings", json={"model": model, "input": ids}).json()["data"][0]["embedding"]
+        by_text = client.post("/v1/embeddings", json={"model": model, "input": "parse socket"}).json()
+        np.testing.assert_allclose(by_ids, by_text["data"][0]["embedding"], atol=1e-6)
+        two = client.post("/v1/embeddings", json={"model": model, "input": [ids, ids[:1]]}).json()
+        assert len(two["data"]) == 2
+        long_text = " ".join(f"word{i} socket" for i in range(200))  # several windows of 64 tokens
+        r = client.post("/v1/embeddings", json={"model": model, "input": long_text})
+        assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] > 64
+        for bad, message in [
+            ({"model": "gpt-4", "input": "x"}, "not served here"),
+            ({"model": model, "input": "x", "dimensions": 49}, "dimensions must be in [1, 48]"),
+            ({"model": model, "input": [10**9]}, "token ids must be in"),
+            ({"model": model, "input": "   "}, "input 0 is empty"),
+            ({"model": model, "input": long_text, "input_type": "query"}, "over the model's 64"),
+        ]:
+            r = client.post("/v1/embeddings", json=bad)
+            assert r.status_code == 400 and message in r.json()["error"]["message"], (bad, r.json())
+        for bad in [{"model": model, "input": []}, {"model": model, "input": "x", "encoding_format": "int8"}]:
+            assert client.post("/v1/embeddings", json=bad).status_code == 422
+    with TestClient(create_app(collection, settings=ServiceSettings(long_inputs="reject"))) as client:
+        r = client.post("/v1/embeddings", json={"model": model, "input": long_text})
+        assert r.status_code == 400 and "over the model's 64" in r.json()["error"]["message"]
+
+
+def test_the_openai_client_against_a_running_server(collection) -> None:
+    from openai import OpenAI
+
+    settings = ServiceSettings(read_keys=(READ,))
+    with live(create_app(collection, settings=settings)) as url:
+        client = OpenAI(base_url=f"{url}/v1", api_key=READ, max_retries=0)
+        model = client.models.list().data[0].id
+        out = client.embeddings.create(model=model, input=["parse socket", "render cache"], dimensions=24)
+        vectors = np.array([d.embedding for d in out.data])
+        assert vectors.shape == (2, 24) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+        assert out.usage.prompt_tokens > 0
+        floats = client.embeddings.create(model=model, input="parse socket", encoding_format="float")
+        np.testing.assert_allclose(floats.data[0].embedding[:24], vectors[0] * np.linalg.norm(
+            floats.data[0].embedding[:24]), atol=1e-5)  # fmt: skip
+        import openai
+
+        with pytest.raises(openai.AuthenticationError):
+            OpenAI(base_url=f"{url}/v1", api_key="wrong-key-0123456789", max_retries=0).embeddings.create(
+                model=model, input="x"
+            )
+
+
+# -- the search page ------------------------------------------------------------------------------------------
+
+
+def test_the_search_page_is_self_contained(collection) -> None:
+    with TestClient(create_app(collection)) as client:
+        r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    page = r.text
+    assert '<form id="search">' in page and "fetch(path" in page
+    assert "http://" not in page and "https://" not in page  # no CDN: works offline
+    assert "innerHTML = " not in page  # stored text is put in as text, never as markup
+
+
+# -- concurrency ---------------------------------------------------------------------------------------------
+
+
+def test_searches_run_while_writes_stream_in(collection) -> None:
+    errors: list[str] = []
+    stop = threading.Event()
+    with live(create_app(collection)) as url:
+
+        def write(worker: int) -> None:
+            with httpx.Client(base_url=url, timeout=30) as http:
+                for i in range(15):
+                    docs = [
+                        {"doc_id": f"w{worker}-{i}-{j}", "text": f"socket stream {worker} {i} {j}"} for j in range(4)
+                    ]
+                    r = http.post("/documents", json={"documents": docs})
+                    if r.status_code != 200:
+                        errors.append(f"write {r.status_code} {r.text}")
+
+        def search() -> None:
+            with httpx.Client(base_url=url, timeout=30) as http:
+                while not stop.is_set():
+                    r = http.post("/search", json={"query": "socket stream", "k": 20})
+                    if r.status_code != 200:
+                        errors.append(f"search {r.status_code} {r.text}")
+                        continue
+                    for hit in r.json()["hits"]:  # every hit is a stored document, with its spans inside it
+                        doc = http.get(f"/documents/{hit['doc_id']}")
+                        if doc.status_code != 200 or hit["chunks"][0]["end"] > len(doc.json()["text"]):
+                            errors.append(f"hit {hit['doc_id']} {doc.status_code}")
+
+        writers = [threading.Thread(target=write, args=(w,)) for w in range(2)]
+        searchers = [threading.Thread(target=search) for _ in range(3)]
+        for t in writers + searchers:
+            t.start()
+        for t in writers:
+            t.join(60)
+        stop.set()
+        for t in searchers:
+            t.join(60)
+        final = httpx.post(f"{url}/search", json={"query": "socket stream", "k": 200}).json()["hits"]
+        assert collection.counts()["documents"] == 10 + 2 * 15 * 4
+    assert not errors, errors[:5]
+    assert sum(h["doc_id"].startswith("w") for h in final) == 120
