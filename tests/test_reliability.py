@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,15 +16,10 @@ import httpx
 from longvec.index import Collection
 
 from fakes import WordHashEmbedder
+from servers import free_port
 
 SERVER = Path(__file__).resolve().parent / "fake_server.py"
 ROUNDS = 20
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(root: Path, port: int, *extra: str) -> subprocess.Popen:
@@ -47,7 +41,7 @@ def test_kill_9_during_acknowledged_writes_loses_and_duplicates_nothing(tmp_path
     acknowledged: list[str] = []
     rng = random.Random(7)
     for round_ in range(ROUNDS):
-        port = _port()
+        port = free_port()
         server = _start(root, port, *(["--create"] if round_ == 0 else []))
         url = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=url, timeout=10) as http:
@@ -94,11 +88,11 @@ def test_kill_9_during_acknowledged_writes_loses_and_duplicates_nothing(tmp_path
 
 def test_a_second_writer_is_refused_clearly(tmp_path) -> None:
     root = tmp_path / "c"
-    port = _port()
+    port = free_port()
     server = _start(root, port, "--create")
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "longvec.api.cli", "serve", "--collection", str(root), "--port", str(_port())],
+            [sys.executable, "-m", "longvec.api.cli", "serve", "--collection", str(root), "--port", str(free_port())],
             capture_output=True,
             text=True,
             timeout=60,
@@ -113,7 +107,7 @@ def test_a_second_writer_is_refused_clearly(tmp_path) -> None:
 
 def test_sigterm_drains_in_flight_requests(tmp_path) -> None:
     root = tmp_path / "c"
-    port = _port()
+    port = free_port()
     server = _start(root, port, "--create")
     url = f"http://127.0.0.1:{port}"
     docs = [{"doc_id": f"big-{i}", "text": "drain words " * 2000} for i in range(40)]

@@ -7,16 +7,13 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from longvec.api.app import create_app
@@ -25,6 +22,7 @@ from longvec.api.worker import ModelWorker, QueueFullError
 from longvec.index import Collection, Document
 
 from fakes import WordHashEmbedder
+from servers import live
 
 READ, WRITE = "read-key-0123456789abcdef", "write-key-0123456789abcdef"
 
@@ -34,26 +32,6 @@ def collection(tmp_path, tokenizer):
     c = Collection.create(tmp_path / "c", embedder=WordHashEmbedder(tokenizer, max_tokens=64), search_mode="dense")
     c.add([Document(f"d{i}", f"parse socket {w} cache render number {i}") for i, w in enumerate("abcdefghij")])
     return c
-
-
-@contextmanager
-def live(app) -> Iterator[str]:
-    """``app`` served by uvicorn on a free loopback port, in a thread; yields its base URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 # -- readiness ---------------------------------------------------------------------------------------------
