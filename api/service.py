@@ -251,7 +251,12 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per log line: time, level, logger, message, and the record's extra fields (the access
     log's request id, route, status and milliseconds)."""
 
-    _plain = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
+    _plain = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+        "message",
+        "asctime",
+        "taskName",
+        "color_message",
+    }
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {

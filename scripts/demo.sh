@@ -20,7 +20,7 @@ trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null' INT TERM EXIT
 for _ in $(seq 1 120); do
     if python - "$HOST" "$PORT" <<'PY' 2>/dev/null; then break; fi
 import sys, urllib.request
-urllib.request.urlopen(f"http://{sys.argv[1]}:{sys.argv[2]}/health", timeout=1)
+urllib.request.urlopen(f"http://{sys.argv[1]}:{sys.argv[2]}/readyz", timeout=1)  # 503 until loaded
 PY
     kill -0 $SERVER 2>/dev/null || { echo "server exited" >&2; exit 1; }
     sleep 0.5
@@ -43,5 +43,5 @@ for rank, hit in enumerate(hits, 1):
 print(f"\ntry: curl -s -X POST http://{host}:{port}/search -H 'Content-Type: application/json' "
       f"-d '{{\"query\": \"read a gzip file\", \"k\": 3}}'")
 PY
-echo "== serving until Ctrl-C"
+echo "== search page: http://$HOST:$PORT/  (serving until Ctrl-C)"
 wait $SERVER
