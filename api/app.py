@@ -83,7 +83,11 @@ def create_app(
     state, metrics = _State(), Metrics()
 
     def attach(c: Collection) -> None:
-        state.worker = ModelWorker(c.embedder, max_pending=settings.max_queue)
+        def counted(requests: int, _texts: int) -> None:
+            metrics.query_batches.inc()
+            metrics.query_requests.inc(requests)
+
+        state.worker = ModelWorker(c.embedder, max_pending=settings.max_queue, on_query_batch=counted)
         c.embedder = state.worker
         state.collection = c
         metrics.ready.set(1)
@@ -219,6 +223,8 @@ def create_app(
             funnel=req.funnel,
             oversample=req.oversample,
         )
+        if req.mode != "lexical" and (req.mode is not None or c.manifest.search_mode != "lexical"):
+            metrics.tokens.labels("queries").inc(c.counter.count(req.query))
         return SearchResponse.model_validate({"hits": [h.to_dict() for h in hits]})
 
     @app.post("/documents")

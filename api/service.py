@@ -107,6 +107,13 @@ class Metrics:
         )  # fmt: skip
         self.tokens = Counter("longvec_tokens_encoded", "Tokens encoded by kind", ["kind"], registry=self.registry)
         self.queue = Gauge("longvec_queue_depth", "Encode jobs waiting for the model", registry=self.registry)
+        self.query_batches = Counter(
+            "longvec_query_batches", "Model calls encoding queries (each may serve several requests)",
+            registry=self.registry,
+        )  # fmt: skip
+        self.query_requests = Counter(
+            "longvec_query_requests", "Query encode requests served by those calls", registry=self.registry
+        )
         self.in_flight = Gauge("longvec_requests_in_flight", "HTTP requests being handled", registry=self.registry)
         self.documents = Gauge("longvec_documents", "Documents in the collection", registry=self.registry)
         self.chunks = Gauge("longvec_chunks", "Chunks in the collection", registry=self.registry)

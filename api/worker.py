@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,8 +52,18 @@ class ModelWorker:
     """An embedder whose encodes all run on one worker thread (see the module docstring); everything else
     (``dim``, ``tokenizer``, ``fingerprint``, ...) is the wrapped embedder's."""
 
-    def __init__(self, embedder: Any, *, max_pending: int = 256, max_batch: int = 64, slice_texts: int = 32) -> None:
+    def __init__(
+        self,
+        embedder: Any,
+        *,
+        max_pending: int = 256,
+        max_batch: int = 64,
+        slice_texts: int = 32,
+        on_query_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """``on_query_batch(requests, texts)`` is called on the worker thread after each query model call."""
         self._embedder = embedder
+        self._on_query_batch = on_query_batch
         self.max_pending, self.max_batch, self.slice_texts = max_pending, max_batch, slice_texts
         self._queue: queue.PriorityQueue[_Job] = queue.PriorityQueue()
         self._order = itertools.count()
@@ -166,6 +177,8 @@ class ModelWorker:
             vectors = self._embedder.encode_queries(texts, **kwargs)
             self.batches += 1
             self.queries += len(texts)
+            if self._on_query_batch is not None:
+                self._on_query_batch(len(batch), len(texts))
         else:
             vectors = self._embedder.encode_documents(texts, **kwargs)
         offset = 0

@@ -290,6 +290,8 @@ def test_metrics_and_request_ids(collection, caplog) -> None:
     assert 'longvec_request_seconds_count{method="POST",route="/search"} 3.0' in text
     assert "longvec_documents 11.0" in text and "longvec_chunks 11.0" in text
     assert 'longvec_tokens_encoded_total{kind="documents"}' in text and "longvec_queue_depth 0.0" in text
+    assert 'longvec_tokens_encoded_total{kind="queries"}' in text
+    assert "longvec_query_batches_total 2.0" in text and "longvec_query_requests_total 2.0" in text
     record = next(r for r in caplog.records if getattr(r, "request_id", None) == "trace-42")
     line = json.loads(JsonFormatter().format(record))
     assert line["route"] == "/search" and line["status"] == 200 and line["request_id"] == "trace-42"
