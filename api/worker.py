@@ -8,7 +8,8 @@ script; :class:`ModelWorker` stands in for its embedder and turns each call into
   takes all waiting query jobs with the same settings, up to :attr:`ModelWorker.max_batch` texts, and encodes them
   in one call (micro-batching: under load a model call serves many requests at once).
 - Document encodes are cut into slices of :attr:`ModelWorker.slice_texts` texts, run one slice at a time, so a
-  search waits at most one slice behind a long write, never the whole write.
+  search waits at most one slice behind a long write, never the whole write; small document jobs waiting together
+  (``/v1/embeddings`` requests) are coalesced up to that size.
 - At most :attr:`ModelWorker.max_pending` query jobs wait; one more raises :class:`QueueFullError` (the API answers
   429 with ``Retry-After``), so memory stays bounded under overload.
 
@@ -131,9 +132,11 @@ class ModelWorker:
                 return
             batch = [job]
             if job.kind == "query":
-                batch += self._more_queries(job)
+                batch += self._more_like(job, self.max_batch)
                 with self._count_lock:
                     self._waiting_queries -= len(batch)
+            elif job.kind == "document":
+                batch += self._more_like(job, self.slice_texts)
             if not all(j.future.set_running_or_notify_cancel() for j in batch):
                 batch = [j for j in batch if not j.future.cancelled()]
             try:
@@ -143,18 +146,18 @@ class ModelWorker:
                     if not j.future.done():
                         j.future.set_exception(exc)
 
-    def _more_queries(self, first: _Job) -> list[_Job]:
-        """Waiting query jobs with ``first``'s settings, up to :attr:`max_batch` texts in all (others go back)."""
+    def _more_like(self, first: _Job, cap: int) -> list[_Job]:
+        """Waiting jobs of ``first``'s kind and settings, up to ``cap`` texts with it (others go back)."""
         taken, others, size = [], [], len(first.texts)
-        while size < self.max_batch:
+        while size < cap:
             try:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if job.kind != "query":
+            if job.priority != first.priority:
                 others.append(job)
-                break  # the queue is ordered: no query job is behind it
-            if job.options == first.options and size + len(job.texts) <= self.max_batch:
+                break  # the queue is ordered: nothing of this priority is behind it
+            if job.kind == first.kind and job.options == first.options and size + len(job.texts) <= cap:
                 taken.append(job)
                 size += len(job.texts)
             else:

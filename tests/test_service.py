@@ -245,6 +245,35 @@ def test_the_worker_coalesces_waiting_queries_and_runs_them_before_documents(tok
         worker.close()
 
 
+def test_the_worker_coalesces_small_document_jobs_up_to_a_slice(tokenizer) -> None:
+    gated = _Gated(WordHashEmbedder(tokenizer))
+    worker = ModelWorker(gated, slice_texts=4)
+    try:
+        hold = threading.Thread(target=worker.encode_queries, args=(["hold"],))
+        hold.start()
+        assert gated.entered.wait(10)
+        out: dict[int, np.ndarray] = {}
+        jobs = [
+            threading.Thread(target=lambda i=i: out.update({i: worker.encode_documents([f"e{i}"])})) for i in range(6)
+        ]
+        for t in jobs:
+            t.start()
+        deadline = time.monotonic() + 10
+        while worker.depth < 6:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        gated.gate.set()
+        for t in [hold, *jobs]:
+            t.join(10)
+        assert [c[:2] for c in gated.calls[1:]] == [("document", 4), ("document", 2)]  # six requests, two calls
+        expected = WordHashEmbedder(tokenizer)
+        for i in range(6):
+            np.testing.assert_allclose(out[i], expected.encode_documents([f"e{i}"]), atol=1e-6)
+    finally:
+        gated.gate.set()
+        worker.close()
+
+
 def test_the_worker_queue_is_bounded_and_errors_reach_the_caller(tokenizer) -> None:
     gated = _Gated(WordHashEmbedder(tokenizer))
     worker = ModelWorker(gated, max_pending=2)
