@@ -157,6 +157,9 @@ class Guard:
         refusal = self._refusal(method, path, headers)
         try:
             if refusal is not None:
+                # read the body first (up to the limit): a connection closed on unread data is reset, and the
+                # client would see a broken connection instead of this answer
+                await self._body(receive)
                 await _respond(send_with_id, *refusal)
                 return
             self._in_flight += 1

@@ -31,6 +31,7 @@ async def run(url: str, route: str, bodies: list[dict], clients: int, seconds: f
     """``clients`` closed-loop clients posting ``bodies`` (in turn) to ``route`` for ``seconds``."""
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
+    failures: Counter[str] = Counter()
     stop = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
@@ -39,9 +40,12 @@ async def run(url: str, route: str, bodies: list[dict], clients: int, seconds: f
             i = offset
             while time.perf_counter() < stop:
                 start = time.perf_counter()
-                r = await http.post(route, json=bodies[i % len(bodies)])
+                try:
+                    r = await http.post(route, json=bodies[i % len(bodies)])
+                    statuses[r.status_code] += 1
+                except httpx.TransportError as exc:  # the connection failed: an error, counted by kind
+                    failures[type(exc).__name__] += 1
                 latencies.append(1000 * (time.perf_counter() - start))
-                statuses[r.status_code] += 1
                 i += clients
 
         began = time.perf_counter()
@@ -52,13 +56,14 @@ async def run(url: str, route: str, bodies: list[dict], clients: int, seconds: f
         "route": route,
         "clients": clients,
         "seconds": elapsed,
-        "requests": sum(statuses.values()),
+        "requests": sum(statuses.values()) + sum(failures.values()),
         "qps": ok / elapsed,
         "p50_ms": float(np.percentile(latencies, 50)),
         "p99_ms": float(np.percentile(latencies, 99)),
         "refused_429": statuses[429],
-        "errors": sum(n for s, n in statuses.items() if s not in (200, 429)),
+        "errors": sum(n for s, n in statuses.items() if s not in (200, 429)) + sum(failures.values()),
         "statuses": {str(s): n for s, n in sorted(statuses.items())},
+        "transport_errors": dict(failures),
     }
 
 
