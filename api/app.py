@@ -168,11 +168,6 @@ def create_app(
         """The process answers (public)."""
         return {"status": "alive"}
 
-    @app.get("/health")
-    def health() -> dict[str, str]:
-        """Kept for older clients: the same as /livez."""
-        return {"status": "ok"}
-
     @app.get("/readyz", responses={503: {"description": "loading, or failed to load"}})
     def readyz() -> JSONResponse:
         """200 once the collection and the model are loaded, 503 before (public)."""
@@ -181,6 +176,13 @@ def create_app(
         status = "failed" if state.error else "loading"
         body = {"status": status, **({"error": state.error} if state.error else {})}
         return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+
+    @app.get("/health", responses={503: {"description": "loading, or failed to load"}})
+    def health() -> JSONResponse:
+        """The older name of /readyz, kept for existing clients: ``{"status": "ok"}`` once ready, 503 before."""
+        if state.collection is not None:
+            return JSONResponse({"status": "ok"})
+        return readyz()
 
     @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
     def prometheus_metrics() -> Response:

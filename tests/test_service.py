@@ -48,6 +48,7 @@ def test_not_ready_until_the_collection_and_model_are_loaded(collection) -> None
         assert client.get("/livez").json() == {"status": "alive"}
         r = client.get("/readyz")
         assert (r.status_code, r.json()["status"], r.headers["retry-after"]) == (503, "loading", "5")
+        assert client.get("/health").status_code == 503  # its older name, for existing clients
         r = client.post("/search", json={"query": "socket"})
         assert r.status_code == 503 and r.json()["error"]["type"] == "NotReadyError"
         assert r.headers["retry-after"] == "5"
@@ -57,6 +58,7 @@ def test_not_ready_until_the_collection_and_model_are_loaded(collection) -> None
             assert time.monotonic() < deadline
             time.sleep(0.02)
         assert client.post("/search", json={"query": "socket"}).status_code == 200
+        assert client.get("/health").json() == {"status": "ok"}
         assert "longvec_ready 1.0" in client.get("/metrics").text
 
 
