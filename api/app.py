@@ -9,12 +9,15 @@ guards every request (keys, limits, request ids, metrics, logs).
 from __future__ import annotations
 
 import base64
+import html
 import logging
+import re
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from importlib import resources
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -42,27 +45,123 @@ from longvec.api.schemas import (
 )
 from longvec.api.service import Guard, Metrics, ServiceSettings
 from longvec.api.worker import ModelWorker
-from longvec.index import Collection, Document, InvalidInputError, longvec_version
+from longvec.index import (
+    Collection,
+    CollectionNotFoundError,
+    Document,
+    InvalidInputError,
+    ModelMismatchError,
+    longvec_version,
+)
 
 log = logging.getLogger("longvec.server")
 
 
-class _State:
-    """The app's collection once loaded, or why it is not (yet)."""
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
-    def __init__(self) -> None:
-        self.collection: Collection | None = None
-        self.worker: ModelWorker | None = None
+
+def collection_dir(root: Path, name: str) -> Path:
+    """The directory of collection ``name`` under the data ``root``: a plain name (letters, digits, ``.``, ``_``,
+    ``-``; no path separators, not ``..``) whose directory, symlinks resolved, is directly inside the root;
+    :class:`InvalidInputError` otherwise, :class:`CollectionNotFoundError` if it holds no collection."""
+    if not NAME.match(name) or name in (".", ".."):
+        raise InvalidInputError(f"collection name {name!r} is not a plain name (letters, digits, '.', '_', '-')")
+    base = root.resolve()
+    path = (base / name).resolve()
+    if path.parent != base:
+        raise InvalidInputError(f"collection {name!r} resolves outside the data root")
+    if not (path / "manifest.json").is_file():
+        raise CollectionNotFoundError(f"no collection {name!r} under the data root")
+    return path
+
+
+class Collections:
+    """The collections a server holds, and why they are not loaded (yet): one (``longvec serve --collection``) or
+    every collection under a data root (``--data-root``: loaded at startup, and any added later on its first
+    request). Collections with the same model share one embedder and one :class:`ModelWorker`."""
+
+    def __init__(self, settings: ServiceSettings, metrics: Metrics, open_at: Callable[..., Collection]) -> None:
+        self.settings, self.metrics, self._open_at = settings, metrics, open_at
+        self.single: Collection | None = None
+        self.root: Path | None = None
+        self.named: dict[str, Collection] = {}
+        self.workers: list[ModelWorker] = []
         self.error: str | None = None
-        self.ready = threading.Event()
+        self.loaded = False
+        self._lock = threading.Lock()
+
+    @property
+    def all(self) -> dict[str, Collection]:
+        if self.single is not None:
+            return {self.single.root.name: self.single}
+        return dict(self.named)
+
+    def attach(self, c: Collection) -> Collection:
+        """``c`` with its encodes on the worker of its model (a new one for a new model)."""
+        if not isinstance(c.embedder, ModelWorker):
+
+            def counted(requests: int, _texts: int) -> None:
+                self.metrics.query_batches.inc()
+                self.metrics.query_requests.inc(requests)
+
+            worker = ModelWorker(c.embedder, max_pending=self.settings.max_queue, on_query_batch=counted)
+            self.workers.append(worker)
+            c.embedder = worker
+        return c
+
+    def get(self, name: str | None) -> Collection:
+        """The collection a request names (``None``: the single one); 503 until loaded, 400 / 404 for a bad name."""
+        if name is None or self.root is None:
+            if self.single is None:
+                raise NotReadyError(self.error or "the collection and model are still loading")
+            return self.single
+        if not self.loaded:
+            raise NotReadyError(self.error or "the collections are still loading")
+        return self._named(name)
+
+    def _named(self, name: str) -> Collection:
+        assert self.root is not None
+        if name in self.named:
+            return self.named[name]
+        path = collection_dir(self.root, name)
+        with self._lock:  # opened once, however many requests ask at once
+            if name not in self.named:
+                self.named[name] = self._open(path)
+            return self.named[name]
+
+    def _open(self, path: Path) -> Collection:
+        """The collection at ``path``, sharing the embedder of an open collection with the same model if any."""
+        for worker in self.workers:
+            try:
+                return self.attach(self._open_at(path, embedder=worker))
+            except ModelMismatchError:
+                continue
+        return self.attach(self._open_at(path))
+
+    def load_root(self) -> None:
+        """Open every collection under the data root."""
+        assert self.root is not None
+        for path in sorted(self.root.iterdir()):
+            if NAME.match(path.name) and (path / "manifest.json").is_file():
+                try:
+                    self._named(path.name)
+                except InvalidInputError as exc:  # a symlink out of the root: never served
+                    log.warning("not serving %s: %s", path, exc)
+
+    def close(self, close_collections: bool) -> None:
+        for c in self.all.values():
+            if isinstance(c.embedder, ModelWorker):
+                c.embedder = c.embedder.wrapped
+            if close_collections:
+                c.close()
+        for worker in self.workers:
+            worker.close()
 
 
 def get_collection(request: Request) -> Collection:
-    """The app's one shared collection (503 until it is loaded)."""
-    state: _State = request.app.state.longvec
-    if state.collection is None:
-        raise NotReadyError(state.error or "the collection and model are still loading")
-    return state.collection
+    """The collection a request is for: the server's one, or the one its path names (``/collections/{name}/...``)."""
+    collections: Collections = request.app.state.longvec
+    return collections.get(request.path_params.get("name"))
 
 
 CollectionDep = Annotated[Collection, Depends(get_collection)]
@@ -72,59 +171,53 @@ def create_app(
     collection: Collection | None = None,
     *,
     open_collection: Callable[[], Collection] | None = None,
+    data_root: Path | None = None,
+    open_at: Callable[..., Collection] | None = None,
     settings: ServiceSettings | None = None,
     close_on_shutdown: bool = True,
 ) -> FastAPI:
-    """An app serving ``collection`` (already open), or the one ``open_collection`` opens on a thread at
-    startup; one shared instance for all requests, its encodes on one :class:`ModelWorker`."""
-    if (collection is None) == (open_collection is None):
-        raise ValueError("give either a collection or open_collection")
+    """An app serving one collection -- ``collection`` (already open), or the one ``open_collection`` opens on a
+    thread at startup -- at ``/``, or every collection under ``data_root`` at ``/collections/{name}/`` (opened by
+    ``open_at(path, embedder=None)``, default ``Collection.open``). Encodes run on one :class:`ModelWorker` per
+    model."""
+    if sum(x is not None for x in (collection, open_collection, data_root)) != 1:
+        raise ValueError("give one of collection, open_collection or data_root")
     settings = settings or ServiceSettings()
-    state, metrics = _State(), Metrics()
-
-    def attach(c: Collection) -> None:
-        def counted(requests: int, _texts: int) -> None:
-            metrics.query_batches.inc()
-            metrics.query_requests.inc(requests)
-
-        state.worker = ModelWorker(c.embedder, max_pending=settings.max_queue, on_query_batch=counted)
-        c.embedder = state.worker
-        state.collection = c
-        metrics.ready.set(1)
-        state.ready.set()
+    metrics = Metrics()
+    collections = Collections(settings, metrics, open_at or _open_at)
+    collections.root = Path(data_root) if data_root is not None else None
 
     def load() -> None:
         try:
-            assert open_collection is not None
-            attach(open_collection())
+            if open_collection is not None:
+                collections.single = collections.attach(open_collection())
+            else:
+                collections.load_root()
+            collections.loaded = True
+            metrics.ready.set(1)
             log.info("ready")
         except Exception as exc:  # readiness reports it; the process stays up to say why
-            state.error = f"the collection failed to load: {type(exc).__name__}: {exc}"
-            log.exception("the collection failed to load")
-            state.ready.set()
+            collections.error = f"failed to load: {type(exc).__name__}: {exc}"
+            log.exception("failed to load")
 
     if collection is not None:
-        attach(collection)
+        collections.single = collections.attach(collection)
+        collections.loaded = True
+        metrics.ready.set(1)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         loader = None
-        if open_collection is not None:
+        if collection is None:
             loader = threading.Thread(target=load, name="longvec-load", daemon=True)
             loader.start()
         yield
         if loader is not None:
             loader.join()
-        c, worker = state.collection, state.worker
-        if c is not None and worker is not None:
-            c.embedder = worker.wrapped
-        if close_on_shutdown and c is not None:
-            c.close()
-        if worker is not None:
-            worker.close()
+        collections.close(close_on_shutdown)
 
     app = FastAPI(title="longvec", version=longvec_version(), lifespan=lifespan)
-    app.state.longvec = state
+    app.state.longvec = collections
     app.state.metrics = metrics
 
     def route_of(scope: dict[str, Any]) -> str:
@@ -163,6 +256,9 @@ def create_app(
 
     # -- health, readiness, metrics --------------------------------------------------------------------
 
+    def ready() -> bool:
+        return collections.loaded and (collections.single is not None or collections.root is not None)
+
     @app.get("/livez")
     def livez() -> dict[str, str]:
         """The process answers (public)."""
@@ -170,34 +266,60 @@ def create_app(
 
     @app.get("/readyz", responses={503: {"description": "loading, or failed to load"}})
     def readyz() -> JSONResponse:
-        """200 once the collection and the model are loaded, 503 before (public)."""
-        if state.collection is not None:
+        """200 once the collection(s) and model(s) are loaded, 503 before (public)."""
+        if ready():
             return JSONResponse({"status": "ready"})
-        status = "failed" if state.error else "loading"
-        body = {"status": status, **({"error": state.error} if state.error else {})}
+        error = collections.error
+        body = {"status": "failed" if error else "loading", **({"error": error} if error else {})}
         return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
     @app.get("/health", responses={503: {"description": "loading, or failed to load"}})
     def health() -> JSONResponse:
         """The older name of /readyz, kept for existing clients: ``{"status": "ok"}`` once ready, 503 before."""
-        if state.collection is not None:
-            return JSONResponse({"status": "ok"})
-        return readyz()
+        return JSONResponse({"status": "ok"}) if ready() else readyz()
 
     @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
     def prometheus_metrics() -> Response:
         """Prometheus text format: requests and latency by route and status, queue depth, tokens encoded,
-        documents and chunks."""
-        if state.collection is not None and state.worker is not None:
-            counts = state.collection.counts()
-            metrics.documents.set(counts["documents"])
-            metrics.chunks.set(counts["chunks"])
-            metrics.queue.set(state.worker.depth)
+        documents and chunks per collection."""
+        for name, c in collections.all.items():
+            counts = c.counts()
+            metrics.documents.labels(name).set(counts["documents"])
+            metrics.chunks.labels(name).set(counts["chunks"])
+        metrics.queue.set(sum(w.depth for w in collections.workers))
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    # -- the collection --------------------------------------------------------------------------------
+    page = resources.files("longvec.api").joinpath("static/index.html").read_text(encoding="utf-8")
+    # Added to the app itself, not through an included router, so that each is a plain route: the metrics label
+    # requests with the route template they match.
+    _collection_routes(app, "" if data_root is None else "/collections/{name}", settings, metrics, page)
+    if data_root is not None:
 
-    @app.get("/info")
+        @app.get("/collections")
+        def list_collections() -> dict[str, list[dict[str, Any]]]:
+            """The collections under the data root that are open, with their counts."""
+            return {"collections": [{"name": n, **c.counts()} for n, c in sorted(collections.all.items())]}
+
+        @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+        def index_page() -> HTMLResponse:
+            """Links to each collection's search page."""
+            items = "".join(
+                f'<li><a href="collections/{html.escape(n)}/">{html.escape(n)}</a></li>'
+                for n in sorted(collections.all)
+            )
+            return HTMLResponse(f"<!doctype html><title>longvec</title><h1>longvec collections</h1><ul>{items}</ul>")
+
+    return app
+
+
+def _open_at(path: Path, embedder: Any = None) -> Collection:
+    return Collection.open(path, embedder=embedder)
+
+
+def _collection_routes(app: FastAPI, prefix: str, settings: ServiceSettings, metrics: Metrics, page: str) -> None:
+    """Every route about one collection, under ``prefix`` (``""``, or ``/collections/{name}``)."""
+
+    @app.get(prefix + "/info")
     def info(c: CollectionDep) -> dict[str, object]:
         data = c.info()
         data["limits"] = {
@@ -211,7 +333,7 @@ def create_app(
         data["auth"] = settings.auth
         return data
 
-    @app.post("/search")
+    @app.post(prefix + "/search")
     def search(req: SearchRequest, c: CollectionDep) -> SearchResponse:
         hits = c.search(
             req.query,
@@ -229,7 +351,7 @@ def create_app(
             metrics.tokens.labels("queries").inc(c.counter.count(req.query))
         return SearchResponse.model_validate({"hits": [h.to_dict() for h in hits]})
 
-    @app.post("/documents")
+    @app.post(prefix + "/documents")
     def add_documents(req: AddRequest, c: CollectionDep) -> AddResponse:
         """Add or replace documents; the reply comes after they are committed (durable)."""
         _check_chars(sum(len(d.text) for d in req.documents), settings)
@@ -238,21 +360,21 @@ def create_app(
         metrics.tokens.labels("documents").inc(result.tokens)
         return AddResponse.model_validate(asdict(result))
 
-    @app.get("/documents")
+    @app.get(prefix + "/documents")
     def list_documents(c: CollectionDep, prefix: str = "", walked: bool = False) -> dict[str, list[str]]:
         """Stored doc_ids starting with ``prefix``, sorted; ``walked``: only files from directory walks."""
         return {"doc_ids": c.doc_ids(prefix, walked=walked)}
 
-    @app.post("/documents/delete")
+    @app.post(prefix + "/documents/delete")
     def delete_documents(req: DeleteRequest, c: CollectionDep) -> DeleteResponse:
         """Delete many documents in one transaction; ids that are not stored are ignored."""
         return DeleteResponse(deleted=c.delete_many(req.doc_ids))
 
-    @app.get("/documents/{doc_id:path}")
+    @app.get(prefix + "/documents/{doc_id:path}")
     def get_document(doc_id: str, c: CollectionDep) -> DocumentOut:
         return DocumentOut.model_validate(asdict(c.get(doc_id)))
 
-    @app.delete("/documents/{doc_id:path}")
+    @app.delete(prefix + "/documents/{doc_id:path}")
     def delete_document(doc_id: str, c: CollectionDep) -> dict[str, str]:
         c.delete(doc_id)
         return {"deleted": doc_id}
@@ -263,16 +385,15 @@ def create_app(
         name = c.manifest.model
         return [name, name.rstrip("/").rsplit("/", 1)[-1], "longvec"]
 
-    @app.get("/v1/models")
+    @app.get(prefix + "/v1/models")
     def list_models(c: CollectionDep) -> dict[str, Any]:
         """The collection's model, under its name (also its short name and ``longvec``), as OpenAI lists models."""
-        created = 0
         return {
             "object": "list",
-            "data": [{"id": c.manifest.model, "object": "model", "created": created, "owned_by": "longvec"}],
+            "data": [{"id": c.manifest.model, "object": "model", "created": 0, "owned_by": "longvec"}],
         }
 
-    @app.post("/v1/embeddings")
+    @app.post(prefix + "/v1/embeddings")
     def embeddings(req: EmbeddingsRequest, c: CollectionDep) -> EmbeddingsResponse:
         """OpenAI-style embeddings in the collection's vector space (its model and calibration). ``dimensions``
         keeps a Matryoshka prefix, re-normalised. Inputs longer than the model's window are chunked and their
@@ -299,15 +420,11 @@ def create_app(
 
     # -- the search page -------------------------------------------------------------------------------
 
-    page = resources.files("longvec.api").joinpath("static/index.html").read_text(encoding="utf-8")
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.get(prefix + "/", response_class=HTMLResponse, include_in_schema=False)
     def search_page() -> HTMLResponse:
         """A search page: a query box, ranked documents with their matching spans highlighted (no build step,
-        no CDN; it calls POST /search and GET /documents/{id})."""
+        no CDN; it calls search and documents/{id} relative to its own URL)."""
         return HTMLResponse(page)
-
-    return app
 
 
 def _check_chars(total: int, settings: ServiceSettings) -> None:

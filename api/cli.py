@@ -233,7 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the REST API, OpenAI-style /v1/embeddings and a search page (API keys from LONGVEC_READ_KEY, "
         "LONGVEC_WRITE_KEY or LONGVEC_API_KEY, or the key files)",
     )
-    _add_collection(p)
+    served = p.add_mutually_exclusive_group(required=True)
+    served.add_argument("--collection", type=Path, help="the collection directory to serve")
+    served.add_argument(
+        "--data-root",
+        type=Path,
+        help="serve every collection in this directory, at /collections/NAME/ (NAME: a subdirectory)",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--read-key-file", type=Path, help="API keys that may search and read, one per line")
@@ -702,7 +708,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from longvec.api.service import ServiceSettings, json_logging
     from longvec.index import Collection, InvalidInputError
 
-    Collection.check_writable(args.collection)  # exit 2 now, not after the server started, if it cannot be opened
+    if args.collection is not None:  # exit 2 now, not after the server started, if it cannot be opened
+        Collection.check_writable(args.collection)
+    elif not args.data_root.is_dir():
+        raise InvalidInputError(f"--data-root {args.data_root} is not a directory")
+    else:
+        for child in sorted(args.data_root.iterdir()):
+            if (child / "manifest.json").is_file():
+                Collection.check_writable(child)
     try:
         settings = ServiceSettings.from_env(
             read_key_file=args.read_key_file,
@@ -718,15 +731,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _engine_config(args)
     server: uvicorn.Server | None = None
 
-    def open_collection() -> Collection:
-        try:
-            return Collection.open(args.collection, embedder_config=config)
-        except BaseException:
-            if server is not None:
-                server.should_exit = True  # nothing to serve: stop, and exit 2 below
-            raise
+    def stopping_on_error(open_one: Callable[..., Collection]) -> Callable[..., Collection]:
+        def opened(*args: Any, **kwargs: Any) -> Collection:
+            try:
+                return open_one(*args, **kwargs)
+            except BaseException:
+                if server is not None and not app.state.longvec.loaded:
+                    server.should_exit = True  # a startup load failed: stop, and exit 2 below
+                raise
 
-    app = create_app(open_collection=open_collection, settings=settings)
+        return opened
+
+    def open_at(path: Path, embedder: Any = None) -> Collection:
+        return Collection.open(path, embedder=embedder, embedder_config=None if embedder is not None else config)
+
+    if args.collection is not None:
+        app = create_app(
+            open_collection=stopping_on_error(lambda: open_at(args.collection)),
+            settings=settings,
+        )
+    else:
+        app = create_app(data_root=args.data_root, open_at=stopping_on_error(open_at), settings=settings)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -738,14 +763,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     )
     auth = "on" if settings.auth else "off"
+    where = args.collection if args.collection is not None else f"the collections in {args.data_root}"
+    at = "/" if args.collection is not None else "/collections/NAME/"
     print(
-        f"serving {args.collection} on http://{args.host}:{args.port} (search page /, POST /search, "
-        f"POST /v1/embeddings, /readyz, /metrics; API keys {auth})",
+        f"serving {where} on http://{args.host}:{args.port} (search page {at}, POST {at}search, "
+        f"POST {at}v1/embeddings; /readyz, /metrics; API keys {auth})",
         flush=True,
     )
     server.run()
     error = app.state.longvec.error
-    if error is not None:
+    if error is not None and not app.state.longvec.loaded:
         print(f"longvec serve: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -35,6 +35,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PUBLIC = ("/livez", "/readyz", "/health", "/", "/static/", "/openapi.json", "/docs", "/docs/oauth2-redirect")
 WRITE_ROUTES = (("POST", "/documents"), ("POST", "/documents/delete"), ("DELETE", "/documents/"))
+_IN_COLLECTION = re.compile(r"^/collections/[^/]+(?=/)")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 access_log = logging.getLogger("longvec.access")
 
@@ -84,12 +85,20 @@ def _matches(token: str, keys: tuple[str, ...]) -> bool:
     return found
 
 
+def _local(path: str) -> str:
+    """A path with its ``/collections/{name}`` prefix removed (a server of several collections), as the routes of
+    one collection see it."""
+    return _IN_COLLECTION.sub("", path, count=1)
+
+
 def is_public(path: str) -> bool:
-    return any(path == p or (p.endswith("/") and p != "/" and path.startswith(p)) for p in PUBLIC)
+    local = _local(path)
+    return any(local == p or (p.endswith("/") and p != "/" and local.startswith(p)) for p in PUBLIC)
 
 
 def is_write(method: str, path: str) -> bool:
-    return any(method == m and (path == p or (p.endswith("/") and path.startswith(p))) for m, p in WRITE_ROUTES)
+    local = _local(path)
+    return any(method == m and (local == p or (p.endswith("/") and local.startswith(p))) for m, p in WRITE_ROUTES)
 
 
 class Metrics:
@@ -115,8 +124,8 @@ class Metrics:
             "longvec_query_requests", "Query encode requests served by those calls", registry=self.registry
         )
         self.in_flight = Gauge("longvec_requests_in_flight", "HTTP requests being handled", registry=self.registry)
-        self.documents = Gauge("longvec_documents", "Documents in the collection", registry=self.registry)
-        self.chunks = Gauge("longvec_chunks", "Chunks in the collection", registry=self.registry)
+        self.documents = Gauge("longvec_documents", "Documents per collection", ["collection"], registry=self.registry)
+        self.chunks = Gauge("longvec_chunks", "Chunks per collection", ["collection"], registry=self.registry)
         self.ready = Gauge("longvec_ready", "1 once the collection and model are loaded", registry=self.registry)
 
 

@@ -319,7 +319,7 @@ def test_metrics_and_request_ids(collection, caplog) -> None:
     assert 'longvec_requests_total{method="POST",route="/search",status="200"} 2.0' in text
     assert 'longvec_requests_total{method="POST",route="/search",status="422"} 1.0' in text
     assert 'longvec_request_seconds_count{method="POST",route="/search"} 3.0' in text
-    assert "longvec_documents 11.0" in text and "longvec_chunks 11.0" in text
+    assert 'longvec_documents{collection="c"} 11.0' in text and 'longvec_chunks{collection="c"} 11.0' in text
     assert 'longvec_tokens_encoded_total{kind="documents"}' in text and "longvec_queue_depth 0.0" in text
     assert 'longvec_tokens_encoded_total{kind="queries"}' in text
     assert "longvec_query_batches_total 2.0" in text and "longvec_query_requests_total 2.0" in text
@@ -455,3 +455,81 @@ def test_searches_run_while_writes_stream_in(collection) -> None:
         assert collection.counts()["documents"] == 10 + 2 * 15 * 4
     assert not errors, errors[:5]
     assert sum(h["doc_id"].startswith("w") for h in final) == 120
+
+
+# -- several collections under a data root -----------------------------------------------------------------
+
+
+def test_a_data_root_serves_each_collection_and_nothing_outside_it(tmp_path, tokenizer) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    opened: list[str] = []
+
+    def open_at(path, embedder=None):
+        opened.append(path.name)
+        return Collection.open(path, embedder=embedder or WordHashEmbedder(tokenizer, max_tokens=64))
+
+    for name, words in (("alpha", "parse socket"), ("beta", "render cache"), ("outside", "secret words")):
+        where = outside if name == "outside" else root / name
+        c = Collection.create(where, embedder=WordHashEmbedder(tokenizer, max_tokens=64), search_mode="dense")
+        c.add([Document(f"{name}-{i}", f"{words} {i}") for i in range(3)])
+        c.close()
+    (root / "evil").symlink_to(outside)  # a symlink out of the root holds a collection: never served
+    (root / "notes").mkdir()  # not a collection
+    settings = ServiceSettings(read_keys=(READ,), write_keys=(WRITE,))
+    read, write = {"Authorization": f"Bearer {READ}"}, {"Authorization": f"Bearer {WRITE}"}
+    with TestClient(create_app(data_root=root, open_at=open_at, settings=settings)) as client:
+        deadline = time.monotonic() + 10
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert sorted(opened) == ["alpha", "beta"]  # loaded at startup; the symlink is skipped
+        listed = client.get("/collections", headers=read).json()["collections"]
+        assert [(c["name"], c["documents"]) for c in listed] == [("alpha", 3), ("beta", 3)]
+        for name in ("alpha", "beta"):
+            hits = client.post(f"/collections/{name}/search", json={"query": "parse socket render cache"}, headers=read)
+            assert {h["doc_id"].split("-")[0] for h in hits.json()["hits"]} == {name}
+        assert client.get("/collections/alpha/").status_code == 200  # its search page, public
+        r = client.post(
+            "/collections/alpha/documents", json={"documents": [{"doc_id": "n", "text": "x"}]}, headers=read
+        )
+        assert r.status_code == 403  # the write routes of every collection need a write key
+        r = client.post(
+            "/collections/alpha/documents", json={"documents": [{"doc_id": "n", "text": "x"}]}, headers=write
+        )
+        assert r.status_code == 200
+        model = client.get("/collections/beta/v1/models", headers=read).json()["data"][0]["id"]
+        r = client.post("/collections/beta/v1/embeddings", json={"model": model, "input": "x"}, headers=read)
+        assert r.status_code == 200
+        for bad, status in [
+            ("evil", 400),  # resolves outside the root
+            ("..", 404),  # not routed as a name at all
+            ("%2e%2e", 400),
+            (".hidden", 400),
+            ("a%20b", 400),
+            ("missing", 404),
+            ("notes", 404),
+        ]:
+            r = client.post(f"/collections/{bad}/search", json={"query": "secret"}, headers=read)
+            assert r.status_code == status, (bad, r.status_code, r.text)
+        assert client.get("/collections/..%2F..%2Foutside/info", headers=read).status_code == 404
+        # a collection made after startup is opened on its first request, sharing the loaded model's worker
+        c = Collection.create(root / "gamma", embedder=WordHashEmbedder(tokenizer, max_tokens=64), search_mode="dense")
+        c.add([Document("gamma-0", "gamma words")])
+        c.close()
+        assert client.post("/collections/gamma/search", json={"query": "gamma"}, headers=read).status_code == 200
+        state = client.app.state.longvec
+        assert sorted(state.named) == ["alpha", "beta", "gamma"] and len(state.workers) == 1
+        assert "outside" not in opened and "evil" not in opened
+        text = client.get("/metrics", headers=read).text
+        assert 'longvec_documents{collection="alpha"} 4.0' in text and 'route="/collections/{name}/search"' in text
+        assert 'href="collections/alpha/"' in client.get("/").text
+
+
+def test_serve_refuses_a_missing_data_root_or_collection(tmp_path, capsys) -> None:
+    from longvec.api.cli import main
+
+    assert main(["serve", "--data-root", str(tmp_path / "nope")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert main(["serve", "--collection", str(tmp_path / "nope")]) == 2
+    assert "no collection at" in capsys.readouterr().err
