@@ -221,10 +221,15 @@ def create_app(
     app.state.metrics = metrics
 
     def route_of(scope: dict[str, Any]) -> str:
+        """The route template a request matches (by path, whatever its method), for metric labels."""
+        partial = None
         for route in app.router.routes:
-            if route.matches(scope)[0] == Match.FULL:
+            match = route.matches(scope)[0]
+            if match == Match.FULL:
                 return getattr(route, "path", "other")
-        return "unmatched"
+            if match == Match.PARTIAL and partial is None:
+                partial = getattr(route, "path", "other")
+        return partial or "unmatched"
 
     app.add_middleware(Guard, settings=settings, metrics=metrics, route_of=route_of)
 

@@ -6,7 +6,7 @@ that would blame the caller.
 
 from __future__ import annotations
 
-from longvec.api.worker import QueueFullError
+from longvec.api.worker import QueueFullError, WorkerStoppedError
 from longvec.embedder import InvalidSettingError, ModelLoadError
 from longvec.index.errors import (
     CollectionClosedError,
@@ -36,6 +36,7 @@ HTTP_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (CollectionLockedError, 409),
     (QueueFullError, 429),
     (NotReadyError, 503),
+    (WorkerStoppedError, 503),
     (CollectionClosedError, 503),
     (ModelLoadError, 503),
     (UnsupportedShapeError, 422),  # a dim / layers value outside what /info lists, like a schema violation

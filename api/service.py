@@ -3,16 +3,23 @@
 :class:`Guard` is one ASGI middleware doing, per HTTP request and in this order:
 
 1. a request id (the client's ``X-Request-ID`` if it sent a sane one, else a new one), echoed in the response;
-2. authentication when keys are configured (``Authorization: Bearer KEY``, compared in constant time): read routes
-   take a read or a write key, write routes a write key; :data:`PUBLIC` routes need none;
-3. a bound on requests in flight (beyond it: 429 with ``Retry-After``, nothing queued, memory bounded);
-4. a bound on the body size (413), from ``Content-Length``, and again as the body is read (it is read whole
-   before the handler runs);
-5. one JSON log line and the Prometheus metrics of the request (count and latency by route and status).
+2. authentication when keys are configured (``Authorization: Bearer KEY``, compared in constant time): a read key
+   may ``GET`` / ``HEAD`` and ``POST`` the read-only routes (:data:`READ_POSTS`: search, embeddings); anything
+   else needs a write key; :data:`PUBLIC` routes need none. Paths are judged as the app routes them (its
+   ``root_path`` and a ``/collections/{name}`` prefix removed);
+3. a bound on requests in flight (public routes aside; beyond it: 429 with ``Retry-After``, nothing queued);
+4. a bound on the body size (413), from ``Content-Length``, and again as the body is read (it is read whole,
+   within :data:`BODY_SECONDS`, before the handler runs);
+5. one JSON log line and the Prometheus metrics of the request (count and latency by route and status), and a
+   JSON 500 with the request id for an error the app did not handle.
+
+A refused request's body is drained (up to :data:`DRAIN_BYTES`) before the answer, which closes the connection:
+closing on unread data resets it, and the client would see a broken connection instead of the answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -33,11 +40,15 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-PUBLIC = ("/livez", "/readyz", "/health", "/", "/static/", "/openapi.json", "/docs", "/docs/oauth2-redirect")
-WRITE_ROUTES = (("POST", "/documents"), ("POST", "/documents/delete"), ("DELETE", "/documents/"))
+PUBLIC = ("/livez", "/readyz", "/health", "/", "/openapi.json", "/docs", "/docs/oauth2-redirect")
+READ_POSTS = ("/search", "/v1/embeddings")  # POST routes that only read: a read key may call them
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")  # metric labels; others count as OTHER
+DRAIN_BYTES = 1024 * 1024  # a refused request's body read (and dropped) before the answer, at most
+BODY_SECONDS = 60.0  # a request body must arrive within this (408 after)
 _IN_COLLECTION = re.compile(r"^/collections/[^/]+(?=/)")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 access_log = logging.getLogger("longvec.access")
+log = logging.getLogger("longvec.server")
 
 
 @dataclass(frozen=True)
@@ -71,9 +82,10 @@ class ServiceSettings:
 def _keys(value: str, path: Path | None) -> tuple[str, ...]:
     lines = [value] + (path.read_text(encoding="utf-8").splitlines() if path is not None else [])
     keys = tuple(k.strip() for k in lines if k.strip() and not k.strip().startswith("#"))
-    short = [k for k in keys if len(k) < 16]
-    if short:
+    if any(len(k) < 16 for k in keys):
         raise ValueError("API keys must be at least 16 characters")
+    if any(not (k.isascii() and k.isprintable()) or " " in k for k in keys):
+        raise ValueError("API keys must be printable ASCII without spaces (they travel in an HTTP header)")
     return keys
 
 
@@ -97,8 +109,16 @@ def is_public(path: str) -> bool:
 
 
 def is_write(method: str, path: str) -> bool:
-    local = _local(path)
-    return any(method == m and (local == p or (p.endswith("/") and local.startswith(p))) for m, p in WRITE_ROUTES)
+    """Whether a request needs a write key: anything but ``GET`` / ``HEAD`` and the read-only POST routes."""
+    return not (method in ("GET", "HEAD") or (method == "POST" and _local(path) in READ_POSTS))
+
+
+def route_path(scope: Scope) -> str:
+    """The path as the app routes it: without the ``root_path`` the server was started with (a proxy prefix)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root):
+        return path[len(root) :] or "/"
+    return path
 
 
 class Metrics:
@@ -151,58 +171,74 @@ class Guard:
         start = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         given = headers.get("x-request-id", "")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
-        method, path = scope["method"], scope["path"]
-        status_seen = [500]
+        method, path = scope["method"], route_path(scope)
+        sent = {"status": 500, "started": False}
         id_header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status_seen[0] = message["status"]
+                sent.update(status=message["status"], started=True)
                 message["headers"] = [*message.get("headers", []), id_header]
             await send(message)
 
-        refusal = self._refusal(method, path, headers)
+        public = is_public(path)
+        refusal = self._refusal(method, path, headers, public)
         try:
             if refusal is not None:
-                # read the body first (up to the limit): a connection closed on unread data is reset, and the
-                # client would see a broken connection instead of this answer
-                await self._body(receive)
-                await _respond(send_with_id, *refusal)
+                status = refusal[0]
+                if status != 413:  # a body announced too large is not read at all
+                    await self._body(receive, DRAIN_BYTES)
+                await _respond(send_with_id, *refusal, close=True)
                 return
-            self._in_flight += 1
-            self.metrics.in_flight.set(self._in_flight)
+            if not public:
+                self._in_flight += 1
+                self.metrics.in_flight.set(self._in_flight)
             try:
-                body = await self._body(receive)
-                if body is None:
-                    await _respond(send_with_id, *self._too_large())
+                try:
+                    body = await asyncio.wait_for(self._body(receive, self.settings.max_body_bytes), BODY_SECONDS)
+                except TimeoutError:
+                    await _respond(send_with_id, *_error(408, "RequestTimeout", "the request body was too slow"))
                     return
+                if body is None:
+                    await _respond(send_with_id, *self._too_large(), close=True)
+                    return
+                if body is _GONE:
+                    return  # the client went away before sending its body
                 await self.app(scope, _replay(body, receive), send_with_id)
             finally:
-                self._in_flight -= 1
-                self.metrics.in_flight.set(self._in_flight)
+                if not public:
+                    self._in_flight -= 1
+                    self.metrics.in_flight.set(self._in_flight)
+        except Exception:
+            log.exception("unhandled error", extra={"request_id": request_id})
+            if not sent["started"]:
+                await _respond(
+                    send_with_id, *_error(500, "InternalError", "internal server error (logged on the server)")
+                )
         finally:
             seconds = time.perf_counter() - start
             route = self.route_of(scope)
-            self.metrics.requests.labels(route, method, str(status_seen[0])).inc()
-            self.metrics.latency.labels(route, method).observe(seconds)
+            label = method if method in METHODS else "OTHER"
+            self.metrics.requests.labels(route, label, str(sent["status"])).inc()
+            self.metrics.latency.labels(route, label).observe(seconds)
             access_log.info(
                 "request",
                 extra={
                     "request_id": request_id,
-                    "method": method,
+                    "method": label,
                     "path": path,
                     "route": route,
-                    "status": status_seen[0],
+                    "status": sent["status"],
                     "ms": round(1000 * seconds, 2),
                 },
             )
 
-    def _refusal(self, method: str, path: str, headers: dict[str, str]) -> Any:
+    def _refusal(self, method: str, path: str, headers: dict[str, str], public: bool) -> Any:
         """The answer to a request refused before its handler runs, or ``None``."""
         s = self.settings
-        if s.auth and not is_public(path):
+        if s.auth and not public:
             scheme, _, token = headers.get("authorization", "").partition(" ")
             token = token.strip()
             challenge = [(b"www-authenticate", b'Bearer realm="longvec"')]
@@ -214,9 +250,10 @@ class Guard:
             if is_write(method, path) and not writer:
                 return _error(403, "Forbidden", "this key may read, not write: use a write key")
         length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > s.max_body_bytes):
-            return self._too_large() if length.isdigit() else _error(400, "BadRequest", "invalid Content-Length")
-        if self._in_flight >= s.max_in_flight and not is_public(path):
+        valid = length is not None and length.isascii() and length.isdigit()
+        if length is not None and (not valid or int(length) > s.max_body_bytes):
+            return self._too_large() if valid else _error(400, "BadRequest", "invalid Content-Length")
+        if self._in_flight >= s.max_in_flight and not public:
             return _error(
                 429, "TooManyRequests", f"{s.max_in_flight} requests in flight: retry shortly", [(b"retry-after", b"1")]
             )
@@ -225,20 +262,23 @@ class Guard:
     def _too_large(self) -> Any:
         return _error(413, "PayloadTooLarge", f"request body over {self.settings.max_body_bytes} bytes")
 
-    async def _body(self, receive: Receive) -> bytes | None:
-        """The whole request body, read before the handler runs, or ``None`` once it grows past the limit (a
-        chunked body has no ``Content-Length`` to refuse it by)."""
+    async def _body(self, receive: Receive, limit: int) -> Any:
+        """The whole request body, or ``None`` once it grows past ``limit`` bytes (a chunked body has no
+        ``Content-Length`` to refuse it by), or :data:`_GONE` if the client disconnected first."""
         parts, size = [], 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                return b"".join(parts)  # the client went away: the handler sees an empty body
+                return _GONE
             size += len(message.get("body", b""))
-            if size > self.settings.max_body_bytes:
+            if size > limit:
                 return None
             parts.append(message.get("body", b""))
             if not message.get("more_body", False):
                 return b"".join(parts)
+
+
+_GONE = object()  # what _body returns when the client went away
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -255,12 +295,20 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]], *, close: bool = False
+) -> None:
+    extra = [(b"connection", b"close")] if close else []
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+                *extra,
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from longvec.api.app import create_app
 from longvec.api.service import JsonFormatter, ServiceSettings
-from longvec.api.worker import ModelWorker, QueueFullError
+from longvec.api.worker import ModelWorker, QueueFullError, WorkerStoppedError
 from longvec.index import Collection, Document
 
 from fakes import WordHashEmbedder
@@ -294,12 +294,90 @@ def test_the_worker_queue_is_bounded_and_errors_reach_the_caller(tokenizer) -> N
         gated.gate.set()
         for t in threads:
             t.join(10)
-        with pytest.raises(TypeError):
-            worker.encode_queries(["x"], bogus=1)  # type: ignore[call-arg]
-        assert worker.encode_queries(["fine"]).shape == (1, 48)  # the worker survived the error
+        assert worker._waiting_queries == 0
     finally:
         gated.gate.set()
         worker.close()
+
+
+class _Failing:
+    """An embedder that fails inside the worker on any text containing "boom"."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.calls = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def encode_queries(self, texts, **kw):
+        self.calls.append(len(texts))
+        if any("boom" in t for t in texts):
+            raise ValueError("boom in the model")
+        return self.inner.encode_queries(texts, **kw)
+
+
+def test_a_failing_request_fails_alone_and_the_worker_goes_on(tokenizer) -> None:
+    failing = _Failing(WordHashEmbedder(tokenizer))
+    gated = _Gated(failing)
+    worker = ModelWorker(gated)
+    try:
+        out: dict[str, object] = {}
+
+        def call(name: str, texts: list[str]) -> None:
+            try:
+                out[name] = worker.encode_queries(texts)
+            except ValueError as exc:
+                out[name] = exc
+
+        hold = threading.Thread(target=call, args=("hold", ["hold"]))
+        hold.start()
+        assert gated.entered.wait(10)
+        threads = [threading.Thread(target=call, args=(n, [n])) for n in ("good one", "boom", "good two")]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while worker.depth < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        gated.gate.set()
+        for t in [hold, *threads]:
+            t.join(10)
+        assert isinstance(out["boom"], ValueError) and str(out["boom"]) == "boom in the model"
+        assert out["good one"].shape == (1, 48) and out["good two"].shape == (1, 48)
+        assert failing.calls == [1, 3, 1, 1, 1]  # coalesced, failed, retried one by one
+        assert worker.encode_queries(["after"]).shape == (1, 48) and worker._waiting_queries == 0
+    finally:
+        gated.gate.set()
+        worker.close()
+
+
+def test_documents_progress_under_query_load_and_close_refuses_new_work(tokenizer) -> None:
+    gated = _Gated(WordHashEmbedder(tokenizer))
+    worker = ModelWorker(gated, max_batch=1, slice_texts=2)
+    try:
+        hold = threading.Thread(target=worker.encode_queries, args=(["hold"],))
+        hold.start()
+        assert gated.entered.wait(10)
+        docs = threading.Thread(target=worker.encode_documents, args=([f"d{i}" for i in range(4)],))
+        docs.start()
+        queries = [threading.Thread(target=worker.encode_queries, args=([f"q{i}"],)) for i in range(10)]
+        for t in queries:
+            t.start()
+        deadline = time.monotonic() + 10
+        while worker.depth < 2 + 10:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        gated.gate.set()
+        for t in [hold, docs, *queries]:
+            t.join(10)
+        kinds = [c[0] for c in gated.calls]
+        # a document slice after every 4 query calls, not after all the queries
+        assert kinds[:11] == ["query"] * 4 + ["document"] + ["query"] * 4 + ["document"] + ["query"]
+    finally:
+        gated.gate.set()
+        worker.close()
+    with pytest.raises(WorkerStoppedError, match="shutting down"):
+        worker.encode_queries(["late"])
 
 
 # -- observability -----------------------------------------------------------------------------------------
@@ -533,3 +611,27 @@ def test_serve_refuses_a_missing_data_root_or_collection(tmp_path, capsys) -> No
     assert "is not a directory" in capsys.readouterr().err
     assert main(["serve", "--collection", str(tmp_path / "nope")]) == 2
     assert "no collection at" in capsys.readouterr().err
+
+
+def test_guard_judges_paths_as_routed_and_labels_bounded(collection, monkeypatch) -> None:
+    settings = ServiceSettings(read_keys=(READ,), write_keys=(WRITE,))
+    read = {"Authorization": f"Bearer {READ}"}
+    doc = {"documents": [{"doc_id": "evil", "text": "x"}]}
+    app = create_app(collection, settings=settings, close_on_shutdown=False)
+    with TestClient(app, root_path="/proxy") as client:  # behind a proxy prefix, writes still need a write key
+        assert client.post("/proxy/documents", json=doc, headers=read).status_code == 403
+        assert client.get("/proxy/livez").status_code == 200  # public there too
+        assert client.post("/proxy/search", json={"query": "socket"}, headers=read).status_code == 200
+    with TestClient(create_app(collection, settings=settings, close_on_shutdown=False)) as client:
+        for method in ("PUT", "PATCH"):  # not a read: a read key is refused before routing
+            assert client.request(method, "/documents", json=doc, headers=read).status_code == 403
+        assert client.request("FOOBAR", "/search", headers=read).status_code == 403
+        assert client.request("FOOBAR", "/search", headers={"Authorization": f"Bearer {WRITE}"}).status_code == 405
+        monkeypatch.setattr(collection, "search", lambda *a, **k: 1 / 0)
+        r = client.post("/search", json={"query": "socket"}, headers=read)
+        assert r.status_code == 500 and r.json()["error"]["type"] == "InternalError"
+        assert len(r.headers["x-request-id"]) == 32  # the id to find the logged traceback by
+        text = client.get("/metrics", headers=read).text
+    assert 'method="OTHER",route="/search",status="405"' in text and "FOOBAR" not in text
+    assert 'route="/search",status="500"' in text
+    assert "evil" not in collection.doc_ids()
