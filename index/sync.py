@@ -126,15 +126,15 @@ class VectorCache:
         With ``may_retry``, raises :class:`SnapshotTooOld` instead of rebuilding from the store when the saved
         index is newer than ``state`` (a writer saved after the snapshot began).
         """
-        if self.index is not None and self.generation == state.generation:
-            return self.index
-        if self.index is None or self.generation is None or self.generation < state.tombstones_from:
-            self._start(store, state, may_retry)
-        if self.generation != state.generation:
-            self._catch_up(store, state)
+        if self.index is None or self.generation != state.generation:
+            if self.index is None or self.generation is None or self.generation < state.tombstones_from:
+                self._start(store, state, may_retry)
+            if self.generation != state.generation:
+                self._catch_up(store, state)
+            assert self.index is not None
+            if self._misbuilt(self.index):
+                self._restart(store, state)
         assert self.index is not None
-        if self._misbuilt(self.index):
-            self._restart(store, state)
         if self.index.kind == "ivfpq":  # its candidates are rescored with the stored vectors (read in the snapshot)
             self.index.exact = lambda ids: self.prefix(store.vectors(ids.tolist(), self.full_dim), self.view.dim)
         return self.index

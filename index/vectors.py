@@ -59,6 +59,7 @@ IVFPQ_MIN_VECTORS = PQ_TRAIN_POINTS
 OPQ_TRAIN_POINTS = 25_600  # the OPQ rotation learns from this many of the training sample (its cost grows with it)
 OPQ_ITERATIONS = 10  # alternations of rotation and codebooks: 100k real vectors build in 54 s (31 s without OPQ)
 PQ_REFINE = 10  # an IVF-PQ search rescores this many times k candidates exactly: recall@10 0.966 (0.931 at 4)
+PQ_REFINE_MAX = 8192  # ... but at most this many per query (large k): one query's candidates are read at a time
 TRAIN_SAMPLE = 100_000  # vectors a scalar quantiser learns its ranges from, at most
 RETRAIN_GROWTH = 4  # retrain once a collection holds this many times the vectors it was trained on
 
@@ -306,40 +307,50 @@ class VectorIndex:
         return self._search(queries, k, allowed)
 
     def _refined(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """IVF-PQ: :data:`PQ_REFINE` times ``k`` candidates by the codes, ranked by exact inner products with
-        their float vectors (read through :attr:`exact`); the top ``k`` of them."""
+        """IVF-PQ: :data:`PQ_REFINE` times ``k`` candidates by the codes (at most :data:`PQ_REFINE_MAX`, at least
+        ``k``), ranked by exact inner products with their float vectors (read through :attr:`exact` one query at
+        a time, so memory stays at one query's candidates); the top ``k`` of them."""
         assert self.exact is not None
-        _, candidates = self._search(queries, min(self.ntotal, PQ_REFINE * k), allowed)
-        found = np.unique(candidates[candidates >= 0])
-        if not len(found):
-            return np.full(candidates.shape, -np.inf, np.float32)[:, :k], candidates[:, :k]
-        vectors = self.exact(found)
-        rows = np.searchsorted(found, np.maximum(candidates, 0))
-        exact = np.einsum("qd,qkd->qk", np.asarray(queries, np.float32), vectors[np.minimum(rows, len(found) - 1)])
-        exact[candidates < 0] = -np.inf
-        order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
-        ids = np.take_along_axis(candidates, order, axis=1)
-        return np.take_along_axis(exact, order, axis=1).astype(np.float32), ids
+        fetch = min(self.ntotal, max(k, min(PQ_REFINE * k, PQ_REFINE_MAX)))
+        _, candidates = self._search(queries, fetch, allowed)
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        ids = np.full((len(queries), k), -1, np.int64)
+        for q, row in enumerate(candidates):
+            found = row[row >= 0]
+            if not len(found):
+                continue
+            exact = self.exact(found) @ np.asarray(queries[q], np.float32)
+            order = np.argsort(-exact, kind="stable")[:k]
+            scores[q, : len(order)], ids[q, : len(order)] = exact[order], found[order]
+        return scores, ids
 
     def _search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         codes = self._codes(queries)
         if self._n_dead:
             alive = self._alive_bitmap()
             allowed = alive if allowed is None else _and(allowed, alive)
-        if allowed is not None or not self.use_gpu or k > GPU_MAX_K:
-            scores, ids = self._cpu.search(codes, k, params=self._params(k, allowed))
-            effort, most = self._effort(k), self._most_effort()
-            while effort < most and (short := np.flatnonzero((ids < 0).any(axis=1))).size:
-                effort = min(2 * effort, most)
-                scores[short], ids[short] = self._cpu.search(codes[short], k, params=self._params(k, allowed, effort))
+        found = self._gpu_search(codes, k) if allowed is None and self.use_gpu and k <= GPU_MAX_K else None
+        if found is not None:
+            scores, ids = found
         else:
-            with _GPU_LOCK:
-                if self._gpu is None:
-                    self._to_gpu()
-                scores, pos = self._gpu.search(codes, k)
-            ids = pos if self._gpu_ids is None else np.where(pos >= 0, self._gpu_ids[np.maximum(pos, 0)], -1)
+            scores, ids = self._cpu.search(codes, k, params=self._params(k, allowed))
+        effort, most = self._effort(k), self._most_effort()
+        while effort < most and (short := np.flatnonzero((ids < 0).any(axis=1))).size:
+            effort = min(2 * effort, most)  # came back short (IVF cells, filtered graph): widen, on the CPU
+            scores[short], ids[short] = self._cpu.search(codes[short], k, params=self._params(k, allowed, effort))
         if self.kind == "binary":  # Hamming distance h of d bits -> the inner product of the +-1 codes, over d
             scores = (self.dim - 2.0 * scores.astype(np.float32)) / self.dim
+        return scores, ids
+
+    def _gpu_search(self, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The search on the GPU copy (made on first use), or ``None`` if the structure stays on the CPU."""
+        with _GPU_LOCK:
+            if self._gpu is None:
+                self._to_gpu()
+            if self._gpu is None:
+                return None
+            scores, pos = self._gpu.search(codes, k)
+        ids = pos if self._gpu_ids is None else np.where(pos >= 0, self._gpu_ids[np.maximum(pos, 0)], -1)
         return scores, ids
 
     def _codes(self, vectors: np.ndarray) -> np.ndarray:
@@ -417,8 +428,15 @@ class VectorIndex:
             # IVF-PQ: float16 lookup tables (codes of 48+ bytes need them to fit GPU shared memory); for IVF-Flat
             # the same flag would store the vectors in float16, so it stays off there
             options.useFloat16 = self.kind == "ivfpq"
-            self._gpu, self._gpu_ids = faiss.index_cpu_to_gpu(resources, 0, self._cpu, options), None
-            self._gpu.nprobe = self.nprobe
+            try:
+                gpu = faiss.index_cpu_to_gpu(resources, 0, self._cpu, options)
+            except RuntimeError as exc:  # e.g. a PQ code size GPU FAISS has no kernel for: search on the CPU
+                log.warning("%s index stays on the CPU: %s", self.kind, exc)
+                self.use_gpu = False
+                self._gpu = None
+                return
+            faiss.extract_index_ivf(gpu).nprobe = self.nprobe  # behind IVF-PQ's rotation, the IVF part
+            self._gpu, self._gpu_ids = gpu, None
             return
         n = int(self._cpu.ntotal)
         if self.kind == "binary":

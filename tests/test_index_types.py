@@ -456,3 +456,56 @@ def test_the_cli_offers_every_index_type() -> None:
             a for a in build_parser()._subparsers._group_actions[0].choices[command]._actions if a.dest == "index_type"
         )
         assert tuple(sub.choices) == vectors_module.INDEX_TYPES
+
+
+def test_ivfpq_gpu_copy_probes_as_the_cpu_one_and_falls_back_when_refused(data, monkeypatch) -> None:
+    """faiss-cpu has no GPU classes: a CPU clone stands in for the GPU copy, checking that the copy made through
+    ``index_cpu_to_gpu`` (an IndexPreTransform for IVF-PQ) probes the same cells, and that a structure GPU FAISS
+    refuses searches on the CPU instead of failing."""
+    faiss = vectors_module._faiss()
+    x, ids, queries = data
+    cpu = _built("ivfpq", x[:3000], ids[:3000])
+    expected = cpu.search(queries, 10)
+
+    class Options:
+        useFloat16 = False
+
+    copies = []
+
+    def to_gpu(resources, device, index, options):
+        copies.append((faiss.clone_index(index), options.useFloat16))
+        return copies[-1][0]
+
+    monkeypatch.setattr(faiss, "StandardGpuResources", lambda: None, raising=False)
+    monkeypatch.setattr(faiss, "GpuClonerOptions", Options, raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", to_gpu, raising=False)
+    vectors_module._gpu_resources.cache_clear()
+    gpu = VectorIndex(256, kind="ivfpq", use_gpu=True)
+    gpu._cpu, gpu.trained_on, gpu.exact = cpu._cpu, cpu.trained_on, cpu.exact
+    got = gpu.search(queries, 10)
+    ((copy, float16),) = copies
+    assert float16 and faiss.extract_index_ivf(copy).nprobe == cpu.nprobe > 1
+    np.testing.assert_array_equal(got[1], expected[1])
+
+    def refused(resources, device, index, options):
+        raise RuntimeError("no GPU kernel for this code size")
+
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", refused, raising=False)
+    fallback = VectorIndex(256, kind="ivfpq", use_gpu=True)
+    fallback._cpu, fallback.trained_on, fallback.exact = cpu._cpu, cpu.trained_on, cpu.exact
+    np.testing.assert_array_equal(fallback.search(queries, 10)[1], expected[1])
+    assert fallback.use_gpu is False
+    vectors_module._gpu_resources.cache_clear()
+
+
+def test_switching_a_collection_to_ivfpq_rescores_at_once(tmp_path, tokenizer, monkeypatch) -> None:
+    monkeypatch.setattr(vectors_module, "IVFPQ_MIN_VECTORS", 300)
+    monkeypatch.setattr(vectors_module, "PQ_TRAIN_POINTS", 300)
+    monkeypatch.setattr(vectors_module, "IVF_POINTS_PER_LIST", 30)
+    embedder = WordHashEmbedder(tokenizer)
+    with Collection.create(tmp_path / "c", embedder=embedder, search_mode="dense") as c:
+        c.add(_docs(300))
+        c.set_index_type("ivfpq")  # rebuilt and saved at the same generation: the next search must rescore too
+        assert c.index_info()["built"] == "ivfpq"
+        for q in ("parse the socket", "hash cache", "render vector token"):
+            assert [h.doc_id for h in c.search(q, k=5)] == _brute_force(c, q, 5)
