@@ -8,11 +8,13 @@ guards every request (keys, limits, request ids, metrics, logs).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import html
 import logging
 import re
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -57,6 +59,7 @@ from longvec.index import (
 log = logging.getLogger("longvec.server")
 
 
+SHUTDOWN_WAIT = 30.0  # seconds shutdown waits for handlers still running after the server's own drain
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -149,13 +152,14 @@ class Collections:
                     log.warning("not serving %s: %s", path, exc)
 
     def close(self, close_collections: bool) -> None:
+        """Stop the workers, then give the collections their own embedders back and close them."""
+        for worker in self.workers:
+            worker.close()
         for c in self.all.values():
             if isinstance(c.embedder, ModelWorker):
                 c.embedder = c.embedder.wrapped
             if close_collections:
                 c.close()
-        for worker in self.workers:
-            worker.close()
 
 
 def get_collection(request: Request) -> Collection:
@@ -212,6 +216,12 @@ def create_app(
             loader = threading.Thread(target=load, name="longvec-load", daemon=True)
             loader.start()
         yield
+        # The server stopped taking requests and waited for those in flight (uvicorn's graceful drain). Handlers
+        # it gave up on may still run in threads: give them a while more, then stop the model workers (what is
+        # still queued fails with 503), then close the collections (each waits for a running add).
+        deadline = time.monotonic() + SHUTDOWN_WAIT
+        while metrics.active > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         if loader is not None:
             loader.join()
         collections.close(close_on_shutdown)
@@ -275,6 +285,8 @@ def create_app(
         if ready():
             return JSONResponse({"status": "ready"})
         error = collections.error
+        if error and settings.auth:  # the reason names paths: only the server log tells it when keys are on
+            error = "failed to load: see the server log"
         body = {"status": "failed" if error else "loading", **({"error": error} if error else {})}
         return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
@@ -374,6 +386,11 @@ def _collection_routes(app: FastAPI, prefix: str, settings: ServiceSettings, met
     def delete_documents(req: DeleteRequest, c: CollectionDep) -> DeleteResponse:
         """Delete many documents in one transaction; ids that are not stored are ignored."""
         return DeleteResponse(deleted=c.delete_many(req.doc_ids))
+
+    @app.get(prefix + "/document")
+    def get_document_by_id(id: str, c: CollectionDep) -> DocumentOut:  # noqa: A002 - the query parameter's name
+        """The stored document ``id`` (a query parameter: any id, including ones with ``.`` or ``..`` segments)."""
+        return DocumentOut.model_validate(asdict(c.get(id)))
 
     @app.get(prefix + "/documents/{doc_id:path}")
     def get_document(doc_id: str, c: CollectionDep) -> DocumentOut:

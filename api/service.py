@@ -147,6 +147,7 @@ class Metrics:
         self.documents = Gauge("longvec_documents", "Documents per collection", ["collection"], registry=self.registry)
         self.chunks = Gauge("longvec_chunks", "Chunks per collection", ["collection"], registry=self.registry)
         self.ready = Gauge("longvec_ready", "1 once the collection and model are loaded", registry=self.registry)
+        self.active = 0  # requests being handled now (Guard keeps it): shutdown waits for it to reach 0
 
 
 def _error(status: int, kind: str, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> Any:
@@ -192,6 +193,7 @@ class Guard:
                     await self._body(receive, DRAIN_BYTES)
                 await _respond(send_with_id, *refusal, close=True)
                 return
+            self.metrics.active += 1
             if not public:
                 self._in_flight += 1
                 self.metrics.in_flight.set(self._in_flight)
@@ -208,6 +210,7 @@ class Guard:
                     return  # the client went away before sending its body
                 await self.app(scope, _replay(body, receive), send_with_id)
             finally:
+                self.metrics.active -= 1
                 if not public:
                     self._in_flight -= 1
                     self.metrics.in_flight.set(self._in_flight)

@@ -445,6 +445,7 @@ class Collection:
         and its chunk vectors averaged (weighted by their tokens); with ``"reject"`` it raises
         :class:`InvalidInputError`. A query longer than the window is always an error.
         """
+        self._check_open()
         if long_inputs not in ("chunk", "reject"):
             raise InvalidInputError(f"long_inputs must be 'chunk' or 'reject', got {long_inputs!r}")
         dim = self.manifest.dim if dim is None else dim
@@ -1065,11 +1066,15 @@ class Collection:
     def decode_tokens(self, ids: Sequence[int]) -> str:
         """The text of token ``ids`` of this collection's model (:class:`InvalidInputError` for an id outside its
         vocabulary)."""
+        self._check_open()
         size = self.counter.vocab_size
         bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < size]
         if bad or not ids:
             raise InvalidInputError(f"token ids must be in [0, {size}) and not empty, got {bad[:3] or 'none'}")
-        return self.counter.decode(list(ids))
+        text = self.counter.decode(list(ids))
+        if not text.strip():
+            raise InvalidInputError("the token ids decode to no text (only special tokens)")
+        return text
 
     def info(self) -> dict[str, Any]:
         """Manifest, counts and limits, read from the store (no index is loaded)."""
@@ -1116,15 +1121,17 @@ class Collection:
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Save the index (writers), close the store, release the writer lock. Closing twice is a no-op."""
-        if self._closed:
-            return
-        try:
-            self.flush()
-        finally:
-            self._closed = True
-            self._store.close()
-            self._release_writer_lock()
+        """Save the index (writers), close the store, release the writer lock. Closing twice is a no-op. Waits for
+        an add or a calibration running in another thread to finish, and for the searches holding the lock."""
+        with self._space, self._lock:
+            if self._closed:
+                return
+            try:
+                self.flush()
+            finally:
+                self._closed = True
+                self._store.close()
+                self._release_writer_lock()
 
     def __enter__(self) -> Collection:
         return self

@@ -53,8 +53,7 @@ def _chromium() -> str:
 
 
 def test_type_a_query_and_see_highlighted_spans(tmp_path, tokenizer) -> None:
-    from playwright.sync_api import sync_playwright
-
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) is not installed")
     chromium = _chromium()
     collection = Collection.create(tmp_path / "c", embedder=WordHashEmbedder(tokenizer, max_tokens=48))
     collection.add(
@@ -62,9 +61,10 @@ def test_type_a_query_and_see_highlighted_spans(tmp_path, tokenizer) -> None:
             Document("src/server.py", CODE),
             Document("notes/cache.md", "The cache keeps rendered pages. " * 3 + "Nothing about networking here."),
             Document("notes/other.md", "Unrelated text about gardening and tomatoes."),
+            Document("notes/x.html", 'socket <img src=x onerror="window.pwned=1"> <b>bold</b>'),
         ]
     )
-    with live(create_app(collection)) as url, sync_playwright() as p:
+    with live(create_app(collection)) as url, sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1000, "height": 700})
@@ -73,15 +73,19 @@ def test_type_a_query_and_see_highlighted_spans(tmp_path, tokenizer) -> None:
             page.press("#query", "Enter")
             page.wait_for_selector(".hit", timeout=15_000)
             hits = page.locator(".hit")
-            assert hits.count() == 3
+            assert hits.count() == 4
+            # stored text is shown as text: the markup in a document never becomes elements
+            assert page.locator("#results img").count() == 0 and page.locator("#results b").count() == 0
+            assert page.evaluate("window.pwned === undefined")
+            assert "<img src=x" in page.locator("#results").inner_text()
             assert hits.nth(0).locator(".doc").inner_text() == "src/server.py"
-            assert page.locator("#status").inner_text().startswith("3 documents")
+            assert page.locator("#status").inner_text().startswith("4 documents")
             first = hits.nth(0)
             assert first.locator(".symbol").first.inner_text() == "Server.bind_socket"
             highlighted = first.locator("mark").first.inner_text()
             assert "def bind_socket(self, port):" in highlighted and "sock.bind" in highlighted
             assert "render_page" not in highlighted  # the span, not the whole file
-            assert first.locator(".doc").get_attribute("href") == "documents/src/server.py"
+            assert first.locator(".doc").get_attribute("href") == "document?id=src%2Fserver.py"
             scores = [float(t.split()[1]) for t in page.locator(".score").all_inner_texts()]
             assert scores == sorted(scores, reverse=True)
             page.screenshot(path=str(tmp_path / "page.png"))

@@ -412,7 +412,8 @@ def test_metrics_and_request_ids(collection, caplog) -> None:
 
 def test_embeddings_endpoint(collection) -> None:
     model = collection.manifest.model
-    with TestClient(create_app(collection, settings=ServiceSettings(long_inputs="chunk"))) as client:
+    chunking = create_app(collection, settings=ServiceSettings(long_inputs="chunk"), close_on_shutdown=False)
+    with TestClient(chunking) as client:
         assert client.get("/v1/models").json()["data"][0]["id"] == model
         r = client.post("/v1/embeddings", json={"model": model, "input": "parse socket a cache render number 0"})
         body = r.json()
@@ -443,6 +444,7 @@ def test_embeddings_endpoint(collection) -> None:
             ({"model": "gpt-4", "input": "x"}, "not served here"),
             ({"model": model, "input": "x", "dimensions": 49}, "dimensions must be in [1, 48]"),
             ({"model": model, "input": [10**9]}, "token ids must be in"),
+            ({"model": model, "input": [101, 102]}, "decode to no text"),
             ({"model": model, "input": "   "}, "input 0 is empty"),
             ({"model": model, "input": long_text, "input_type": "query"}, "over the model's 64"),
         ]:
