@@ -260,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--drain-seconds", type=_positive_int, default=30, help="on SIGTERM, how long in-flight requests may finish"
     )
+    p.add_argument("--root-path", default="", help="the path prefix a reverse proxy serves the API under")
     _add_engine(p)
 
     p = sub.add_parser("info", help="print a collection's manifest and counts as JSON")
@@ -760,6 +761,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log_config=None,  # json_logging() above
             access_log=False,  # the app logs each request with its id
             timeout_graceful_shutdown=args.drain_seconds,
+            root_path=args.root_path,
         )
     )
     auth = "on" if settings.auth else "off"
