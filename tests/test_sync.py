@@ -170,7 +170,7 @@ def test_unknown_routes_and_numeric_ids_over_rest(tmp_path, fake_embedder):
     from longvec.api.app import create_app
 
     with TestClient(create_app(Collection.create(tmp_path / "c", embedder=fake_embedder))) as client:
-        r = client.get("/")
+        r = client.get("/nope")  # ("/" is the search page)
         assert r.status_code == 404 and r.json()["error"]["type"] == "NotFound"
         assert client.put("/search").json()["error"]["type"] == "MethodNotAllowed"
         r = client.post("/documents", json={"documents": [{"id": 42, "text": "alpha"}, {"id": "e", "text": ""}]})
