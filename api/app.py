@@ -2,8 +2,9 @@
 (FastAPI's thread pool), never on the event loop; every model call goes through one :class:`ModelWorker`.
 
 The app can start before its collection is open (``open_collection``: loaded on a thread at startup, so the
-server answers ``/livez`` at once and ``/readyz`` 503 until the collection and model are loaded). ``api.service``
-guards every request (keys, limits, request ids, metrics, logs).
+server answers ``/livez`` at once and ``/readyz`` 503 until the collection and model are loaded), and can serve
+every collection under a data root at ``/collections/{name}/`` (:class:`Collections`). ``api.service`` guards
+every request (keys, limits, request ids, metrics, logs).
 """
 
 from __future__ import annotations
@@ -60,14 +61,14 @@ log = logging.getLogger("longvec.server")
 
 
 SHUTDOWN_WAIT = 30.0  # seconds shutdown waits for handlers still running after the server's own drain
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def collection_dir(root: Path, name: str) -> Path:
     """The directory of collection ``name`` under the data ``root``: a plain name (letters, digits, ``.``, ``_``,
     ``-``; no path separators, not ``..``) whose directory, symlinks resolved, is directly inside the root;
     :class:`InvalidInputError` otherwise, :class:`CollectionNotFoundError` if it holds no collection."""
-    if not NAME.match(name) or name in (".", ".."):
+    if not NAME.fullmatch(name) or name in (".", ".."):
         raise InvalidInputError(f"collection name {name!r} is not a plain name (letters, digits, '.', '_', '-')")
     base = root.resolve()
     path = (base / name).resolve()
@@ -145,7 +146,7 @@ class Collections:
         """Open every collection under the data root."""
         assert self.root is not None
         for path in sorted(self.root.iterdir()):
-            if NAME.match(path.name) and (path / "manifest.json").is_file():
+            if NAME.fullmatch(path.name) and (path / "manifest.json").is_file():
                 try:
                     self._named(path.name)
                 except InvalidInputError as exc:  # a symlink out of the root: never served
