@@ -14,7 +14,12 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("
 
 
 def test_the_notebooks_are_there() -> None:
-    assert {p.name for p in NOTEBOOKS} >= {"matryoshka_truncation.ipynb", "your_corpus.ipynb"}
+    assert {p.name for p in NOTEBOOKS} == {
+        "matryoshka_truncation.ipynb",
+        "two_d_matryoshka.ipynb",
+        "long_inputs.ipynb",
+        "your_corpus.ipynb",
+    }
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
