@@ -36,3 +36,17 @@ def test_notebook_runs_and_its_committed_copy_shows_results(path: Path, tmp_path
     NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     fresh = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert any("image/png" in o.get("data", {}) for o in fresh)
+
+
+def test_your_corpus_takes_a_beir_folder(tmp_path: Path) -> None:
+    """The notebook's other input: a BEIR folder (corpus, queries, test qrels) instead of a directory."""
+    from test_eval_beir import write_beir
+
+    beir = write_beir(tmp_path / "tiny")
+    nb = nbformat.read(NOTEBOOKS[-1].with_name("your_corpus.ipynb"), as_version=4)
+    (setup,) = [c for c in nb.cells if c.cell_type == "code" and "BEIR = None" in c.source]
+    setup.source = setup.source.replace("BEIR = None", f"BEIR = Path({str(beir)!r})")
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "4 documents" in printed and "3 queries" in printed and "95% of full nDCG@10" in printed
+    assert any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
