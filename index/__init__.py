@@ -22,14 +22,16 @@ from longvec.index.search import (
     check_funnel,
     check_search,
 )
+from longvec.index.sources import walk_paths
 from longvec.index.store import StoredDocument
 from longvec.index.sync import AGG_MODES, AggMode
+from longvec.index.training import mined_pairs
 from longvec.index.types import AddResult, ChunkHit, Document, Hit
 
 __all__ = [
     "AGG_MODES",
-    "FUSIONS",
     "FUNNEL_OVERSAMPLE",
+    "FUSIONS",
     "MAX_K",
     "MAX_OVERSAMPLE",
     "MAX_SHORTLIST",
@@ -37,6 +39,8 @@ __all__ = [
     "STRATEGIES",
     "AddResult",
     "AggMode",
+    "check_funnel",
+    "check_search",
     "ChunkHit",
     "Collection",
     "CollectionClosedError",
@@ -48,15 +52,15 @@ __all__ = [
     "Fusion",
     "Hit",
     "InvalidInputError",
-    "UnsupportedShapeError",
+    "longvec_version",
     "LongvecError",
     "Manifest",
+    "mined_pairs",
     "ModelMismatchError",
     "SearchMode",
-    "Strategy",
     "StoredDocument",
-    "check_funnel",
-    "check_search",
-    "longvec_version",
+    "Strategy",
     "token_counter",
+    "UnsupportedShapeError",
+    "walk_paths",
 ]

@@ -3,6 +3,7 @@ committed copy carries its outputs (plots render on a code host without running)
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -22,14 +23,29 @@ def test_the_notebooks_are_there() -> None:
     }
 
 
+def _printed(nb: nbformat.NotebookNode) -> str:
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_and_its_committed_copy_shows_results(path: Path, tmp_path: Path) -> None:
+def test_the_committed_copy_shows_its_results_and_answers_from_them(path: Path) -> None:
     committed = nbformat.read(path, as_version=4)
     markdown = [c.source for c in committed.cells if c.cell_type == "markdown"]
     assert "**Question.**" in markdown[0] and markdown[-1].startswith("## Answer")
-    outputs = [o for c in committed.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    code = [c for c in committed.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), "not run top to bottom"
+    outputs = [o for c in code for o in c.get("outputs", [])]
     assert any("image/png" in o.get("data", {}) for o in outputs), "committed without its plots"
     assert not any(o.get("output_type") == "error" for o in outputs)
+    # every figure with three decimals the answer quotes is one the notebook printed
+    quoted = set(re.findall(r"(?<![\d.])\d\.\d{3}(?!\d)", markdown[-1]))
+    assert quoted, "the answer quotes no measured value"
+    missing = sorted(q for q in quoted if q not in _printed(committed))
+    assert not missing, f"the answer quotes values the outputs do not show: {missing}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_end_to_end(path: Path, tmp_path: Path) -> None:
     copy = tmp_path / path.name
     shutil.copy(path, copy)
     nb = nbformat.read(copy, as_version=4)
@@ -43,10 +59,11 @@ def test_your_corpus_takes_a_beir_folder(tmp_path: Path) -> None:
     from test_eval_beir import write_beir
 
     beir = write_beir(tmp_path / "tiny")
-    nb = nbformat.read(NOTEBOOKS[-1].with_name("your_corpus.ipynb"), as_version=4)
+    nb = nbformat.read(Path(__file__).resolve().parent.parent / "notebooks" / "your_corpus.ipynb", as_version=4)
     (setup,) = [c for c in nb.cells if c.cell_type == "code" and "BEIR = None" in c.source]
     setup.source = setup.source.replace("BEIR = None", f"BEIR = Path({str(beir)!r})")
     NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    printed = _printed(nb)
     assert "4 documents" in printed and "3 queries" in printed and "95% of full nDCG@10" in printed
+    assert "'find a key in a sorted array'" in printed  # the BEIR queries, not mined ones
     assert any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
