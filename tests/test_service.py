@@ -27,6 +27,14 @@ from servers import live
 READ, WRITE = "read-key-0123456789abcdef", "write-key-0123456789abcdef"
 
 
+def _until(done, seconds: float = 10) -> None:
+    """Wait for ``done()`` (polled), failing the test after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
+
+
 @pytest.fixture
 def collection(tmp_path, tokenizer):
     c = Collection.create(tmp_path / "c", embedder=WordHashEmbedder(tokenizer, max_tokens=64), search_mode="dense")
@@ -53,10 +61,7 @@ def test_not_ready_until_the_collection_and_model_are_loaded(collection) -> None
         assert r.status_code == 503 and r.json()["error"]["type"] == "NotReadyError"
         assert r.headers["retry-after"] == "5"
         release.set()
-        deadline = time.monotonic() + 10
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        _until(lambda: client.get("/readyz").status_code == 200)
         assert client.post("/search", json={"query": "socket"}).status_code == 200
         assert client.get("/health").json() == {"status": "ok"}
         assert "longvec_ready 1.0" in client.get("/metrics").text
@@ -227,10 +232,7 @@ def test_the_worker_coalesces_waiting_queries_and_runs_them_before_documents(tok
         ]
         for t in threads:
             t.start()
-        deadline = time.monotonic() + 10
-        while worker.depth < 3 + 8:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _until(lambda: worker.depth >= 3 + 8)
         gated.gate.set()
         for t in [first, docs, *threads]:
             t.join(10)
@@ -260,10 +262,7 @@ def test_the_worker_coalesces_small_document_jobs_up_to_a_slice(tokenizer) -> No
         ]
         for t in jobs:
             t.start()
-        deadline = time.monotonic() + 10
-        while worker.depth < 6:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _until(lambda: worker.depth >= 6)
         gated.gate.set()
         for t in [hold, *jobs]:
             t.join(10)
@@ -285,10 +284,7 @@ def test_the_worker_queue_is_bounded_and_errors_reach_the_caller(tokenizer) -> N
         assert gated.entered.wait(10)  # one in the model, two waiting
         for t in threads[1:]:
             t.start()
-        deadline = time.monotonic() + 10
-        while worker._waiting_queries < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _until(lambda: worker._waiting_queries >= 2)
         with pytest.raises(QueueFullError, match="queue is full"):
             worker.encode_queries(["one too many"])
         gated.gate.set()
@@ -335,10 +331,7 @@ def test_a_failing_request_fails_alone_and_the_worker_goes_on(tokenizer) -> None
         threads = [threading.Thread(target=call, args=(n, [n])) for n in ("good one", "boom", "good two")]
         for t in threads:
             t.start()
-        deadline = time.monotonic() + 10
-        while worker.depth < 3:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _until(lambda: worker.depth >= 3)
         gated.gate.set()
         for t in [hold, *threads]:
             t.join(10)
@@ -363,10 +356,7 @@ def test_documents_progress_under_query_load_and_close_refuses_new_work(tokenize
         queries = [threading.Thread(target=worker.encode_queries, args=([f"q{i}"],)) for i in range(10)]
         for t in queries:
             t.start()
-        deadline = time.monotonic() + 10
-        while worker.depth < 2 + 10:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _until(lambda: worker.depth >= 2 + 10)
         gated.gate.set()
         for t in [hold, docs, *queries]:
             t.join(10)
@@ -559,10 +549,7 @@ def test_a_data_root_serves_each_collection_and_nothing_outside_it(tmp_path, tok
     settings = ServiceSettings(read_keys=(READ,), write_keys=(WRITE,))
     read, write = {"Authorization": f"Bearer {READ}"}, {"Authorization": f"Bearer {WRITE}"}
     with TestClient(create_app(data_root=root, open_at=open_at, settings=settings)) as client:
-        deadline = time.monotonic() + 10
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        _until(lambda: client.get("/readyz").status_code == 200)
         assert sorted(opened) == ["alpha", "beta"]  # loaded at startup; the symlink is skipped
         listed = client.get("/collections", headers=read).json()["collections"]
         assert [(c["name"], c["documents"]) for c in listed] == [("alpha", 3), ("beta", 3)]
