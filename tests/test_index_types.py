@@ -250,12 +250,17 @@ def test_a_collection_builds_its_type_and_changes_it_without_re_embedding(tmp_pa
         Collection.create(tmp_path / "d", embedder=embedder, index_type="annoy")
 
 
-def test_an_ivfpq_collection_ranks_by_the_stored_vectors(tmp_path, tokenizer, monkeypatch) -> None:
-    """In a collection, IVF-PQ's candidates are rescored with the stored float vectors, before and after reopening
-    (the loaded index gets its rescoring source too): scores are the exact cosines."""
+@pytest.fixture
+def small_pq(monkeypatch):
+    """IVF-PQ from 300 vectors (10 cells of 30 training points, all probed): collection-sized tests."""
     monkeypatch.setattr(vectors_module, "IVFPQ_MIN_VECTORS", 300)
     monkeypatch.setattr(vectors_module, "PQ_TRAIN_POINTS", 300)
-    monkeypatch.setattr(vectors_module, "IVF_POINTS_PER_LIST", 30)  # 300 vectors: 10 cells, all 8+ probed
+    monkeypatch.setattr(vectors_module, "IVF_POINTS_PER_LIST", 30)
+
+
+def test_an_ivfpq_collection_ranks_by_the_stored_vectors(tmp_path, tokenizer, small_pq) -> None:
+    """In a collection, IVF-PQ's candidates are rescored with the stored float vectors, before and after reopening
+    (the loaded index gets its rescoring source too): scores are the exact cosines."""
     embedder = WordHashEmbedder(tokenizer)
     queries = ["parse the socket", "hash cache", "render vector token"]
     with Collection.create(tmp_path / "c", embedder=embedder, index_type="ivfpq", search_mode="dense") as c:
@@ -498,10 +503,7 @@ def test_ivfpq_gpu_copy_probes_as_the_cpu_one_and_falls_back_when_refused(data, 
     vectors_module._gpu_resources.cache_clear()
 
 
-def test_switching_a_collection_to_ivfpq_rescores_at_once(tmp_path, tokenizer, monkeypatch) -> None:
-    monkeypatch.setattr(vectors_module, "IVFPQ_MIN_VECTORS", 300)
-    monkeypatch.setattr(vectors_module, "PQ_TRAIN_POINTS", 300)
-    monkeypatch.setattr(vectors_module, "IVF_POINTS_PER_LIST", 30)
+def test_switching_a_collection_to_ivfpq_rescores_at_once(tmp_path, tokenizer, small_pq) -> None:
     embedder = WordHashEmbedder(tokenizer)
     with Collection.create(tmp_path / "c", embedder=embedder, search_mode="dense") as c:
         c.add(_docs(300))
