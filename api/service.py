@@ -104,8 +104,7 @@ def _local(path: str) -> str:
 
 
 def is_public(path: str) -> bool:
-    local = _local(path)
-    return any(local == p or (p.endswith("/") and p != "/" and local.startswith(p)) for p in PUBLIC)
+    return _local(path) in PUBLIC
 
 
 def is_write(method: str, path: str) -> bool:
