@@ -1,6 +1,7 @@
 """The searchable collection: FAISS vectors, SQLite store, manifest, and the add/delete/search use cases."""
 
-from longvec.index.collection import Collection, token_counter
+from longvec.index.collection import Collection, EncodedDocument
+from longvec.index.encoding import DocumentEncoder, token_counter
 from longvec.index.errors import (
     CollectionClosedError,
     CollectionExistsError,
@@ -48,7 +49,9 @@ __all__ = [
     "CollectionLockedError",
     "CollectionNotFoundError",
     "Document",
+    "DocumentEncoder",
     "DocumentNotFoundError",
+    "EncodedDocument",
     "Fusion",
     "Hit",
     "InvalidInputError",

@@ -23,17 +23,14 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from longvec.chunking import CHUNKER_VERSION, Chunk, Chunker, TokenCounter, first_window
-from longvec.chunking.languages import CODE_LANGUAGES
-from longvec.chunking.types import spans_to_chunks
+from longvec.chunking import CHUNKER_VERSION, Chunk
 from longvec.embedder import (
     EmbedderConfig,
     Encoder,
-    InvalidSettingError,
     aggregate,
     allowed_dims,
     load_embedder,
@@ -46,6 +43,14 @@ from longvec.embedder.calibration import (
     fit_prefix_map,
     fit_rotation,
     prefix_of,
+)
+from longvec.index.encoding import (
+    DocumentEncoder,
+    check_embedder,
+    make_chunker,
+    manifest_config,
+    model_depth,
+    token_counter,
 )
 from longvec.index.errors import (
     CollectionClosedError,
@@ -92,20 +97,6 @@ CALIBRATION_SAMPLE = 2048
 ROTATION_SAMPLE = 50_000
 
 
-def token_counter(embedder: Encoder) -> TokenCounter:
-    """Counts tokens as ``embedder`` sees a document: its own tokenizer, with its document prompt."""
-    return TokenCounter(embedder.tokenizer, embedder.document_prompt)
-
-
-def _chunker(
-    counter: TokenCounter, max_tokens: int, overlap_tokens: int, code_context: bool = True, path_context: bool = False
-) -> Chunker:
-    try:
-        return Chunker(counter, max_tokens, overlap_tokens, code_context, path_context)
-    except ValueError as exc:  # the chunkers' own range checks: bad settings from the caller
-        raise InvalidInputError(str(exc)) from None
-
-
 _SEARCH_DEFAULTS = ("search_mode", "fusion", "alpha")
 
 
@@ -113,6 +104,18 @@ _SEARCH_DEFAULTS = ("search_mode", "fusion", "alpha")
 _Row = tuple[str, str | None, str | None, str]
 # Batches an add may have read and chunked ahead of the one being written (bounds the memory they hold).
 _PIPELINE_DEPTH = 2
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class EncodedDocument:
+    """A document with the chunks and model-space vectors a :class:`DocumentEncoder` made of it elsewhere (another
+    process or machine), for :meth:`Collection.add_encoded`; ``chunks`` and ``vectors`` are ``None`` where that
+    encoder skipped it (unchanged, as far as it knew)."""
+
+    doc: Document
+    chunks: list[Chunk] | None = None
+    vectors: np.ndarray | None = None
 
 
 @dataclass
@@ -121,6 +124,7 @@ class _Prepared:
 
     result: AddResult = field(default_factory=AddResult)
     to_embed: list[tuple[Document, str, list[Chunk]]] = field(default_factory=list)
+    given: dict[int, np.ndarray] = field(default_factory=dict)  # model-space vectors of to_embed[i], encoded before
     field_updates: list[Document] = field(default_factory=list)
     rows: dict[str, _Row] = field(default_factory=dict)  # what this batch writes, per doc_id
 
@@ -130,7 +134,7 @@ def _whole(doc_id: str, text: str, n_tokens: int) -> Chunk:
     return Chunk(doc_id, 0, 0, len(text), text, n_tokens, "text")
 
 
-def _batched(items: Iterable[Document], n: int) -> Iterator[list[Document]]:
+def _batched(items: Iterable[_T], n: int) -> Iterator[list[_T]]:
     it = iter(items)
     while batch := list(islice(it, n)):
         yield batch
@@ -139,19 +143,6 @@ def _batched(items: Iterable[Document], n: int) -> Iterator[list[Document]]:
 def _native_axes(embedder: Any) -> frozenset[str]:
     """What ``embedder``'s model was trained to be elastic in (none for an embedder that does not say)."""
     return frozenset(getattr(embedder, "native_axes", ()))
-
-
-def _model_depth(embedder: Encoder, layers: int | None = None) -> int:
-    """``layers`` checked against ``embedder``'s depth (``None``: its full depth)."""
-    check = getattr(embedder, "check_layers", None)
-    if check is None:
-        if layers is not None:
-            raise InvalidInputError("this embedder has no layer choice")
-        return 0
-    try:
-        return int(check(layers))
-    except InvalidSettingError as exc:
-        raise UnsupportedShapeError(str(exc)) from None
 
 
 class Collection:
@@ -165,10 +156,8 @@ class Collection:
 
     def __init__(self, root: Path, manifest: Manifest, embedder: Encoder, *, readonly: bool) -> None:
         self.root, self.manifest, self.embedder, self.readonly = root, manifest, embedder, readonly
-        self.counter = token_counter(embedder)
-        self._chunker = _chunker(
-            self.counter, manifest.max_tokens, manifest.overlap_tokens, manifest.code_context, manifest.path_context
-        )
+        self.encoding = DocumentEncoder(manifest, embedder)
+        self.counter = self.encoding.counter
         self._lock = threading.RLock()
         self._lock_file = None if readonly else take_writer_lock(root)
         try:
@@ -233,13 +222,13 @@ class Collection:
             embedder = load_embedder(replace(base, max_tokens=max_tokens))
         elif max_tokens is not None and max_tokens != embedder.max_tokens:
             raise InvalidInputError(f"max_tokens {max_tokens} differs from the embedder's {embedder.max_tokens}")
-        _chunker(token_counter(embedder), embedder.max_tokens, overlap_tokens)  # settings checked before any write
+        make_chunker(token_counter(embedder), embedder.max_tokens, overlap_tokens)  # settings checked before any write
         check_channels(search_mode, fusion, alpha)
         if layers is not None:
             if strategy == "late":
                 raise InvalidInputError("the late strategy reads token states of the whole model: layers cannot be set")
-            layers = _model_depth(embedder, layers)
-            layers = None if layers == _model_depth(embedder) else layers
+            layers = model_depth(embedder, layers)
+            layers = None if layers == model_depth(embedder) else layers
         manifest = Manifest(
             model=embedder.model_id,
             model_fingerprint=embedder.fingerprint,
@@ -295,23 +284,8 @@ class Collection:
                     f"collection at {root} was built with long-context settings {manifest.encoder or 'none'}; "
                     f"got {asked} (use a new --collection directory)"
                 )
-            base = replace(base, **manifest.encoder)  # the long-context settings it was built with
-            config = replace(
-                base,
-                model=model or manifest.model,
-                max_tokens=base.max_tokens or manifest.max_tokens,
-                query_prefix=base.query_prefix or manifest.query_prompt,
-                document_prefix=base.document_prefix or manifest.document_prompt,
-            )
-            embedder = load_embedder(config)
-        manifest.check(
-            model=embedder.model_id,
-            model_fingerprint=embedder.fingerprint,
-            dim=embedder.dim,
-            max_tokens=embedder.max_tokens,
-            document_prompt=embedder.document_prompt,
-            query_prompt=embedder.query_prompt,
-        )
+            embedder = load_embedder(manifest_config(manifest, base, model))
+        check_embedder(manifest, embedder)
         return cls(root, manifest, embedder, readonly=readonly)
 
     @staticmethod
@@ -407,32 +381,9 @@ class Collection:
 
     # -- writing ---------------------------------------------------------------------------------------
 
-    def _chunk_key(self, doc: Document) -> str:
-        """What besides the text and language decides ``doc``'s chunks: the chunker version, and the path where
-        chunks carry it."""
-        m = self.manifest
-        carried = m.path_context and m.strategy != "truncate" and doc.effective_language in CODE_LANGUAGES
-        return f"{CHUNKER_VERSION}\0path={doc.source_path or ''}" if carried else CHUNKER_VERSION
-
     def chunk(self, doc: Document) -> list[Chunk]:
         """The chunks ``doc`` is stored as under this collection's strategy."""
-        language = doc.effective_language
-        if self.manifest.strategy == "truncate":
-            counter = self.counter
-            first = first_window(counter, doc.text, self.manifest.max_tokens)  # tokenises only a prefix
-            spans = [] if first is None else [first]
-            counts = counter.count_many([doc.text[s.start : s.end] for s in spans])
-            kind = "code" if language else "text"
-            return spans_to_chunks(doc.doc_id, doc.text, spans, counts, kind, language)
-        chunks = self._chunker.chunk(doc.doc_id, doc.text, path=doc.source_path, language=language)
-        if self.manifest.doc_vector and len(chunks) > 1:
-            first = first_window(self.counter, doc.text, self.manifest.max_tokens)
-            assert first is not None  # the document has chunks, so it is not blank
-            text = doc.text[first.start : first.end]
-            (n,) = self.counter.count_many([text])
-            kind = chunks[0].kind
-            chunks.append(Chunk(doc.doc_id, len(chunks), first.start, first.end, text, n, kind, language, DOC_SYMBOL))
-        return chunks
+        return self.encoding.chunk(doc)
 
     def embed(
         self, texts: Sequence[str], *, dim: int | None = None, long_inputs: str = "chunk", as_queries: bool = False
@@ -505,12 +456,55 @@ class Collection:
         if batch_docs < 1:
             raise InvalidInputError(f"batch_docs must be positive, got {batch_docs}")
         with self._space:
-            result = self._add(docs, batch_docs, on_batch)
+            result = self._add(((d, None) for d in docs), batch_docs, on_batch)
         self._save_if_due()
         return result
 
+    def add_encoded(
+        self,
+        docs: Iterable[EncodedDocument],
+        *,
+        encoding: dict[str, Any],
+        batch_docs: int = 32,
+        on_batch: Callable[[AddResult], None] | None = None,
+    ) -> AddResult:
+        """:meth:`add` for documents already chunked and encoded by a :class:`DocumentEncoder` whose ``info()`` is
+        ``encoding`` (:class:`ModelMismatchError` unless it is this collection's): the same decisions (added,
+        updated, unchanged, empty; last one wins), transactions and lexical terms as :meth:`add`, with the given
+        vectors mapped into the stored space as this collection's own. A document given without chunks, or whose
+        chunks do not fit its text, is chunked and encoded here."""
+        self._check_writable()
+        if batch_docs < 1:
+            raise InvalidInputError(f"batch_docs must be positive, got {batch_docs}")
+        mine = self.encoding.info()
+        differ = sorted(k for k in mine.keys() | encoding.keys() if mine.get(k) != encoding.get(k))
+        if differ:
+            raise ModelMismatchError(
+                f"vectors were made with {', '.join(f'{k}={encoding.get(k)!r}' for k in differ)}; the collection at "
+                f"{self.root} has {', '.join(f'{k}={mine.get(k)!r}' for k in differ)}"
+            )
+        with self._space:
+            result = self._add(((e.doc, self._checked(e)) for e in docs), batch_docs, on_batch)
+        self._save_if_due()
+        return result
+
+    def _checked(self, item: EncodedDocument) -> tuple[list[Chunk], np.ndarray] | None:
+        """``item``'s chunks and vectors if they are whole and belong to its text, else ``None`` (re-encode it)."""
+        chunks, vectors, doc = item.chunks, item.vectors, item.doc
+        if chunks is None or vectors is None:
+            return None
+        whole = (
+            vectors.shape == (len(chunks), self.manifest.dim)
+            and [c.chunk_id for c in chunks] == list(range(len(chunks)))
+            and all(c.doc_id == doc.doc_id and doc.text[c.start : c.end] == c.text for c in chunks)
+        )
+        return (chunks, np.asarray(vectors, np.float32)) if whole else None
+
     def _add(
-        self, docs: Iterable[Document], batch_docs: int, on_batch: Callable[[AddResult], None] | None
+        self,
+        docs: Iterable[tuple[Document, tuple[list[Chunk], np.ndarray] | None]],
+        batch_docs: int,
+        on_batch: Callable[[AddResult], None] | None,
     ) -> AddResult:
         total = AddResult()
         # Rows of documents prepared but not yet written, as the store will have them: a later batch compares
@@ -537,7 +531,7 @@ class Collection:
                 previous: Future[AddResult] | None = None
                 for batch in _batched(docs, batch_docs):
                     prepared = self._prepare(batch, inflight)
-                    encoded = encoder.submit(self._embed, prepared.to_embed)
+                    encoded = encoder.submit(self._embed, prepared.to_embed, prepared.given)
                     previous = writer.submit(self._write, prepared, encoded, previous)
                     pending.append((previous, encoded, prepared.rows))
                     while len(pending) > _PIPELINE_DEPTH or (pending and pending[0][0].done()):
@@ -561,11 +555,15 @@ class Collection:
                         finish()
         return total
 
-    def _prepare(self, batch: list[Document], inflight: dict[str, _Row]) -> _Prepared:
+    def _prepare(
+        self, batch: list[tuple[Document, tuple[list[Chunk], np.ndarray] | None]], inflight: dict[str, _Row]
+    ) -> _Prepared:
         """Stage one of :meth:`add`: which documents of ``batch`` change, and the chunks of those whose content
-        does; ``inflight`` (rows of earlier batches not yet written) is updated with this batch's."""
+        does (given ones as given); ``inflight`` (rows of earlier batches not yet written) is updated with this
+        batch's."""
         out = _Prepared()
-        latest = {d.doc_id: d for d in batch}  # last one wins inside a batch
+        given = {d.doc_id: pre for d, pre in batch}
+        latest = {d.doc_id: d for d, _ in batch}  # last one wins inside a batch
         for doc_id in [d for d, doc in latest.items() if not doc.text.strip()]:
             del latest[doc_id]
             out.result.empty += 1
@@ -573,7 +571,7 @@ class Collection:
             stored = self._store.hashes(list(latest))
         stored.update((doc_id, inflight[doc_id]) for doc_id in latest if doc_id in inflight)
         for doc in latest.values():
-            h = doc.content_hash(self._chunk_key(doc))
+            h = self.encoding.content_hash(doc)
             row = (h, doc.path, doc.effective_language, json.dumps(doc.metadata, sort_keys=True))
             old = stored.get(doc.doc_id)
             if old is not None and old[0] == h:
@@ -582,7 +580,10 @@ class Collection:
                     out.rows[doc.doc_id] = inflight[doc.doc_id] = row
                 out.result.unchanged += 1
                 continue
-            out.to_embed.append((doc, h, self.chunk(doc)))
+            pre = given[doc.doc_id]
+            if pre is not None:
+                out.given[len(out.to_embed)] = pre[1]
+            out.to_embed.append((doc, h, pre[0] if pre is not None else self.chunk(doc)))
             out.rows[doc.doc_id] = inflight[doc.doc_id] = row
             if old is not None:
                 out.result.updated += 1
@@ -619,23 +620,28 @@ class Collection:
                 self._store.write(db, w)
         return result
 
-    def _embed(self, to_embed: list[tuple[Document, str, list[Chunk]]]) -> np.ndarray:
-        """The chunk vectors of ``to_embed``'s documents, in order: each chunk's ``embed_text`` on its own, or
-        (``late`` strategy) pooled per chunk span from the whole document read by the model at once."""
-        m = self.manifest
-        calibration = self._current_calibration()
-        if m.strategy != "late":
-            texts = [c.embed_text for _, _, chunks in to_embed for c in chunks]
-            layers = {"layers": m.layers} if m.layers is not None else {}  # an embedder without depths needs none
-            vectors = self.embedder.encode_documents(texts, **layers)
-            return self._stored_space(vectors, _model_depth(self.embedder, m.layers), calibration)
-        encode_late = getattr(self.embedder, "encode_late", None)
-        if encode_late is None:
-            raise InvalidInputError(f"the {self.manifest.strategy!r} strategy needs an embedder with encode_late")
-        docs = [(doc.text, [(c.start, c.end) for c in chunks]) for doc, _, chunks in to_embed]
-        parts = encode_late(docs) if docs else []
+    def _embed(
+        self, to_embed: list[tuple[Document, str, list[Chunk]]], given: dict[int, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """The stored-space chunk vectors of ``to_embed``'s documents, in order: ``given[i]`` for document ``i``
+        where given (model-space vectors), else encoded now (``DocumentEncoder.encode``)."""
+        given = given or {}
+        todo = [(doc, chunks) for i, (doc, _, chunks) in enumerate(to_embed) if i not in given]
+        raw = self.encoding.encode(todo) if todo else np.zeros((0, self.manifest.dim), np.float32)
+        parts, offset = [], 0
+        for i, (_, _, chunks) in enumerate(to_embed):
+            if i in given:
+                parts.append(given[i])
+            else:
+                parts.append(raw[offset : offset + len(chunks)])
+                offset += len(chunks)
         vectors = np.concatenate(parts) if parts else np.zeros((0, self.manifest.dim), np.float32)
-        return vectors if calibration is None or not len(vectors) else calibration.rotate(vectors)
+        calibration = self._current_calibration()
+        if calibration is None or not len(vectors):
+            return vectors
+        if self.manifest.strategy == "late":
+            return calibration.rotate(vectors)
+        return self._stored_space(vectors, model_depth(self.embedder, self.manifest.layers), calibration)
 
     # -- 2D Matryoshka: depths and calibration ---------------------------------------------------------
 
@@ -660,8 +666,8 @@ class Collection:
             return None
         if not getattr(self.embedder, "layers", None):
             raise InvalidInputError("this collection's embedder has no layer choice")
-        depth = _model_depth(self.embedder, layers if layers is not None else self.manifest.layers)
-        stored = _model_depth(self.embedder, self.manifest.layers)
+        depth = model_depth(self.embedder, layers if layers is not None else self.manifest.layers)
+        stored = model_depth(self.embedder, self.manifest.layers)
         if depth != stored and "layers" not in _native_axes(self.embedder):  # a 2D-trained model's depths agree
             calibration = self._current_calibration()
             if calibration is None or depth not in calibration.depths():
@@ -738,8 +744,8 @@ class Collection:
             old = self._current_calibration()
             with self._lock:
                 previous = self._store.meta("calibration")
-            full = _model_depth(self.embedder)
-            stored_depth = _model_depth(self.embedder, self.manifest.layers)
+            full = model_depth(self.embedder)
+            stored_depth = model_depth(self.embedder, self.manifest.layers)
             space = old.base if old is not None else stored_depth  # of the stored vectors, rotation undone
             base = full if adapters or space == full else space  # of the new calibration
             fitted: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -847,7 +853,7 @@ class Collection:
                 old = stored.get(doc.doc_id)
                 if old is None:
                     result.added += 1
-                elif old[0] == doc.content_hash(self._chunk_key(doc)):
+                elif old[0] == self.encoding.content_hash(doc):
                     result.unchanged += 1
                 else:
                     result.updated += 1
@@ -1094,7 +1100,7 @@ class Collection:
             "max_tokens": m.max_tokens,
             "overlap_tokens": m.overlap_tokens,
             "encoder": m.encoder,
-            "layers": _model_depth(self.embedder, m.layers) if getattr(self.embedder, "layers", None) else None,
+            "layers": model_depth(self.embedder, m.layers) if getattr(self.embedder, "layers", None) else None,
             "model_layers": getattr(self.embedder, "layers", None),
             "native_matryoshka": sorted(_native_axes(self.embedder)),
             "calibration": json.loads(meta) if (meta := self._store.meta("calibration")) else None,

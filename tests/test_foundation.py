@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from tokenizers import Tokenizer
 
-import longvec.index.collection as collection_module
+import longvec.index.encoding as encoding_module
 import longvec.index.search as search_module
 from longvec.api.app import create_app
 from longvec.api.cli import main
@@ -313,7 +313,7 @@ def test_new_chunker_version_rechunks_unchanged_documents(tmp_path, fake_embedde
         docs = [keyword_doc("a", "alpha"), keyword_doc("b", "beta")]
         assert c.add(docs).added == 2
         assert c.add(docs).unchanged == 2
-        monkeypatch.setattr(collection_module, "CHUNKER_VERSION", "next")
+        monkeypatch.setattr(encoding_module, "CHUNKER_VERSION", "next")
         assert c.add(docs).updated == 2
 
 
