@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	if command -v nvidia-smi >/dev/null 2>&1; then echo "GPU found: torch comes with the project"; \
 	else $(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"; fi
-	$(BIN)/python -m pip install -q -e '.[dev,openvino,train]'
+	$(BIN)/python -m pip install -q -e '.[dev,openvino,train,ray]'
 	touch $(STAMP)
 
 demo: install  ## index the Python standard library shipped with this machine and serve it

@@ -88,6 +88,38 @@ def _add_engine(p: argparse.ArgumentParser, *, device: bool = True) -> None:
         )
 
 
+def _add_ray(p: argparse.ArgumentParser) -> None:
+    """``index --engine ray``: chunk and encode on a Ray cluster (``index.ray_engine``), store here."""
+    g = p.add_argument_group("distributed indexing (--engine ray; needs longvec[ray], see docs/SCALING.md)")
+    g.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default): encode in this process; ray: encode on a Ray cluster's actor pool, then store here",
+    )
+    g.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="the cluster to join: auto (the running one) or ray://host:port (default: RAY_ADDRESS, else start a "
+        "local Ray instance)",
+    )
+    g.add_argument("--workers", type=_positive_int, help="encoding actors (default: as many as the cluster fits)")
+    g.add_argument("--cpus-per-worker", type=_positive_float, default=1.0, help="CPUs per actor (default 1)")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per actor, e.g. 1 or 0.5 (default 0)")
+    g.add_argument(
+        "--shards",
+        type=Path,
+        metavar="DIR",
+        help="where actors write their parquet shards, on a filesystem every node sees (default: "
+        "COLLECTION.ray-shards beside the collection); a rerun of a stopped job resumes from them",
+    )
+    g.add_argument("--keep-shards", action="store_true", help="keep the shards once the collection holds them")
+    g.add_argument(
+        "--part-mb", type=_positive_float, default=1.0, help="input per part (one actor call, one shard; default 1)"
+    )
+    g.add_argument("--retries", type=int, default=3, help="tries again for a failed part or a lost actor (default 3)")
+
+
 def _positive_int(value: str) -> int:
     n = int(value)
     if n < 1:
@@ -108,9 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("index", help="add or update documents (JSONL and/or files and directories)")
     _add_target(p)
-    p.add_argument("--input", type=Path, help='JSONL of {"id", "text", "path"?, "language"?, "metadata"?}')
+    p.add_argument(
+        "--input",
+        type=Path,
+        help='JSONL of {"id", "text", "path"?, "language"?, "metadata"?} (or BEIR corpus lines); a file named '
+        "*.parquet is read as parquet with those columns (needs longvec[ray])",
+    )
     p.add_argument("paths", nargs="*", type=Path, help="files or directories to walk recursively")
     _add_engine(p)
+    _add_ray(p)
     p.add_argument("--include", action="append", metavar="GLOB", help="only walk files matching (repeatable)")
     p.add_argument("--exclude", action="append", metavar="GLOB", help="skip files matching (repeatable)")
     p.add_argument(
@@ -364,23 +402,30 @@ def _quiet_model_loading() -> None:
 
 def cmd_index(args: argparse.Namespace) -> int:
     from longvec.index import Collection, InvalidInputError
-    from longvec.index.sources import WalkStats, read_jsonl, vanished, walk_paths, walk_roots
+    from longvec.index.sources import WalkStats, read_documents, vanished, walk_paths, walk_roots
 
     if args.input is None and not args.paths:
         raise InvalidInputError("nothing to index: give --input FILE and/or PATHs")
+    if args.engine == "ray" and args.server is not None:
+        raise InvalidInputError("--engine ray builds a collection here: it cannot be used with --server")
+    if args.retries < 0:
+        raise InvalidInputError(f"--retries must be 0 or more, got {args.retries}")
     if args.prune and not any(Path(p).is_dir() for p in args.paths):
         raise InvalidInputError("--prune needs at least one directory to walk")
     # Every source is checked before the first write: bad input changes nothing stored.
+    # (--engine ray: the parts are planned before the collection is opened, and read by the actors.)
     stats = WalkStats()
-    files = walk_paths(args.paths, stats, include=args.include, exclude=args.exclude) if args.paths else iter(())
+    ray = args.engine == "ray" and not args.dry_run
+    walked = args.paths and not ray
+    files = walk_paths(args.paths, stats, include=args.include, exclude=args.exclude) if walked else iter(())
     prune_roots = walk_roots([p for p in args.paths if Path(p).is_dir()]) if args.prune else []
     total = stats.listed
-    if args.input is not None:
-        total += sum(1 for _ in read_jsonl(args.input))
+    if args.input is not None and not ray:
+        total += sum(1 for _ in read_documents(args.input))
 
     def documents() -> Iterator[Any]:
         if args.input is not None:
-            yield from read_jsonl(args.input)
+            yield from read_documents(args.input)
         yield from files
 
     if args.server is not None:
@@ -407,6 +452,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     )
     if args.dry_run:
         return _index_dry_run(args, documents(), prune_roots, stats.skipped)
+    parts = _ray_parts(args) if ray else None
     start = time.perf_counter()
     first = _first_run(args.collection)
     collection = Collection.open_or_create(
@@ -429,9 +475,13 @@ def cmd_index(args: argparse.Namespace) -> int:
     indexed = False
     try:
         with collection:
-            bar = _progress(total)
-            result = collection.add(documents(), batch_docs=args.batch_docs, on_batch=bar)
-            bar.close()
+            if parts is not None:
+                result, run = _index_with_ray(args, collection, parts, config)
+                stats.skipped_binary = run.skipped_files  # (binary, large and vanished files, as counted there)
+            else:
+                bar = _progress(total)
+                result = collection.add(documents(), batch_docs=args.batch_docs, on_batch=bar)
+                bar.close()
             pruned = 0
             for root in prune_roots:
                 pruned += collection.delete_many(vanished([root], collection.doc_ids(root.prefix, walked=True)))
@@ -444,6 +494,59 @@ def cmd_index(args: argparse.Namespace) -> int:
         raise
     _print_index_summary(args, result, stats.skipped, pruned, time.perf_counter() - start)
     return 0
+
+
+def _ray_parts(args: argparse.Namespace) -> list[Any]:
+    """``index --engine ray``: the inputs cut into parts (checked now: a missing path fails before anything else)."""
+    try:
+        from longvec.index.ray_engine import plan_parts
+    except ImportError:
+        from longvec.index import InvalidInputError
+
+        raise InvalidInputError("--engine ray needs Ray and pyarrow: pip install 'longvec[ray]'") from None
+    inputs = [args.input] if args.input is not None else []
+    part_bytes = max(1, int(args.part_mb * (1 << 20)))
+    return plan_parts(inputs, args.paths, include=args.include, exclude=args.exclude, part_bytes=part_bytes)
+
+
+def _index_with_ray(args: argparse.Namespace, collection: Any, parts: list[Any], config: Any) -> tuple[Any, Any]:
+    """Encode ``parts`` on the Ray cluster, then store them in ``collection``; progress on stderr."""
+    from longvec.index.ray_engine import index_with_ray
+
+    encoded = [0]
+
+    def on_part(row: dict[str, Any]) -> None:
+        encoded[0] += 1
+        print(
+            f"encoded part {encoded[0]}/{len(parts)}: {row['docs']} docs, {row['chunks']} chunks in "
+            f"{row['seconds']:.1f}s" + (f" ({row['tries']} tries)" if row["tries"] > 1 else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+
+    bar = _progress()
+    result, run = index_with_ray(
+        collection,
+        parts=parts,
+        config=config,
+        address=args.ray_address,
+        workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
+        shard_dir=args.shards,
+        keep_shards=args.keep_shards,
+        retries=args.retries,
+        batch_docs=args.batch_docs,
+        on_batch=bar,
+        on_part=on_part,
+    )
+    bar.close()
+    print(
+        f"ray: parts={run.parts} (resumed {run.resumed}, encoded {run.encoded}, retried {run.retried}) "
+        f"workers={run.workers} encode_seconds={run.encode_seconds:.1f} store_seconds={run.store_seconds:.1f}",
+        file=sys.stderr,
+    )
+    return result, run
 
 
 # Collection settings are fixed by the server's collection: giving them with --server is a mistake.

@@ -891,6 +891,14 @@ class Collection:
         with self._lock:
             return self._store.doc_ids(prefix, walked=walked)
 
+    def content_hashes(self) -> dict[str, str]:
+        """``doc_id -> content hash`` of every stored document: a document whose
+        ``collection.encoding.content_hash(doc)`` equals its stored hash is left unchanged by :meth:`add` (so an
+        encoder elsewhere need not encode it)."""
+        self._check_open()
+        with self._lock:
+            return self._store.content_hashes()
+
     def get(self, doc_id: str) -> StoredDocument:
         self._check_open()
         with self._lock:

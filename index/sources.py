@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import io
 import json
 import os
 from collections.abc import Iterator
@@ -17,11 +18,16 @@ SKIP_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", ".v
 MAX_FILE_BYTES = 2_000_000
 
 
-def jsonl_records(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """``(line number, parsed JSON value)`` of each non-blank line; bad bytes or JSON are an
-    :class:`InvalidInputError` naming the file and line."""
+def jsonl_records(
+    path: str | Path, start: int = 0, stop: int | None = None, first_line: int = 1
+) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed JSON value)`` of each non-blank line (of the bytes ``[start, stop)`` only, which
+    begin at line ``first_line``: see :func:`jsonl_parts`); bad bytes or JSON are an :class:`InvalidInputError`
+    naming the file and line."""
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
+        f.seek(start)
+        lines = f if stop is None else io.BytesIO(f.read(stop - start))
+        for lineno, raw in enumerate(lines, first_line):
             try:
                 line = raw.decode("utf-8")
                 if line.strip():
@@ -32,13 +38,29 @@ def jsonl_records(path: str | Path) -> Iterator[tuple[int, Any]]:
                 raise InvalidInputError(f"{path}:{lineno}: {exc}") from None
 
 
-def read_jsonl(path: str | Path) -> Iterator[Document]:
+def jsonl_parts(path: str | Path, part_bytes: int) -> list[tuple[int, int, int]]:
+    """``path`` cut at line ends into ranges of about ``part_bytes`` bytes: ``(start, stop, first line number)``,
+    for :func:`read_jsonl` to read one at a time, anywhere."""
+    parts, start, size, line, lines = [], 0, 0, 1, 0
+    with open(path, "rb") as f:
+        for raw in f:
+            size, lines = size + len(raw), lines + 1
+            if size >= part_bytes:
+                parts.append((start, start + size, line))
+                start, size, line, lines = start + size, 0, line + lines, 0
+    if size:
+        parts.append((start, start + size, line))
+    return parts
+
+
+def read_jsonl(path: str | Path, start: int = 0, stop: int | None = None, first_line: int = 1) -> Iterator[Document]:
     """Documents from JSONL lines ``{"id", "text", "path"?, "language"?, "metadata"?}``, or BEIR corpus lines
     ``{"_id", "title"?, "text", "metadata"?}`` (see :func:`beir_text`).
 
-    Errors name the file and line. Blank lines are skipped.
+    Errors name the file and line. Blank lines are skipped. ``start``, ``stop`` and ``first_line``: one part of
+    the file (:func:`jsonl_parts`).
     """
-    for lineno, record in jsonl_records(path):
+    for lineno, record in jsonl_records(path, start, stop, first_line):
         try:
             yield parse_record(record)
         except InvalidInputError as exc:
@@ -70,6 +92,62 @@ def _parse_beir(record: dict) -> Document:
     if start:
         extra["beir_text_start"] = start  # the title is text[: beir_text_start - 1]
     return Document(doc_id=doc_id, text=text, language=record.get("language"), metadata={**metadata, **extra})
+
+
+# The columns a parquet file of documents may have (others are not read): JSONL's fields, or BEIR's.
+PARQUET_COLUMNS = ("id", "_id", "title", "text", "path", "language", "metadata")
+
+
+def parquet_rows(path: str | Path) -> int:
+    """How many rows the parquet file at ``path`` holds (from its footer)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except Exception as exc:  # pyarrow's own errors: not a parquet file, truncated, ...
+        raise InvalidInputError(f"{path}: not a readable parquet file ({exc})") from None
+
+
+def read_parquet(path: str | Path, start: int = 0, stop: int | None = None) -> Iterator[Document]:
+    """Documents from rows ``[start, stop)`` of a parquet file whose columns are JSONL's fields (``id``, ``text``,
+    ``path``?, ``language``?, ``metadata``? as a struct or a JSON string) or BEIR's (``_id``, ``title``?,
+    ``text``); other columns are not read. Errors name the file and row. Needs pyarrow (``longvec[ray]``)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InvalidInputError("reading parquet needs pyarrow: pip install 'longvec[ray]'") from None
+    try:
+        f = pq.ParquetFile(path)
+    except Exception as exc:
+        raise InvalidInputError(f"{path}: not a readable parquet file ({exc})") from None
+    columns = [c for c in PARQUET_COLUMNS if c in f.schema_arrow.names]
+    stop = f.metadata.num_rows if stop is None else stop
+    groups, first, offset = [], None, 0  # the row groups overlapping [start, stop), and where the first begins
+    for g in range(f.num_row_groups):
+        n = f.metadata.row_group(g).num_rows
+        if offset < stop and offset + n > start:
+            groups.append(g)
+            first = offset if first is None else first
+        offset += n
+    if not groups:
+        return
+    table = f.read_row_groups(groups, columns=columns).slice(start - first, stop - start)
+    for row, record in enumerate(table.to_pylist(), start):
+        record = {k: v for k, v in record.items() if v is not None or k in ("id", "_id", "text")}
+        try:
+            if isinstance(record.get("metadata"), str):
+                try:
+                    record["metadata"] = json.loads(record["metadata"])
+                except json.JSONDecodeError as exc:
+                    raise InvalidInputError(f"field 'metadata' is not JSON ({exc})") from None
+            yield parse_record(record)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{path}: row {row}: {exc}") from None
+
+
+def read_documents(path: str | Path) -> Iterator[Document]:
+    """The documents of an ``--input`` file: parquet if its name ends in ``.parquet``, else JSONL."""
+    return read_parquet(path) if str(path).endswith(".parquet") else read_jsonl(path)
 
 
 def parse_record(record: object) -> Document:
@@ -164,6 +242,15 @@ def walk_paths(
     over ``max_bytes`` and files that vanish before they are read.
     """
     stats = stats if stats is not None else WalkStats()
+    listed = list_files(paths, include=include, exclude=exclude)
+    stats.listed = len(listed)
+    return read_files(listed, stats, max_bytes)
+
+
+def list_files(
+    paths: list[str | Path], *, include: list[str] | None = None, exclude: list[str] | None = None
+) -> list[tuple[Path, str]]:
+    """The files :func:`walk_paths` would read, with their doc ids, in order; unreadable ones are an error."""
     roots = {r.path: r for r in walk_roots(paths)}
     listed, seen = [], set()
     for p in check_paths(paths):
@@ -179,8 +266,7 @@ def walk_paths(
             if (doc_id := root.prefix + rel) not in seen:  # a file given twice (as itself and in its directory)
                 seen.add(doc_id)
                 listed.append((file, doc_id))
-    stats.listed = len(listed)
-    return _read_files(listed, stats, max_bytes)
+    return listed
 
 
 def vanished(roots: list[Root], doc_ids: list[str]) -> list[str]:
@@ -197,7 +283,9 @@ def vanished(roots: list[Root], doc_ids: list[str]) -> list[str]:
     return gone
 
 
-def _read_files(listed: list[tuple[Path, str]], stats: WalkStats, max_bytes: int) -> Iterator[Document]:
+def read_files(listed: list[tuple[Path, str]], stats: WalkStats, max_bytes: int = MAX_FILE_BYTES) -> Iterator[Document]:
+    """The documents of ``listed`` files (as :func:`list_files` gives them), skipping and counting in ``stats``
+    binary, oversized and vanished files."""
     for file, doc_id in listed:
         try:
             doc = _read_file(file, doc_id, stats, max_bytes)

@@ -294,6 +294,10 @@ class Store:
                 db.execute("DELETE FROM removed WHERE generation <= ?", (newest,))
                 db.execute("UPDATE meta SET value = ? WHERE key = 'tombstones_from'", (str(newest),))
 
+    def content_hashes(self) -> dict[str, str]:
+        """``doc_id -> content_hash`` of every stored document."""
+        return dict(self._db.execute("SELECT doc_id, content_hash FROM documents"))
+
     def doc_ids(self, prefix: str = "", *, walked: bool = False) -> list[str]:
         """Stored doc_ids starting with ``prefix``, sorted (a range scan of the primary key); with ``walked``,
         only those that came from a directory walk (their ``path`` is their id)."""
