@@ -54,6 +54,7 @@ from longvec.index.sources import (
     read_parquet,
 )
 from longvec.index.types import AddResult, Document
+from longvec.index.vectors import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -425,6 +426,8 @@ def index_with_ray(
     successful run with ``keep_shards``, and let a rerun resume. Returns what :meth:`Collection.add` returns, and
     the run's own figures. ``worker_class`` is the actor class (a subclass of :class:`EncodeWorker`)."""
     stats = RayRunStats(parts=len(parts))
+    if config is not None and config.device.startswith("cuda") and not gpus_per_worker:
+        raise InvalidInputError("the actors get no GPU: give gpus_per_worker (--gpus-per-worker) to encode on CUDA")
     encoding = collection.encoding.info()
     shard_dir = Path(shard_dir) if shard_dir is not None else default_shard_dir(collection.root)
     key = _run_key(parts, encoding)
@@ -433,7 +436,7 @@ def index_with_ray(
         log.warning("%s holds shards of other inputs or settings: removing them", shard_dir)
         shutil.rmtree(shard_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(json.dumps({"key": key, "parts": len(parts), "encoding": encoding}, sort_keys=True))
+    write_json_atomic(run_file, {"key": key, "parts": len(parts), "encoding": encoding})
     done = _whole_shards(shard_dir)
     todo = [p for p in parts if p.index not in done]
     stats.resumed = len(parts) - len(todo)
@@ -462,13 +465,12 @@ def index_with_ray(
                 max_restarts=retries,
                 max_task_retries=retries,
             )
-        errors = []
         try:
             for row in results.iter_rows():
+                if row["error"]:  # bad input: stop the run now (the shards written stay for a rerun)
+                    raise InvalidInputError(str(row["error"]))
                 stats.encoded += 1
                 stats.retried += row["tries"] > 1
-                if row["error"]:
-                    errors.append(str(row["error"]))
                 for k in ("docs", "chunks", "tokens"):
                     setattr(stats, k, getattr(stats, k) + int(row[k]))
                 stats.skipped_files += int(row["skipped"])
@@ -483,8 +485,6 @@ def index_with_ray(
                 f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else 'no message'}); run the same command "
                 "again to resume from the shards written"
             ) from exc
-        if errors:
-            raise InvalidInputError(errors[0] + (f" (and {len(errors) - 1} more parts)" if len(errors) > 1 else ""))
     stats.encode_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
