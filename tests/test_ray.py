@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -244,6 +245,38 @@ def test_cli_engine_ray_matches_the_local_cli(cluster, corpus, tmp_path):
         assert [h["score"] for h in a["hits"]] == pytest.approx([h["score"] for h in b["hits"]], abs=1e-4)
     bad = _cli("index", "--server", "http://localhost:1", "--engine", "ray", str(CODE))
     assert bad.returncode == 2 and "--engine ray" in bad.stderr
+
+
+def test_a_killed_cli_run_resumes_from_its_shards(cluster, corpus, local, tmp_path):
+    """kill -9 of `longvec index --engine ray` once some shards are written; the same command then encodes only
+    the parts that were missing, and the collection equals the local build."""
+    root = tmp_path / "c"
+    shards = default_shard_dir(root)
+    command = [
+        sys.executable, "-m", "longvec.api.cli", "index", "--collection", str(root), "--input",
+        str(corpus / "texts.jsonl"), str(CODE), "--precision", "fp32", "--backend", "torch", "--engine", "ray",
+        "--ray-address", cluster, "--workers", "1", "--part-mb", "0.005",
+    ]  # fmt: skip
+    n = len(plan_parts([corpus / "texts.jsonl"], [CODE], part_bytes=int(0.005 * (1 << 20))))
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while len(list(shards.glob("part-*.parquet"))) < 2 and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        run.kill()  # SIGKILL
+    finally:
+        run.communicate(timeout=60)
+    # Ray stops a dead driver's actors shortly after; a part under way may still land meanwhile: wait until none does.
+    written = -1
+    while written != (written := len(list(shards.glob("part-*.parquet")))):
+        time.sleep(3)
+    assert 2 <= written < n, f"killed after {written} of {n} parts"
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"ray: parts={n} (resumed {written}, encoded {n - written}, retried 0)" in done.stderr
+    assert "indexed docs=9 (added 9" in done.stdout
+    assert not shards.exists()
+    _same_collection(local, root)
 
 
 def test_the_base_install_does_not_import_ray():
