@@ -105,7 +105,9 @@ def _add_ray(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--workers", type=_positive_int, help="encoding actors (default: as many as the cluster fits)")
     g.add_argument("--cpus-per-worker", type=_positive_float, default=1.0, help="CPUs per actor (default 1)")
-    g.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per actor, e.g. 1 or 0.5 (default 0)")
+    g.add_argument(
+        "--gpus-per-worker", type=_non_negative_float, default=0.0, help="GPUs per actor, e.g. 1 or 0.5 (default 0)"
+    )
     g.add_argument(
         "--shards",
         type=Path,
@@ -125,6 +127,13 @@ def _positive_int(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return n
+
+
+def _non_negative_float(value: str) -> float:
+    x = float(value)
+    if not x >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return x
 
 
 def _positive_float(value: str) -> float:
@@ -382,6 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_model_loading()
     from longvec.embedder import InvalidSettingError, ModelLoadError
     from longvec.index import LongvecError
+    from longvec.index.errors import RayRunError
 
     handler: Callable[[argparse.Namespace], int] = COMMANDS[args.command]
     try:
@@ -389,6 +399,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LongvecError, ModelLoadError, InvalidSettingError, OSError) as exc:
         print(f"longvec {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RayRunError as exc:  # the cluster failed, not the input
+        print(f"longvec {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _quiet_model_loading() -> None:
@@ -402,7 +415,7 @@ def _quiet_model_loading() -> None:
 
 def cmd_index(args: argparse.Namespace) -> int:
     from longvec.index import Collection, InvalidInputError
-    from longvec.index.sources import WalkStats, read_documents, vanished, walk_paths, walk_roots
+    from longvec.index.sources import WalkStats, parquet_rows, read_documents, vanished, walk_paths, walk_roots
 
     if args.input is None and not args.paths:
         raise InvalidInputError("nothing to index: give --input FILE and/or PATHs")
@@ -421,7 +434,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     prune_roots = walk_roots([p for p in args.paths if Path(p).is_dir()]) if args.prune else []
     total = stats.listed
     if args.input is not None and not ray:
-        total += sum(1 for _ in read_documents(args.input))
+        parquet = str(args.input).endswith(".parquet")  # its footer counts the rows
+        total += parquet_rows(args.input) if parquet else sum(1 for _ in read_documents(args.input))
 
     def documents() -> Iterator[Any]:
         if args.input is not None:
@@ -539,6 +553,7 @@ def _index_with_ray(args: argparse.Namespace, collection: Any, parts: list[Any],
         batch_docs=args.batch_docs,
         on_batch=bar,
         on_part=on_part,
+        model=args.model,
     )
     bar.close()
     print(

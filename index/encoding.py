@@ -86,9 +86,10 @@ class DocumentEncoder:
         )
 
     @classmethod
-    def load(cls, manifest: Manifest, base: EmbedderConfig | None = None) -> DocumentEncoder:
-        """The manifest's model loaded (as :func:`manifest_config` says) and checked against it."""
-        embedder = load_embedder(manifest_config(manifest, base))
+    def load(cls, manifest: Manifest, base: EmbedderConfig | None = None, model: str | None = None) -> DocumentEncoder:
+        """The manifest's model (or ``model``, a path to the same one) loaded as :func:`manifest_config` says, and
+        checked against the manifest."""
+        embedder = load_embedder(manifest_config(manifest, base, model))
         check_embedder(manifest, embedder)
         return cls(manifest, embedder)
 

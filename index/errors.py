@@ -37,3 +37,8 @@ class CollectionClosedError(LongvecError):
 
 class DocumentNotFoundError(LongvecError, LookupError):
     """No document with that ``doc_id`` is stored."""
+
+
+class RayRunError(RuntimeError):
+    """A distributed build (``index.ray_engine``) could not encode every part, after retries: not the input's fault
+    (the CLI exits 1, not 2). A rerun of the same command resumes from the shards written."""

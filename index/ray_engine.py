@@ -22,10 +22,12 @@ longvec and the model installed (see docs/SCALING.md).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import warnings
@@ -42,12 +44,13 @@ from longvec.chunking import Chunk
 from longvec.embedder import EmbedderConfig
 from longvec.index.collection import Collection, EncodedDocument
 from longvec.index.encoding import DocumentEncoder
-from longvec.index.errors import InvalidInputError, LongvecError
+from longvec.index.errors import InvalidInputError, LongvecError, ModelMismatchError, RayRunError
 from longvec.index.manifest import Manifest
 from longvec.index.sources import (
     WalkStats,
     jsonl_parts,
     list_files,
+    parquet_parts,
     parquet_rows,
     read_files,
     read_jsonl,
@@ -63,10 +66,6 @@ MAX_PART_FILES = 1000
 RETRIES = 3
 _ENCODE_DOCS = 64  # documents per model call inside a part (bounds an actor's memory)
 _RUN_FILE = "run.json"
-
-
-class RayRunError(LongvecError):
-    """The cluster could not encode every part (after retries); a rerun resumes from the shards written."""
 
 
 @dataclass(frozen=True)
@@ -108,12 +107,9 @@ def plan_parts(
             raise InvalidInputError(f"no such file: {source}")
         name = str(source.resolve())
         if name.endswith(".parquet"):
-            rows = parquet_rows(source)
-            meta = pq.ParquetFile(source).metadata
-            size = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
-            step = max(1, int(part_bytes * rows / max(size, 1)))
-            for start in range(0, rows, step):
-                parts.append(Part(len(parts), "parquet", name, start, min(rows, start + step)))
+            parquet_rows(source)  # readable, or a clear error now
+            for start, stop in parquet_parts(source, part_bytes):
+                parts.append(Part(len(parts), "parquet", name, start, stop))
         else:
             for start, stop, line in jsonl_parts(source, part_bytes):
                 parts.append(Part(len(parts), "jsonl", name, start, stop, line))
@@ -173,6 +169,9 @@ SHARD_SCHEMA = pa.schema(
 )
 
 
+_SHARD = re.compile(r"part-(\d{6,})\.parquet")
+
+
 def shard_name(part: int) -> str:
     return f"part-{part:06d}.parquet"
 
@@ -220,9 +219,18 @@ def write_shard(directory: Path, part: int, table: pa.Table) -> Path:
     return final
 
 
-def _shard_documents(path: Path, dim: int, wanted: dict[str, tuple[int, int]]) -> Iterator[EncodedDocument]:
-    """The documents of one shard that ``wanted`` (``doc_id -> (part, row)`` of its last occurrence) keeps."""
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
+def _shard_documents(
+    path: Path, encoding: dict[str, Any], wanted: dict[str, tuple[int, int]]
+) -> Iterator[EncodedDocument]:
+    """The documents of one shard that ``wanted`` (``doc_id -> (part, row)`` of its last occurrence) keeps;
+    :class:`ModelMismatchError` unless the shard was encoded as ``encoding`` (``DocumentEncoder.info``) says."""
+    f = pq.ParquetFile(path)
+    made = json.loads((f.schema_arrow.metadata or {}).get(b"longvec", b"{}"))
+    if made != json.loads(json.dumps(encoding)):
+        differ = sorted(k for k in made.keys() | encoding.keys() if made.get(k) != encoding.get(k))
+        raise ModelMismatchError(f"shard {path} was encoded with other settings ({', '.join(differ)}): remove it")
+    dim = encoding["dim"]
+    for batch in f.iter_batches(batch_size=256):
         for r in batch.to_pylist():
             if wanted.get(r["doc_id"]) != (r["part"], r["row"]):
                 continue  # a later occurrence of the same id wins, as in a local build
@@ -245,13 +253,14 @@ def _shard_documents(path: Path, dim: int, wanted: dict[str, tuple[int, int]]) -
                 )  # fmt: skip
                 for i, c in enumerate(r["chunks"])
             ]
-            vectors = np.frombuffer(r["vectors"], "<f4").reshape(len(chunks), dim)
-            yield EncodedDocument(doc, chunks, vectors)
+            vectors = np.frombuffer(r["vectors"], "<f4")
+            whole = len(vectors) == len(chunks) * dim  # else: stored after encoding it here (add_encoded)
+            yield EncodedDocument(doc, chunks, vectors.reshape(len(chunks), dim)) if whole else EncodedDocument(doc)
 
 
-def read_shards(directory: Path, parts: int, dim: int) -> Iterator[EncodedDocument]:
+def read_shards(directory: Path, parts: int, encoding: dict[str, Any]) -> Iterator[EncodedDocument]:
     """Every document of the shards of parts ``0 .. parts - 1``, in input order, each id once (its last
-    occurrence)."""
+    occurrence); the shards must have been encoded as ``encoding`` says."""
     files = [directory / shard_name(i) for i in range(parts)]
     wanted: dict[str, tuple[int, int]] = {}
     for file in files:
@@ -259,19 +268,24 @@ def read_shards(directory: Path, parts: int, dim: int) -> Iterator[EncodedDocume
         for part, row, doc_id in zip(*(table[c].to_pylist() for c in ("part", "row", "doc_id")), strict=True):
             wanted[doc_id] = (part, row)
     for file in files:
-        yield from _shard_documents(file, dim, wanted)
+        yield from _shard_documents(file, encoding, wanted)
 
 
 def _whole_shards(directory: Path) -> set[int]:
-    """Parts whose shard is on disk and readable (a torn file, which the rename should rule out, is removed)."""
+    """Parts whose shard is on disk and readable. Temporary files of writes that never finished (an actor killed
+    mid-write) are removed, and so is a torn shard, which the rename should rule out."""
+    for tmp in directory.glob(".part-*.tmp"):
+        tmp.unlink(missing_ok=True)
     done = set()
-    for file in directory.glob("part-*.parquet"):
+    for file in directory.iterdir():
+        if (match := _SHARD.fullmatch(file.name)) is None:
+            continue
         try:
             pq.read_metadata(file)
         except Exception:  # not a whole parquet file
             file.unlink(missing_ok=True)
             continue
-        done.add(int(file.stem.split("-")[1]))
+        done.add(int(match.group(1)))
     return done
 
 
@@ -289,11 +303,19 @@ class EncodeWorker:
         shard_dir: str,
         known: list[Any],
         retries: int = RETRIES,
+        encoding: dict[str, Any] | None = None,
+        model: str | None = None,
     ) -> None:
         import ray
 
-        self.encoder = DocumentEncoder.load(manifest, config)
+        self.encoder = DocumentEncoder.load(manifest, config, model)
         self.info = self.encoder.info()
+        if encoding is not None and json.loads(json.dumps(self.info)) != json.loads(json.dumps(encoding)):
+            differ = sorted(k for k in self.info if self.info[k] != encoding.get(k))
+            raise ModelMismatchError(
+                f"an actor on {os.uname().nodename} chunks and encodes with {', '.join(differ)} other than the "
+                "collection's: install the same longvec and model on every node"
+            )
         self.shard_dir, self.retries = Path(shard_dir), retries
         self.known: dict[str, str] = ray.get(known[0]) if known else {}
 
@@ -369,6 +391,20 @@ class RayRunStats:
     store_seconds: float = 0.0
 
 
+def _run_dir(root: Path, key: str) -> Path:
+    """This run's directory ``root/run-<key>`` (created). Other runs' directories in ``root`` (made for other
+    inputs or settings: their shards can never be used for these) are removed; nothing else in ``root`` is
+    touched."""
+    root.mkdir(parents=True, exist_ok=True)
+    mine = root / f"run-{key[:16]}"
+    for other in root.glob("run-*"):
+        if other != mine and (other / _RUN_FILE).is_file():
+            log.warning("removing %s: shards of other inputs or settings", other)
+            shutil.rmtree(other, ignore_errors=True)
+    mine.mkdir(exist_ok=True)
+    return mine
+
+
 def default_shard_dir(root: Path) -> Path:
     """``<collection>.ray-shards`` beside the collection (outside it: a failed first run may remove the collection,
     and the shards must outlive it for the rerun to resume)."""
@@ -391,14 +427,25 @@ def _ray_init(address: str | None) -> Any:
 
 
 def _pool_size(ray: Any, workers: int | None, cpus: float, gpus: float) -> int:
-    """``workers``, or as many actors as the cluster's CPUs (GPUs, with ``gpus``) can hold at once."""
-    if workers is not None:
-        if workers < 1:
-            raise InvalidInputError(f"workers must be positive, got {workers}")
-        return workers
-    resources = ray.cluster_resources()
-    fit = resources.get("GPU", 0) / gpus if gpus else resources.get("CPU", 1) / cpus
-    return max(1, int(fit))
+    """``workers``, or as many actors as the cluster's CPUs (GPUs, with ``gpus``) can hold at once;
+    :class:`InvalidInputError` for a pool the cluster cannot hold now (its actors would wait forever)."""
+    if workers is not None and workers < 1:
+        raise InvalidInputError(f"workers must be positive, got {workers}")
+    if cpus <= 0 or gpus < 0:
+        raise InvalidInputError(f"CPUs per worker must be positive and GPUs not negative, got {cpus} and {gpus}")
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    fits = sum(int(min(r.get("CPU", 0) // cpus, r.get("GPU", 0) // gpus if gpus else float("inf"))) for r in nodes)
+    if fits < 1:
+        raise InvalidInputError(
+            f"no node of the Ray cluster has {cpus:g} CPUs" + (f" and {gpus:g} GPUs" if gpus else "") + " free for an "
+            "actor: lower --cpus-per-worker / --gpus-per-worker, or add nodes"
+        )
+    if workers is not None and workers > fits:
+        raise InvalidInputError(
+            f"the Ray cluster holds {fits} actors of {cpus:g} CPUs" + (f" and {gpus:g} GPUs" if gpus else "")
+            + f", not {workers}: lower --workers, or add nodes"
+        )  # fmt: skip
+    return workers if workers is not None else fits
 
 
 def index_with_ray(
@@ -417,26 +464,24 @@ def index_with_ray(
     on_batch: Callable[[AddResult], None] | None = None,
     on_part: Callable[[dict[str, Any]], None] | None = None,
     worker_class: type[EncodeWorker] = EncodeWorker,
+    model: str | None = None,
 ) -> tuple[AddResult, RayRunStats]:
     """Add the documents of ``parts`` (:func:`plan_parts`) to ``collection`` (open for writing), encoded on a Ray
     cluster (``address``: ``None`` starts or joins one as ``ray.init`` does, ``"auto"`` joins the
     running one). ``workers`` actors (default: as many as fit) of ``cpus_per_worker`` CPUs and ``gpus_per_worker``
     GPUs each encode; ``config`` says how the model runs in them (device, precision, backend; threads default to
-    the actor's CPUs). Shards go to ``shard_dir`` (default: :func:`default_shard_dir`), are kept after a
-    successful run with ``keep_shards``, and let a rerun resume. Returns what :meth:`Collection.add` returns, and
-    the run's own figures. ``worker_class`` is the actor class (a subclass of :class:`EncodeWorker`)."""
+    the actor's CPUs; ``model``: where the actors find the model, if not at the manifest's path). Shards go to a
+    directory of this run's own inside ``shard_dir`` (default: :func:`default_shard_dir`), which is removed once
+    the collection holds them unless ``keep_shards``; a rerun of the same inputs and settings resumes from it.
+    Returns what :meth:`Collection.add` returns, and the run's own figures. ``worker_class`` is the actor class (a
+    subclass of :class:`EncodeWorker`). :class:`RayRunError` if the cluster could not encode every part."""
     stats = RayRunStats(parts=len(parts))
     if config is not None and config.device.startswith("cuda") and not gpus_per_worker:
         raise InvalidInputError("the actors get no GPU: give gpus_per_worker (--gpus-per-worker) to encode on CUDA")
     encoding = collection.encoding.info()
-    shard_dir = Path(shard_dir) if shard_dir is not None else default_shard_dir(collection.root)
     key = _run_key(parts, encoding)
-    run_file = shard_dir / _RUN_FILE
-    if run_file.exists() and json.loads(run_file.read_text()).get("key") != key:
-        log.warning("%s holds shards of other inputs or settings: removing them", shard_dir)
-        shutil.rmtree(shard_dir)
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_file, {"key": key, "parts": len(parts), "encoding": encoding})
+    shard_dir = _run_dir(Path(shard_dir) if shard_dir is not None else default_shard_dir(collection.root), key)
+    write_json_atomic(shard_dir / _RUN_FILE, {"key": key, "parts": len(parts), "encoding": encoding})
     done = _whole_shards(shard_dir)
     todo = [p for p in parts if p.index not in done]
     stats.resumed = len(parts) - len(todo)
@@ -451,7 +496,14 @@ def index_with_ray(
         base = replace(base, threads=base.threads or threads, device=device or ("cuda" if gpus_per_worker else "cpu"))
         known = [ray.put(collection.content_hashes())] if collection.counts()["documents"] else []
         ds = ray.data.from_items([{"part": json.dumps(asdict(p))} for p in todo], override_num_blocks=len(todo))
-        kwargs = {"manifest": collection.manifest, "config": base, "shard_dir": str(shard_dir), "known": known}
+        kwargs = {
+            "manifest": collection.manifest,
+            "config": base,
+            "shard_dir": str(shard_dir),
+            "known": known,
+            "encoding": encoding,
+            "model": model,
+        }
         with warnings.catch_warnings():
             # Ray 2.6x has no named parameter for an actor's restarts: they go in ray_remote_args, which it warns of
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
@@ -459,7 +511,8 @@ def index_with_ray(
                 worker_class,
                 fn_constructor_kwargs={**kwargs, "retries": retries},
                 batch_size=1,
-                compute=ray.data.ActorPoolStrategy(size=size),
+                # one part at a time per actor: a slow part then holds up nothing queued behind it
+                compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1),
                 num_cpus=cpus_per_worker,
                 num_gpus=gpus_per_worker,
                 max_restarts=retries,
@@ -489,7 +542,7 @@ def index_with_ray(
 
     start = time.perf_counter()
     result = collection.add_encoded(
-        read_shards(shard_dir, len(parts), collection.manifest.dim),
+        read_shards(shard_dir, len(parts), encoding),
         encoding=encoding,
         batch_docs=batch_docs,
         on_batch=on_batch,
@@ -497,4 +550,6 @@ def index_with_ray(
     stats.store_seconds = time.perf_counter() - start
     if not keep_shards:
         shutil.rmtree(shard_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            shard_dir.parent.rmdir()  # if nothing else is in it
     return result, stats

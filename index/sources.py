@@ -108,10 +108,39 @@ def parquet_rows(path: str | Path) -> int:
         raise InvalidInputError(f"{path}: not a readable parquet file ({exc})") from None
 
 
+def parquet_parts(path: str | Path, part_bytes: int) -> list[tuple[int, int]]:
+    """Row ranges ``(start, stop)`` of the parquet file at ``path`` of about ``part_bytes`` each (uncompressed, by
+    its footer), never across a row group: a row group is read whole, so small ones are grouped and a large one is
+    split (each split then decodes the rows before its own in that group: write row groups of about a part)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    parts: list[tuple[int, int]] = []
+    offset, start, size = 0, 0, 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        if group.total_byte_size > part_bytes and group.num_rows > 1:  # split this group alone
+            if offset > start:
+                parts.append((start, offset))
+            step = max(1, int(part_bytes * group.num_rows / group.total_byte_size))
+            parts += [(r, min(offset + group.num_rows, r + step)) for r in range(offset, offset + group.num_rows, step)]
+            offset += group.num_rows
+            start, size = offset, 0
+            continue
+        offset, size = offset + group.num_rows, size + group.total_byte_size
+        if size >= part_bytes:
+            parts.append((start, offset))
+            start, size = offset, 0
+    if offset > start:
+        parts.append((start, offset))
+    return parts
+
+
 def read_parquet(path: str | Path, start: int = 0, stop: int | None = None) -> Iterator[Document]:
     """Documents from rows ``[start, stop)`` of a parquet file whose columns are JSONL's fields (``id``, ``text``,
     ``path``?, ``language``?, ``metadata``? as a struct or a JSON string) or BEIR's (``_id``, ``title``?,
-    ``text``); other columns are not read. Errors name the file and row. Needs pyarrow (``longvec[ray]``)."""
+    ``text``); other columns are not read. Streams the row groups holding those rows. Errors name the file and
+    row. Needs pyarrow (``longvec[ray]``)."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -122,27 +151,35 @@ def read_parquet(path: str | Path, start: int = 0, stop: int | None = None) -> I
         raise InvalidInputError(f"{path}: not a readable parquet file ({exc})") from None
     columns = [c for c in PARQUET_COLUMNS if c in f.schema_arrow.names]
     stop = f.metadata.num_rows if stop is None else stop
-    groups, first, offset = [], None, 0  # the row groups overlapping [start, stop), and where the first begins
+    groups, row = [], 0  # the row groups overlapping [start, stop), and the row the first of them begins at
     for g in range(f.num_row_groups):
         n = f.metadata.row_group(g).num_rows
-        if offset < stop and offset + n > start:
+        if row + n <= start:
+            row += n
+        elif row + sum(f.metadata.row_group(i).num_rows for i in groups) < stop:
             groups.append(g)
-            first = offset if first is None else first
-        offset += n
     if not groups:
         return
-    table = f.read_row_groups(groups, columns=columns).slice(start - first, stop - start)
-    for row, record in enumerate(table.to_pylist(), start):
-        record = {k: v for k, v in record.items() if v is not None or k in ("id", "_id", "text")}
-        try:
-            if isinstance(record.get("metadata"), str):
-                try:
-                    record["metadata"] = json.loads(record["metadata"])
-                except json.JSONDecodeError as exc:
-                    raise InvalidInputError(f"field 'metadata' is not JSON ({exc})") from None
-            yield parse_record(record)
-        except InvalidInputError as exc:
-            raise InvalidInputError(f"{path}: row {row}: {exc}") from None
+    for batch in f.iter_batches(batch_size=1024, row_groups=groups, columns=columns):
+        if row >= stop:
+            return
+        for record in batch.to_pylist():
+            if start <= row < stop:
+                yield _parquet_document(path, row, record)
+            row += 1
+
+
+def _parquet_document(path: str | Path, row: int, record: dict[str, Any]) -> Document:
+    record = {k: v for k, v in record.items() if v is not None or k in ("id", "_id", "text")}
+    try:
+        if isinstance(record.get("metadata"), str):
+            try:
+                record["metadata"] = json.loads(record["metadata"])
+            except json.JSONDecodeError as exc:
+                raise InvalidInputError(f"field 'metadata' is not JSON ({exc})") from None
+        return parse_record(record)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{path}: row {row}: {exc}") from None
 
 
 def read_documents(path: str | Path) -> Iterator[Document]:

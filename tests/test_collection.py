@@ -12,6 +12,7 @@ from longvec.index import (
     CollectionNotFoundError,
     Document,
     DocumentNotFoundError,
+    EncodedDocument,
     InvalidInputError,
     ModelMismatchError,
 )
@@ -238,3 +239,53 @@ def test_batches_committed_before_a_failing_input_are_reported(coll) -> None:
     stored = coll.doc_ids()
     assert sum(reported) == len(stored) >= 2  # every committed batch is reported; in-flight ones were dropped
     assert stored == ["a", "b", "g"][: len(stored)]
+
+
+# -- documents encoded elsewhere (Collection.add_encoded, what a distributed build stores) ------------------
+
+
+def _store_table(c: Collection) -> tuple[list, np.ndarray]:
+    doc_ids, row_doc, vectors, tokens = c.chunk_vectors()
+    rows = [(doc_ids[d], int(n)) for d, n in zip(row_doc, tokens, strict=True)]
+    return rows, vectors
+
+
+@pytest.mark.parametrize("doc_vector", [False, True])
+def test_add_encoded_stores_what_add_would(tmp_path, fake_embedder, doc_vector):
+    docs = [doc("a", "alpha", 3, n_filler=60), doc("b", "beta"), Document("e", "  "), doc("a", "gamma", 1, 40)]
+    with Collection.create(tmp_path / "local", embedder=fake_embedder, doc_vector=doc_vector) as local:
+        expected = local.add(docs)
+        want = _store_table(local)
+    with Collection.create(tmp_path / "c", embedder=fake_embedder, doc_vector=doc_vector) as c:
+        encoder = c.encoding  # as a worker elsewhere would run it
+        items = []
+        for d in docs:
+            chunks = encoder.chunk(d) if d.text.strip() else None
+            vectors = encoder.encode([(d, chunks)]) if chunks else None
+            items.append(EncodedDocument(d, chunks, vectors))
+        calls = len(fake_embedder.calls)
+        got = c.add_encoded(items, encoding=encoder.info())
+        assert len(fake_embedder.calls) == calls  # nothing encoded here
+        assert (got.added, got.empty, got.chunks, got.tokens) == (expected.added, expected.empty, expected.chunks,
+                                                                   expected.tokens)  # fmt: skip
+        rows, vectors = _store_table(c)
+        assert rows == want[0] and np.array_equal(vectors, want[1])
+        assert c.get("a").text == docs[-1].text  # the last occurrence won
+        assert [h.doc_id for h in c.search("gamma", k=2)] == ["a", "b"]
+        again = c.add_encoded([EncodedDocument(d) for d in docs[1:]], encoding=encoder.info())
+        assert (again.unchanged, again.added, again.updated) == (2, 0, 0)  # skipped without chunks or vectors
+
+
+def test_add_encoded_reencodes_what_does_not_fit_and_refuses_other_settings(tmp_path, fake_embedder):
+    with Collection.create(tmp_path / "c", embedder=fake_embedder, search_mode="dense") as c:
+        d = doc("a", "alpha")
+        chunks = c.encoding.chunk(d)
+        wrong = np.zeros((len(chunks) + 1, c.manifest.dim), np.float32)  # a row too many: not trusted
+        calls = len(fake_embedder.calls)
+        c.add_encoded([EncodedDocument(d, chunks, wrong)], encoding=c.encoding.info())
+        assert len(fake_embedder.calls) == calls + 1  # encoded here instead
+        assert c.search("alpha", k=1)[0].score == pytest.approx(1.0)
+        other = {**c.encoding.info(), "chunker_version": "other"}
+        with pytest.raises(ModelMismatchError, match="chunker_version='other'"):
+            c.add_encoded([EncodedDocument(doc("b", "beta"))], encoding=other)
+        assert c.doc_ids() == ["a"]

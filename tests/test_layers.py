@@ -103,3 +103,13 @@ def _modules_after(statement: str) -> set[str]:
 def test_importing_the_cli_loads_no_model_stack():
     loaded = _modules_after("import longvec.api.cli")
     assert not {"torch", "faiss", "sentence_transformers", "fastapi"} & loaded
+
+
+def test_the_base_install_imports_neither_ray_nor_pyarrow():
+    """Ray and pyarrow come with longvec[ray], used by `index --engine ray` and parquet inputs only."""
+    loaded = _modules_after(
+        "import longvec.index, longvec.api.cli, longvec.api.app, longvec.evaluation; "
+        "from longvec.api.cli import build_parser; build_parser()"
+    )
+    assert "longvec.index" in loaded and "longvec.api.app" in loaded  # the check saw the imports happen
+    assert not {"ray", "pyarrow"} & loaded

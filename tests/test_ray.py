@@ -18,9 +18,9 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 from longvec.embedder import EmbedderConfig  # noqa: E402
 from longvec.index import Collection, InvalidInputError  # noqa: E402
+from longvec.index.errors import RayRunError  # noqa: E402
 from longvec.index.ray_engine import (  # noqa: E402
     EncodeWorker,
-    RayRunError,
     default_shard_dir,
     index_with_ray,
     plan_parts,
@@ -128,27 +128,33 @@ def test_parquet_input_equals_jsonl(cluster, corpus, tmp_path):
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "texts.parquet", row_group_size=2)
     with Collection.create(tmp_path / "jsonl", embedder_config=CONFIG) as c:
         c.add(read_documents(corpus / "texts.jsonl"))
-    parts = plan_parts([tmp_path / "texts.parquet"], [], part_bytes=100)  # a part per row or two
-    assert len(parts) >= 3 and {p.kind for p in parts} == {"parquet"}
+    parts = plan_parts([tmp_path / "texts.parquet"], [], part_bytes=100)  # row groups split: a row per part
+    assert len(parts) == len(TEXTS) and {p.kind for p in parts} == {"parquet"}
+    scratch = tmp_path / "scratch"  # a shared scratch directory: the run touches only its own subdirectory
+    scratch.mkdir()
+    (scratch / "notes.txt").write_text("not ours")
+    (scratch / "part-00000-other.parquet").write_bytes((tmp_path / "texts.parquet").read_bytes())
     with Collection.create(tmp_path / "pq", embedder_config=CONFIG) as c:
-        result, _ = index_with_ray(c, parts, config=CONFIG, workers=2)
+        result, _ = index_with_ray(c, parts, config=CONFIG, workers=2, shard_dir=scratch)
     assert (result.added, result.empty) == (4, 1)
+    assert sorted(p.name for p in scratch.iterdir()) == ["notes.txt", "part-00000-other.parquet"]
     _same_collection(tmp_path / "jsonl", tmp_path / "pq")
 
 
 class FlakyWorker(EncodeWorker):
-    """Fails as told by marker files in the shard directory: ``die-N`` (the actor process exits during part N,
+    """Fails as told by marker files beside its run's shard directory: ``die-N`` (the actor process exits during part N,
     once), ``raise-N`` (part N raises once), ``always-N`` (part N raises every time)."""
 
     def encode_part(self, part):
+        markers = self.shard_dir.parent
         for what in ("die", "raise"):
-            marker = self.shard_dir / f"{what}-{part.index}"
+            marker = markers / f"{what}-{part.index}"
             if marker.exists():
                 marker.unlink()
                 if what == "die":
                     os._exit(1)
                 raise RuntimeError(f"transient failure of part {part.index}")
-        if (self.shard_dir / f"always-{part.index}").exists():
+        if (markers / f"always-{part.index}").exists():
             raise RuntimeError(f"part {part.index} always fails")
         return super().encode_part(part)
 
@@ -164,9 +170,10 @@ def test_failed_parts_are_retried_and_a_stopped_run_resumes(cluster, corpus, loc
                 c, _parts(corpus), config=CONFIG, workers=2, shard_dir=shards, retries=0, worker_class=FlakyWorker
             )
         assert c.counts()["documents"] == 0  # nothing is stored before every part is encoded
-    written = {int(p.stem.split("-")[1]) for p in shards.glob("part-*.parquet")}
+    (run_dir,) = shards.glob("run-*")  # the run's own directory
+    written = {int(p.stem.split("-")[1]) for p in run_dir.glob("part-*.parquet")}
     assert n - 1 not in written
-    assert written and all((shards / shard_name(i)).exists() for i in written)
+    assert written and all((run_dir / shard_name(i)).exists() for i in written)
     # The rerun: the last part's actor dies once (Ray restarts it and sends the part again), then the part raises
     # once (tried again in its actor); the parts already written are not encoded again.
     (shards / f"always-{n - 1}").unlink()
@@ -261,14 +268,14 @@ def test_a_killed_cli_run_resumes_from_its_shards(cluster, corpus, local, tmp_pa
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
-        while len(list(shards.glob("part-*.parquet"))) < 2 and run.poll() is None and time.monotonic() < deadline:
+        while len(list(shards.glob("run-*/part-*.parquet"))) < 2 and run.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         run.kill()  # SIGKILL
     finally:
         run.communicate(timeout=60)
     # Ray stops a dead driver's actors shortly after; a part under way may still land meanwhile: wait until none does.
     written = -1
-    while written != (written := len(list(shards.glob("part-*.parquet")))):
+    while written != (written := len(list(shards.glob("run-*/part-*.parquet")))):
         time.sleep(3)
     assert 2 <= written < n, f"killed after {written} of {n} parts"
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -279,12 +286,11 @@ def test_a_killed_cli_run_resumes_from_its_shards(cluster, corpus, local, tmp_pa
     _same_collection(local, root)
 
 
-def test_the_base_install_does_not_import_ray():
-    code = (
-        "import sys; import longvec.index, longvec.api.cli, longvec.api.app, longvec.evaluation; "
-        "from longvec.api.cli import build_parser; build_parser(); "
-        "print(sorted(m for m in ('ray', 'pyarrow') if m in sys.modules))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "ray" not in json.loads(done.stdout.strip().replace("'", '"'))
+def test_a_pool_the_cluster_cannot_hold_is_refused(cluster, corpus, tmp_path):
+    """Actors that cannot be placed would wait forever: refused up front instead."""
+    with Collection.create(tmp_path / "c", embedder_config=CONFIG) as c:
+        with pytest.raises(InvalidInputError, match="holds 2 actors of 1 CPUs, not 3"):
+            index_with_ray(c, _parts(corpus), config=CONFIG, workers=3)
+        with pytest.raises(InvalidInputError, match="no node of the Ray cluster has 1 CPUs and 1 GPUs"):
+            index_with_ray(c, _parts(corpus), config=CONFIG, gpus_per_worker=1)
+        assert c.counts()["documents"] == 0
