@@ -34,8 +34,9 @@ def _add_channels(p: argparse.ArgumentParser, what: str = "") -> None:
     p.add_argument("--mode", choices=("dense", "lexical", "hybrid"), help=f"{what}dense, lexical (BM25) or hybrid")
     p.add_argument(
         "--fusion",
-        choices=("rrf", "convex", "zscore"),
-        help=f"{what}hybrid fusion: reciprocal rank, min-max scores or standardised scores",
+        choices=("rrf", "convex", "zscore", "adaptive"),
+        help=f"{what}hybrid fusion: reciprocal rank, min-max scores, standardised scores, or standardised scores "
+        "weighted per query by how far each channel's best document stands out",
     )
     p.add_argument("--alpha", type=float, help=f"{what}hybrid: weight of the dense channel in [0, 1]")
 

@@ -24,7 +24,9 @@ class SearchRequest(BaseModel):
     )
     agg: AggMode = "maxsim"
     mode: SearchMode | None = Field(default=None, description="dense, lexical or hybrid (default: the collection's)")
-    fusion: Fusion | None = Field(default=None, description="hybrid: rrf, convex or zscore (default: the collection's)")
+    fusion: Fusion | None = Field(
+        default=None, description="hybrid: rrf, convex, zscore or adaptive (default: the collection's)"
+    )
     alpha: float | None = Field(default=None, ge=0.0, le=1.0, description="hybrid: weight of the dense channel")
     funnel: StrictInt | Literal["binary"] | None = Field(
         default=None,

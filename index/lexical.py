@@ -10,35 +10,40 @@ Queries. A query becomes an OR of its distinct terms, each quoted as an FTS5 str
 read as FTS5 query syntax (``AND``, ``NEAR``, ``*``, ``col:``, quotes): a search for ``"foo`` or ``a AND``
 is a search for those words.
 
-Fusion, per chunk, then to documents (a document scores as its best fused chunk, so a hit still points at
-the span that matched): ``rrf`` adds ``w / (RRF_K + rank)`` over the channels a chunk appears in (Cormack et
-al., k = 60), with weight ``alpha`` on the dense channel and ``1 - alpha`` on the lexical one; ``convex``
-adds ``alpha * dense + (1 - alpha) * lexical`` over scores min-max normalised within each channel's
-candidates (0 for a chunk the channel did not return); ``zscore`` adds the same over scores standardised
-within each channel's candidates (mean 0, standard deviation 1), so a channel with one candidate far above
-the rest (a rare exact term: a name, a pass key, an identifier) speaks louder than one whose scores are all
-alike, where min-max would stretch either to [0, 1]. Search scores every candidate in both channels before
-fusing (``index.search.rank_fused``), so "did not return" only happens to direct callers of :func:`fuse`.
+Fusion, per chunk, then to documents (a document scores as its best fused chunk, so a hit still points at the span
+that matched): ``rrf`` adds ``w / (RRF_K + rank)`` over the channels a chunk appears in (Cormack et al., k = 60),
+with weight ``alpha`` on the dense channel and ``1 - alpha`` on the lexical one; ``convex`` adds ``alpha * dense +
+(1 - alpha) * lexical`` over scores min-max normalised within each channel's candidates (0 for a chunk the channel
+did not return); ``zscore`` adds the same over scores standardised within each channel's candidates (mean 0,
+standard deviation 1), so a channel with one candidate far above the rest (a rare exact term: a name, a pass key,
+an identifier) speaks louder than one whose scores are all alike, where min-max would stretch either to [0, 1];
+``adaptive`` is ``zscore`` with the weights set per query: each channel's ``alpha`` (or ``1 - alpha``) is
+multiplied by its margin, how far its best document stands above its second best (in standard deviations), so the
+channel that singles out one document decides more. Search scores every candidate in both channels before fusing
+(``index.search.rank_fused``), so "did not return" only happens to direct callers of :func:`fuse`.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
-from typing import Literal, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, TypeVar
 
 K = TypeVar("K", int, tuple[str, int])  # what fusion keys chunks by: a chunk id, or (doc_id, chunk ordinal)
 SearchMode = Literal["dense", "lexical", "hybrid"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("dense", "lexical", "hybrid")
-Fusion = Literal["rrf", "convex", "zscore"]
-FUSIONS: tuple[Fusion, ...] = ("rrf", "convex", "zscore")
+Fusion = Literal["rrf", "convex", "zscore", "adaptive"]
+FUSIONS: tuple[Fusion, ...] = ("rrf", "convex", "zscore", "adaptive")
 RRF_K = 60
 # zscore: the least standard deviation of each channel's candidate scores, in its own units (dense: cosine,
 # lexical: FTS5 BM25). A match on terms in over half the chunks scores ~1e-6 (FTS5 floors their idf), and
 # standardising 1e-6 against zeros would make it as loud as a rare name; a cosine spread of 0.01 or a BM25
 # spread of 0.1 is what one weak term or rounding gives, far below a discriminating match (BM25 ~5-15).
 Z_MIN_STD = (0.01, 0.1)
+# adaptive: the least margin a channel is credited with (in standard deviations), so a channel whose best document
+# does not stand out still counts a little.
+MIN_MARGIN = 0.1
 # What a new collection searches with unless told otherwise (chosen on the eval suite: docs/BENCHMARKS.md).
 DEFAULT_SEARCH_MODE: SearchMode = "hybrid"
 DEFAULT_FUSION: Fusion = "zscore"
@@ -93,10 +98,14 @@ def fuse(
     *,
     fusion: Fusion = "rrf",
     alpha: float = 0.5,
+    documents: Mapping[K, str] | None = None,
 ) -> list[tuple[K, float]]:
     """Keys (chunks) with fused scores, best first, ties by key. Each input is one channel's ``(key, score)``
     list, best first; ``alpha`` weighs the dense channel, ``1 - alpha`` the lexical one. Non-finite scores
-    are dropped."""
+    are dropped. ``documents`` maps each key to its document (``adaptive`` reads margins between documents;
+    without it, every key is its own document)."""
+    if fusion == "adaptive":
+        return _fuse_adaptive(list(dense), list(lexical), alpha, documents or {})
     fused: dict[K, float] = {}
     for weight, channel, floor in ((alpha, dense, Z_MIN_STD[0]), (1.0 - alpha, lexical, Z_MIN_STD[1])):
         ranked = [(key, s) for key, s in channel if math.isfinite(s)]
@@ -107,6 +116,28 @@ def fuse(
             contributions = [(key, weight * s) for key, s in normalised]
         for key, s in contributions:
             fused[key] = fused.get(key, 0.0) + s
+    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _fuse_adaptive(
+    dense: list[tuple[K, float]], lexical: list[tuple[K, float]], alpha: float, documents: Mapping[K, Any]
+) -> list[tuple[K, float]]:
+    """``zscore`` fusion with each channel's weight scaled by its margin (see the module docstring)."""
+    channels = []
+    for weight, channel, floor in ((alpha, dense, Z_MIN_STD[0]), (1.0 - alpha, lexical, Z_MIN_STD[1])):
+        z = dict(_z_scores([(key, s) for key, s in channel if math.isfinite(s)], floor))
+        best: dict[Any, float] = {}
+        for key, s in z.items():
+            doc = documents.get(key, key)
+            best[doc] = max(best.get(doc, -math.inf), s)
+        top = sorted(best.values(), reverse=True)[:2]
+        margin = top[0] - top[1] if len(top) == 2 else (top[0] if top else 0.0)
+        channels.append((weight * max(margin, MIN_MARGIN), z))
+    total = sum(w for w, _ in channels)
+    fused: dict[K, float] = {}
+    for w, z in channels:
+        for key, s in z.items():
+            fused[key] = fused.get(key, 0.0) + (w / total if total > 0 else 0.0) * s
     return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
 
 

@@ -352,6 +352,7 @@ def rank_fused(
         lex = dict(lexical(expression, docs * per_doc, per_doc)) if expression is not None else {}
         if ranking is None:
             fused = list(lex.items())  # lexical mode: already best first
+            rows = lookup([i for i, _ in fused])
         else:
             assert queries is not None
             dense = {i: c.score for d, ids in ranking.ids.items() for i, c in zip(ids, ranking.docs[d], strict=True)}
@@ -364,8 +365,11 @@ def rank_fused(
                 lex.update(found)
                 if channels.fusion != "rrf":  # a score fusion reads "no term matched" as BM25 0; a rank has none
                     lex.update((i, 0.0) for i in only_dense if i not in found)
-            fused = fuse(_best_first(dense), _best_first(lex), fusion=channels.fusion, alpha=channels.alpha)
-        rows = lookup([i for i, _ in fused])
+            rows = lookup(list(dense.keys() | lex.keys()))
+            documents = {i: r.doc_id for i, r in rows.items()}
+            fused = fuse(
+                _best_first(dense), _best_first(lex), fusion=channels.fusion, alpha=channels.alpha, documents=documents
+            )
         ranked: dict[str, list[ChunkHit]] = {}
         for i, score in fused:
             r = rows[i]

@@ -95,6 +95,31 @@ def test_zscore_fusion_on_a_known_example():
     )
 
 
+def test_adaptive_fusion_weighs_each_channel_by_its_margin():
+    # Dense barely prefers chunk 1 (document "a"); lexical puts chunk 3 (document "c") far above every other
+    # document. zscore at alpha 0.7 follows dense; adaptive lets the decisive channel decide.
+    dense = [(1, 0.62), (3, 0.61), (2, 0.60), (4, 0.58), (5, 0.57), (6, 0.55)]
+    lexical = [(3, 14.0), (1, 2.0), (2, 1.5), (4, 1.0), (5, 1.0), (6, 0.5)]
+    docs = {1: "a", 2: "b", 3: "c", 4: "d", 5: "e", 6: "f"}
+    assert fuse(dense, lexical, fusion="zscore", alpha=0.9)[0][0] == 1
+    adaptive = dict(fuse(dense, lexical, fusion="adaptive", alpha=0.9, documents=docs))
+    assert max(adaptive, key=adaptive.get) == 3
+    zd = dict(fuse(dense, [], fusion="zscore", alpha=1.0))
+    zl = dict(fuse([], lexical, fusion="zscore", alpha=0.0))
+    margin_d, margin_l = max(zd[1] - zd[3], 0.1), zl[3] - zl[1]
+    wd, wl = 0.9 * margin_d, 0.1 * margin_l
+    assert adaptive[3] == pytest.approx((wd * zd[3] + wl * zl[3]) / (wd + wl))
+    # The margin is between documents: a second chunk of the best document does not shrink it.
+    same_doc = dict(fuse(dense, lexical + [(7, 13.9)], fusion="adaptive", alpha=0.9, documents={**docs, 7: "c"}))
+    other_doc = dict(fuse(dense, lexical + [(7, 13.9)], fusion="adaptive", alpha=0.9, documents={**docs, 7: "g"}))
+    assert max(same_doc, key=same_doc.get) == 3 and same_doc[3] > other_doc[3]
+    # With equal margins, adaptive is zscore.
+    mirror = [(k, s * 10) for k, s in dense]
+    assert [k for k, _ in fuse(dense, mirror, fusion="adaptive", alpha=0.3, documents=docs)] == [
+        k for k, _ in fuse(dense, mirror, fusion="zscore", alpha=0.3)
+    ]
+
+
 def test_hybrid_scores_a_chunk_in_the_channel_whose_shortlist_cut_it(tmp_path, fake_embedder):
     # 22 documents fill the dense shortlist (20 documents for k <= 10) with "alpha" and rank above both targets;
     # "zork" is found only lexically, and the lexical channel prefers "two" (it says zork twice). The dense
