@@ -250,7 +250,7 @@ def _shard_documents(
                     c["language"],
                     c["symbol"],
                     c["context"],
-                )  # fmt: skip
+                )
                 for i, c in enumerate(r["chunks"])
             ]
             vectors = np.frombuffer(r["vectors"], "<f4")
@@ -391,14 +391,19 @@ class RayRunStats:
     store_seconds: float = 0.0
 
 
-def _run_dir(root: Path, key: str) -> Path:
-    """This run's directory ``root/run-<key>`` (created). Other runs' directories in ``root`` (made for other
-    inputs or settings: their shards can never be used for these) are removed; nothing else in ``root`` is
-    touched."""
+def _run_dir(root: Path, key: str, collection: Path) -> Path:
+    """This run's directory ``root/run-<key>`` (created). Earlier runs' directories in ``root`` for the same
+    ``collection`` (other inputs or settings: their shards can never serve this run; no other run of it can be
+    going on, as it holds the writer lock) are removed. Runs for other collections and anything else in ``root``
+    are left alone."""
     root.mkdir(parents=True, exist_ok=True)
     mine = root / f"run-{key[:16]}"
     for other in root.glob("run-*"):
-        if other != mine and (other / _RUN_FILE).is_file():
+        try:
+            owner = json.loads((other / _RUN_FILE).read_text()).get("collection")
+        except (OSError, ValueError):
+            continue
+        if other != mine and owner == str(collection):
             log.warning("removing %s: shards of other inputs or settings", other)
             shutil.rmtree(other, ignore_errors=True)
     mine.mkdir(exist_ok=True)
@@ -480,8 +485,11 @@ def index_with_ray(
         raise InvalidInputError("the actors get no GPU: give gpus_per_worker (--gpus-per-worker) to encode on CUDA")
     encoding = collection.encoding.info()
     key = _run_key(parts, encoding)
-    shard_dir = _run_dir(Path(shard_dir) if shard_dir is not None else default_shard_dir(collection.root), key)
-    write_json_atomic(shard_dir / _RUN_FILE, {"key": key, "parts": len(parts), "encoding": encoding})
+    owner = collection.root.resolve()
+    shard_dir = _run_dir(Path(shard_dir) if shard_dir is not None else default_shard_dir(collection.root), key, owner)
+    write_json_atomic(
+        shard_dir / _RUN_FILE, {"key": key, "parts": len(parts), "encoding": encoding, "collection": str(owner)}
+    )
     done = _whole_shards(shard_dir)
     todo = [p for p in parts if p.index not in done]
     stats.resumed = len(parts) - len(todo)

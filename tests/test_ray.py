@@ -294,3 +294,16 @@ def test_a_pool_the_cluster_cannot_hold_is_refused(cluster, corpus, tmp_path):
         with pytest.raises(InvalidInputError, match="no node of the Ray cluster has 1 CPUs and 1 GPUs"):
             index_with_ray(c, _parts(corpus), config=CONFIG, gpus_per_worker=1)
         assert c.counts()["documents"] == 0
+
+
+def test_a_new_run_replaces_only_its_own_collections_old_shards(tmp_path):
+    from longvec.index.ray_engine import _run_dir
+
+    scratch = tmp_path / "scratch"
+    a_old = _run_dir(scratch, "a" * 64, tmp_path / "A")
+    (a_old / "run.json").write_text(json.dumps({"collection": str(tmp_path / "A")}))
+    b_run = _run_dir(scratch, "b" * 64, tmp_path / "B")  # another collection's run, maybe going on
+    (b_run / "run.json").write_text(json.dumps({"collection": str(tmp_path / "B")}))
+    (scratch / "run-notes").mkdir()  # not a run of ours: no run.json
+    a_new = _run_dir(scratch, "c" * 64, tmp_path / "A")
+    assert a_new.exists() and not a_old.exists() and b_run.exists() and (scratch / "run-notes").exists()
