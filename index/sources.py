@@ -98,10 +98,18 @@ def _parse_beir(record: dict) -> Document:
 PARQUET_COLUMNS = ("id", "_id", "title", "text", "path", "language", "metadata")
 
 
+def _pyarrow_parquet() -> Any:
+    """``pyarrow.parquet``, or an :class:`InvalidInputError` saying how to install it."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InvalidInputError("reading parquet needs pyarrow: pip install 'longvec[ray]'") from None
+    return pq
+
+
 def parquet_rows(path: str | Path) -> int:
     """How many rows the parquet file at ``path`` holds (from its footer)."""
-    import pyarrow.parquet as pq
-
+    pq = _pyarrow_parquet()
     try:
         return pq.ParquetFile(path).metadata.num_rows
     except Exception as exc:  # pyarrow's own errors: not a parquet file, truncated, ...
@@ -112,9 +120,7 @@ def parquet_parts(path: str | Path, part_bytes: int) -> list[tuple[int, int]]:
     """Row ranges ``(start, stop)`` of the parquet file at ``path`` of about ``part_bytes`` each (uncompressed, by
     its footer), never across a row group: a row group is read whole, so small ones are grouped and a large one is
     split (each split then decodes the rows before its own in that group: write row groups of about a part)."""
-    import pyarrow.parquet as pq
-
-    meta = pq.ParquetFile(path).metadata
+    meta = _pyarrow_parquet().ParquetFile(path).metadata
     parts: list[tuple[int, int]] = []
     offset, start, size = 0, 0, 0
     for g in range(meta.num_row_groups):
@@ -141,10 +147,7 @@ def read_parquet(path: str | Path, start: int = 0, stop: int | None = None) -> I
     ``path``?, ``language``?, ``metadata``? as a struct or a JSON string) or BEIR's (``_id``, ``title``?,
     ``text``); other columns are not read. Streams the row groups holding those rows. Errors name the file and
     row. Needs pyarrow (``longvec[ray]``)."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise InvalidInputError("reading parquet needs pyarrow: pip install 'longvec[ray]'") from None
+    pq = _pyarrow_parquet()
     try:
         f = pq.ParquetFile(path)
     except Exception as exc:
