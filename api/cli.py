@@ -492,11 +492,12 @@ def cmd_index(args: argparse.Namespace) -> int:
         with collection:
             if parts is not None:
                 result, run = _index_with_ray(args, collection, parts, config)
-                stats.skipped_binary = run.skipped_files  # (binary, large and vanished files, as counted there)
+                skipped = run.skipped_files  # binary, large and vanished files, as the actors counted them
             else:
                 bar = _progress(total)
                 result = collection.add(documents(), batch_docs=args.batch_docs, on_batch=bar)
                 bar.close()
+                skipped = stats.skipped  # counted as the walk read the files
             pruned = 0
             for root in prune_roots:
                 pruned += collection.delete_many(vanished([root], collection.doc_ids(root.prefix, walked=True)))
@@ -507,7 +508,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         if not indexed:
             first.undo()  # a failed first run leaves no collection behind, so no settings are fixed by it
         raise
-    _print_index_summary(args, result, stats.skipped, pruned, time.perf_counter() - start)
+    _print_index_summary(args, result, skipped, pruned, time.perf_counter() - start)
     return 0
 
 

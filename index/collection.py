@@ -47,6 +47,7 @@ from longvec.embedder.calibration import (
 from longvec.index.encoding import (
     DocumentEncoder,
     check_embedder,
+    encoding_differences,
     make_chunker,
     manifest_config,
     model_depth,
@@ -452,13 +453,7 @@ class Collection:
         ``k + 2`` while an encode thread embeds batch ``k + 1`` and a write thread stores batch ``k`` (term
         extraction and the SQLite transaction), so the model is not left waiting on chunking or on disk.
         """
-        self._check_writable()
-        if batch_docs < 1:
-            raise InvalidInputError(f"batch_docs must be positive, got {batch_docs}")
-        with self._space:
-            result = self._add(((d, None) for d in docs), batch_docs, on_batch)
-        self._save_if_due()
-        return result
+        return self._add(((d, None) for d in docs), batch_docs, on_batch)
 
     def add_encoded(
         self,
@@ -473,20 +468,13 @@ class Collection:
         updated, unchanged, empty; last one wins), transactions and lexical terms as :meth:`add`, with the given
         vectors mapped into the stored space as this collection's own. A document given without chunks, or whose
         chunks do not fit its text, is chunked and encoded here."""
-        self._check_writable()
-        if batch_docs < 1:
-            raise InvalidInputError(f"batch_docs must be positive, got {batch_docs}")
         mine = self.encoding.info()
-        differ = sorted(k for k in mine.keys() | encoding.keys() if mine.get(k) != encoding.get(k))
-        if differ:
+        if differ := encoding_differences(encoding, mine):
             raise ModelMismatchError(
                 f"vectors were made with {', '.join(f'{k}={encoding.get(k)!r}' for k in differ)}; the collection at "
                 f"{self.root} has {', '.join(f'{k}={mine.get(k)!r}' for k in differ)}"
             )
-        with self._space:
-            result = self._add(((e.doc, self._checked(e)) for e in docs), batch_docs, on_batch)
-        self._save_if_due()
-        return result
+        return self._add(((e.doc, self._checked(e)) for e in docs), batch_docs, on_batch)
 
     def _checked(self, item: EncodedDocument) -> tuple[list[Chunk], np.ndarray] | None:
         """``item``'s chunks and vectors if they are whole and belong to its text, else ``None`` (re-encode it)."""
@@ -501,6 +489,22 @@ class Collection:
         return (chunks, np.asarray(vectors, np.float32)) if whole else None
 
     def _add(
+        self,
+        docs: Iterable[tuple[Document, tuple[list[Chunk], np.ndarray] | None]],
+        batch_docs: int,
+        on_batch: Callable[[AddResult], None] | None,
+    ) -> AddResult:
+        """:meth:`add` and :meth:`add_encoded`: documents, each with its chunks and model-space vectors where they
+        were encoded elsewhere (else ``None``), through the pipeline under the space lock; the index saved if due."""
+        self._check_writable()
+        if batch_docs < 1:
+            raise InvalidInputError(f"batch_docs must be positive, got {batch_docs}")
+        with self._space:
+            result = self._pipeline(docs, batch_docs, on_batch)
+        self._save_if_due()
+        return result
+
+    def _pipeline(
         self,
         docs: Iterable[tuple[Document, tuple[list[Chunk], np.ndarray] | None]],
         batch_docs: int,

@@ -7,6 +7,7 @@ same raw vectors for a document, and the collection's write path stores either.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -71,6 +72,13 @@ def check_embedder(manifest: Manifest, embedder: Encoder) -> None:
         document_prompt=embedder.document_prompt,
         query_prompt=embedder.query_prompt,
     )
+
+
+def encoding_differences(made: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The settings (keys of :meth:`DocumentEncoder.info`) in which ``made`` and ``wanted`` differ, compared as JSON
+    holds them (a tuple and a list of the same items are the same setting), sorted."""
+    made, wanted = json.loads(json.dumps(made)), json.loads(json.dumps(wanted))
+    return sorted(k for k in made.keys() | wanted.keys() if made.get(k) != wanted.get(k))
 
 
 class DocumentEncoder:

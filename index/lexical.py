@@ -104,41 +104,37 @@ def fuse(
     list, best first; ``alpha`` weighs the dense channel, ``1 - alpha`` the lexical one. Non-finite scores
     are dropped. ``documents`` maps each key to its document (``adaptive`` reads margins between documents;
     without it, every key is its own document)."""
-    if fusion == "adaptive":
-        return _fuse_adaptive(list(dense), list(lexical), alpha, documents or {})
-    fused: dict[K, float] = {}
+    channels: list[tuple[float, list[tuple[K, float]]]] = []
     for weight, channel, floor in ((alpha, dense, Z_MIN_STD[0]), (1.0 - alpha, lexical, Z_MIN_STD[1])):
         ranked = [(key, s) for key, s in channel if math.isfinite(s)]
         if fusion == "rrf":
-            contributions = [(key, weight / (RRF_K + rank)) for rank, (key, _) in enumerate(ranked, 1)]
-        else:
-            normalised = _min_max(ranked) if fusion == "convex" else _z_scores(ranked, floor)
-            contributions = [(key, weight * s) for key, s in normalised]
-        for key, s in contributions:
-            fused[key] = fused.get(key, 0.0) + s
-    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
-
-
-def _fuse_adaptive(
-    dense: list[tuple[K, float]], lexical: list[tuple[K, float]], alpha: float, documents: Mapping[K, Any]
-) -> list[tuple[K, float]]:
-    """``zscore`` fusion with each channel's weight scaled by its margin (see the module docstring)."""
-    channels = []
-    for weight, channel, floor in ((alpha, dense, Z_MIN_STD[0]), (1.0 - alpha, lexical, Z_MIN_STD[1])):
-        z = dict(_z_scores([(key, s) for key, s in channel if math.isfinite(s)], floor))
-        best: dict[Any, float] = {}
-        for key, s in z.items():
-            doc = documents.get(key, key)
-            best[doc] = max(best.get(doc, -math.inf), s)
-        top = sorted(best.values(), reverse=True)[:2]
-        margin = top[0] - top[1] if len(top) == 2 else (top[0] if top else 0.0)
-        channels.append((weight * max(margin, MIN_MARGIN), z))
-    total = sum(w for w, _ in channels)
+            normalised = [(key, 1.0 / (RRF_K + rank)) for rank, (key, _) in enumerate(ranked, 1)]
+        elif fusion == "convex":
+            normalised = _min_max(ranked)
+        else:  # zscore, adaptive
+            normalised = _z_scores(ranked, floor)
+        if fusion == "adaptive":
+            weight *= max(_margin(normalised, documents or {}), MIN_MARGIN)
+        channels.append((weight, normalised))
+    if fusion == "adaptive":  # the margin-scaled weights, summing to 1 again
+        total = sum(w for w, _ in channels)
+        channels = [(w / total if total > 0 else 0.0, normalised) for w, normalised in channels]
     fused: dict[K, float] = {}
-    for w, z in channels:
-        for key, s in z.items():
-            fused[key] = fused.get(key, 0.0) + (w / total if total > 0 else 0.0) * s
+    for weight, normalised in channels:
+        for key, s in normalised:
+            fused[key] = fused.get(key, 0.0) + weight * s
     return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _margin(scores: list[tuple[K, float]], documents: Mapping[K, Any]) -> float:
+    """How far the best document's best score stands above the second best document's (the best score itself when
+    there is one document; 0 with none)."""
+    best: dict[Any, float] = {}
+    for key, s in scores:
+        doc = documents.get(key, key)
+        best[doc] = max(best.get(doc, -math.inf), s)
+    top = sorted(best.values(), reverse=True)[:2]
+    return top[0] - top[1] if len(top) == 2 else (top[0] if top else 0.0)
 
 
 def _min_max(channel: list[tuple[K, float]]) -> list[tuple[K, float]]:

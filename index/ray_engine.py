@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from longvec.chunking import Chunk
 from longvec.embedder import EmbedderConfig
 from longvec.index.collection import Collection, EncodedDocument
-from longvec.index.encoding import DocumentEncoder
+from longvec.index.encoding import DocumentEncoder, encoding_differences
 from longvec.index.errors import InvalidInputError, LongvecError, ModelMismatchError, RayRunError
 from longvec.index.manifest import Manifest
 from longvec.index.sources import (
@@ -51,7 +51,6 @@ from longvec.index.sources import (
     jsonl_parts,
     list_files,
     parquet_parts,
-    parquet_rows,
     read_files,
     read_jsonl,
     read_parquet,
@@ -107,8 +106,7 @@ def plan_parts(
             raise InvalidInputError(f"no such file: {source}")
         name = str(source.resolve())
         if name.endswith(".parquet"):
-            parquet_rows(source)  # readable, or a clear error now
-            for start, stop in parquet_parts(source, part_bytes):
+            for start, stop in parquet_parts(source, part_bytes):  # an unreadable file is a clear error here
                 parts.append(Part(len(parts), "parquet", name, start, stop))
         else:
             for start, stop, line in jsonl_parts(source, part_bytes):
@@ -226,8 +224,7 @@ def _shard_documents(
     :class:`ModelMismatchError` unless the shard was encoded as ``encoding`` (``DocumentEncoder.info``) says."""
     f = pq.ParquetFile(path)
     made = json.loads((f.schema_arrow.metadata or {}).get(b"longvec", b"{}"))
-    if made != json.loads(json.dumps(encoding)):
-        differ = sorted(k for k in made.keys() | encoding.keys() if made.get(k) != encoding.get(k))
+    if differ := encoding_differences(made, encoding):
         raise ModelMismatchError(f"shard {path} was encoded with other settings ({', '.join(differ)}): remove it")
     dim = encoding["dim"]
     for batch in f.iter_batches(batch_size=256):
@@ -310,8 +307,7 @@ class EncodeWorker:
 
         self.encoder = DocumentEncoder.load(manifest, config, model)
         self.info = self.encoder.info()
-        if encoding is not None and json.loads(json.dumps(self.info)) != json.loads(json.dumps(encoding)):
-            differ = sorted(k for k in self.info if self.info[k] != encoding.get(k))
+        if encoding is not None and (differ := encoding_differences(self.info, encoding)):
             raise ModelMismatchError(
                 f"an actor on {os.uname().nodename} chunks and encodes with {', '.join(differ)} other than the "
                 "collection's: install the same longvec and model on every node"

@@ -98,29 +98,29 @@ def _parse_beir(record: dict) -> Document:
 PARQUET_COLUMNS = ("id", "_id", "title", "text", "path", "language", "metadata")
 
 
-def _pyarrow_parquet() -> Any:
-    """``pyarrow.parquet``, or an :class:`InvalidInputError` saying how to install it."""
+def _parquet_file(path: str | Path) -> Any:
+    """``pyarrow.parquet.ParquetFile(path)``; :class:`InvalidInputError` if pyarrow is missing (how to install it)
+    or the file is not a readable parquet file."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
         raise InvalidInputError("reading parquet needs pyarrow: pip install 'longvec[ray]'") from None
-    return pq
+    try:
+        return pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow's own errors: not a parquet file, truncated, ...
+        raise InvalidInputError(f"{path}: not a readable parquet file ({exc})") from None
 
 
 def parquet_rows(path: str | Path) -> int:
     """How many rows the parquet file at ``path`` holds (from its footer)."""
-    pq = _pyarrow_parquet()
-    try:
-        return pq.ParquetFile(path).metadata.num_rows
-    except Exception as exc:  # pyarrow's own errors: not a parquet file, truncated, ...
-        raise InvalidInputError(f"{path}: not a readable parquet file ({exc})") from None
+    return _parquet_file(path).metadata.num_rows
 
 
 def parquet_parts(path: str | Path, part_bytes: int) -> list[tuple[int, int]]:
     """Row ranges ``(start, stop)`` of the parquet file at ``path`` of about ``part_bytes`` each (uncompressed, by
     its footer), never across a row group: a row group is read whole, so small ones are grouped and a large one is
     split (each split then decodes the rows before its own in that group: write row groups of about a part)."""
-    meta = _pyarrow_parquet().ParquetFile(path).metadata
+    meta = _parquet_file(path).metadata
     parts: list[tuple[int, int]] = []
     offset, start, size = 0, 0, 0
     for g in range(meta.num_row_groups):
@@ -147,11 +147,7 @@ def read_parquet(path: str | Path, start: int = 0, stop: int | None = None) -> I
     ``path``?, ``language``?, ``metadata``? as a struct or a JSON string) or BEIR's (``_id``, ``title``?,
     ``text``); other columns are not read. Streams the row groups holding those rows. Errors name the file and
     row. Needs pyarrow (``longvec[ray]``)."""
-    pq = _pyarrow_parquet()
-    try:
-        f = pq.ParquetFile(path)
-    except Exception as exc:
-        raise InvalidInputError(f"{path}: not a readable parquet file ({exc})") from None
+    f = _parquet_file(path)
     columns = [c for c in PARQUET_COLUMNS if c in f.schema_arrow.names]
     stop = f.metadata.num_rows if stop is None else stop
     groups, row = [], 0  # the row groups overlapping [start, stop), and the row the first of them begins at
