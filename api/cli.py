@@ -227,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--positions",
         choices=("keep", "linear", "group"),
-        help="with --extend-to: keep the trained rows and stretch the rest (default), stretch all, or group",
+        help="with --extend-to: keep the trained rows and stretch the rest (default; NTK-aware for rotary models), "
+        "stretch all, or group (grouped rows; SelfExtend for rotary models)",
     )
     p.add_argument("--temperature", type=float, help="TempScale: divide attention logits by this (< 1 sharpens)")
     p.add_argument(

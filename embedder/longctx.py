@@ -13,6 +13,11 @@ that table:
 - ``group``: rows ``[0, keep)`` stay; past them, ``g`` consecutive positions share one old row
   (``keep + (p - keep) // g``: grouped positions, as SelfExtend does for RoPE).
 
+Rotary encoders (ModernBERT and other transformers modules that keep ``inv_freq`` buffers) extend through their
+frequencies instead: ``linear`` interpolation, NTK-aware base scaling (``keep``), or SelfExtend (``group``,
+arXiv 2401.01325): tokens closer than a neighbour window attend with their true relative positions, farther
+ones with positions divided by a group size, so no relative distance leaves the trained range.
+
 TempScale (arXiv 2410.24200): long inputs' embeddings collapse into a narrow cone; dividing every
 self-attention's logits by a temperature ``tau < 1`` sharpens attention again. It goes through the attention
 modules' own ``scaling`` (which transformers passes to SDPA as ``scale``), so no attention matrix is ever
@@ -143,9 +148,7 @@ def extend_rope(model: Any, factor: float, mode: PositionMode = "keep") -> None:
     import torch
 
     if mode == "group":
-        raise InvalidSettingError(
-            "grouped positions (SelfExtend) are not built for rotary encoders: use keep or linear"
-        )
+        raise InvalidSettingError("grouped rotary positions are SelfExtend: see self_extend")
     if not factor >= 1.0:
         raise InvalidSettingError(f"a rotary encoder can only be stretched (factor >= 1), got {factor}")
     buffers = rotary_buffers(model)
@@ -163,6 +166,143 @@ def extend_rope(model: Any, factor: float, mode: PositionMode = "keep") -> None:
             i = torch.arange(half, dtype=torch.float64)
             new = (base.double() * factor ** (-2 * i / max(2 * half - 2, 1))).to(base.dtype)
         setattr(module, name, new.to(inv.device))
+
+
+SELF_EXTEND = "longvec_self_extend"  # the transformers attention implementation SelfExtend registers
+_BLOCK_ELEMENTS = 1 << 24  # logits per query block in SelfExtend's attention (64 MiB in fp32)
+
+
+def self_extend_group(trained: int, target: int, window: int) -> int:
+    """The smallest group size that lets ``target`` tokens attend within ``trained`` relative positions with a
+    neighbour window of ``window``: the largest distance, ``(target - 1) // g + window - window // g``, must
+    stay under ``trained``."""
+    if not 0 < window < trained:
+        raise InvalidSettingError(f"the SelfExtend window must be in (0, {trained}), got {window}")
+    g = 1
+    while (target - 1) // g + window - window // g >= trained:
+        g += 1
+    return g
+
+
+def self_extend_distances(n: int, window: int, group: int) -> torch.Tensor:
+    """The ``(n, n)`` relative positions (query minus key) SelfExtend attends with over ``n`` tokens: the true
+    ``i - j`` while ``|i - j| < window``, else the grouped ``i // g - j // g`` moved out by
+    ``window - window // g`` (away from zero) so that distances keep growing across the window's edge."""
+    import torch
+
+    p = torch.arange(n)
+    true = p[:, None] - p[None, :]
+    grouped = (p // group)[:, None] - (p // group)[None, :]
+    shift = window - window // group
+    far = torch.where(true > 0, grouped + shift, grouped - shift)
+    return torch.where(true.abs() < window, true, far)
+
+
+def self_extend(model: Any, target: int, window: int | None = None) -> dict[str, int]:
+    """Let a rotary encoder read ``target`` tokens by SelfExtend: its full-attention layers attend with
+    :func:`self_extend_distances` (a neighbour ``window``, default half the trained length, and the group size
+    that fits ``target``); sliding-window layers, whose window is shorter than the neighbour window, and inputs
+    of at most ``window`` tokens, go through PyTorch's SDPA exactly as before. The grouped attention is
+    computed in blocks of queries (at most 2**24 logits at once), so memory grows with the input's length, not
+    its square. Assumes positions ``0..n-1`` (transformers' default when no ``position_ids`` are given).
+    Returns the settings: ``trained``, ``window``, ``group``."""
+    buffers = rotary_buffers(model)
+    if len(buffers) != 1:
+        found = ", ".join(name for _, name in buffers) or "none"
+        raise InvalidSettingError(
+            f"SelfExtend needs exactly one set of full-attention rotary frequencies, {type(model).__name__} has {found}"
+        )
+    trained = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+    if trained < 2:
+        raise InvalidSettingError(f"{type(model).__name__} does not say its trained length (max_position_embeddings)")
+    window = trained // 2 if window is None else window
+    group = self_extend_group(trained, target, window)
+    rotary, name = buffers[0]
+    settings = (window, group, rotary, name)
+    attention = [m for m in model.modules() if hasattr(m, "sliding_window") and hasattr(m, "config")]
+    if not attention:
+        raise InvalidSettingError(f"{type(model).__name__} has no transformers attention modules to extend")
+    for m in attention:
+        m.__dict__["_longvec_self_extend"] = settings  # plain attribute: the rotary module is not re-registered
+    _register_self_extend()
+    model.set_attn_implementation(SELF_EXTEND)
+    if model.config._attn_implementation != SELF_EXTEND:  # transformers only warns for models it cannot switch
+        raise InvalidSettingError(
+            f"{type(model).__name__} does not route attention through transformers' AttentionInterface: "
+            "SelfExtend cannot be applied to it; use --positions keep (NTK-aware) or linear"
+        )
+    return {"trained": trained, "window": window, "group": group}
+
+
+def _register_self_extend() -> None:
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    AttentionInterface.register(SELF_EXTEND, _self_extend_attention)
+    AttentionMaskInterface.register(SELF_EXTEND, sdpa_mask)  # boolean masks, as SDPA gets
+
+
+def _turn(x: torch.Tensor, delta: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+    """``x`` (already rotated at its own positions) rotated on by ``delta`` positions per token (the
+    rotate-half convention of transformers' rotary encoders)."""
+    import torch
+
+    angles = delta.double()[:, None] * inv_freq.double()[None, :]
+    emb = torch.cat((angles, angles), dim=-1)
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * emb.cos().to(x.dtype) + rotated * emb.sin().to(x.dtype)
+
+
+def _self_extend_attention(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """A transformers attention function: SelfExtend on full-attention layers, SDPA elsewhere."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    settings = module.__dict__.get("_longvec_self_extend")
+    n = query.shape[2]
+    if settings is None or kwargs.get("sliding_window") is not None or n <= settings[0]:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    window, group, rotary, name = settings
+    inv_freq = getattr(rotary, name).to(query.device)
+    dtype = query.dtype
+    q, k, v = query.float(), key.float(), value.float()
+    p = torch.arange(n, device=query.device)
+    shift = window - window // group
+    k_far = _turn(k, p // group - p, inv_freq)
+    q_before = _turn(q, p // group + shift - p, inv_freq)  # facing keys before the query
+    q_after = _turn(q, p // group - shift - p, inv_freq)  # facing keys after it
+    scale = scaling if scaling is not None else q.shape[-1] ** -0.5
+    batch, heads = q.shape[:2]
+    rows = max(1, _BLOCK_ELEMENTS // max(batch * heads * n, 1))
+    out = torch.empty_like(q)
+    kt, kt_far = k.transpose(-1, -2), k_far.transpose(-1, -2)
+    for a in range(0, n, rows):
+        b = min(n, a + rows)
+        true = p[a:b, None] - p[None, :]
+        logits = torch.where(
+            true.abs() < window,
+            q[:, :, a:b] @ kt,
+            torch.where(true > 0, q_before[:, :, a:b] @ kt_far, q_after[:, :, a:b] @ kt_far),
+        )
+        logits = logits * scale
+        if attention_mask is not None:
+            mask = attention_mask[..., a:b, :] if attention_mask.shape[-2] == n else attention_mask
+            logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask
+        weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # a fully masked row attends to nothing
+        out[:, :, a:b] = weights @ v
+    return out.to(dtype).transpose(1, 2).contiguous(), None
 
 
 def temperature_knobs(model: Any) -> list[tuple[Any, str, int]]:

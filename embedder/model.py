@@ -33,6 +33,7 @@ from longvec.embedder.longctx import (
     extend_rope,
     has_position_table,
     rotary_buffers,
+    self_extend,
     set_temperature,
     usable_positions,
 )
@@ -371,9 +372,13 @@ def _apply_long_context(st: SentenceTransformer, config: EmbedderConfig, trained
         raise InvalidSettingError(f"positions {config.positions!r} needs extend_to (the new position limit)")
     if config.extend_to is not None and rotary_buffers(model) and not has_position_table(model):
         limit = int(getattr(model.config, "max_position_embeddings", 0) or trained)
-        extend_rope(model, config.extend_to / limit, config.positions)  # keep: NTK-aware; linear: interpolation
+        if config.positions == "group":
+            grouped = self_extend(model, config.extend_to)  # SelfExtend: a neighbour window and grouped positions
+            settings["positions"] = ["group", "rotary", limit, grouped["window"], grouped["group"]]
+        else:
+            extend_rope(model, config.extend_to / limit, config.positions)  # keep: NTK-aware; linear: interpolation
+            settings["positions"] = [config.positions, "rotary", limit]
         model.config.max_position_embeddings = config.extend_to
-        settings["positions"] = [config.positions, "rotary", limit]
     elif config.extend_to is not None:
         rows = usable_positions(model)
         # The rows kept as trained: the model's own window, or half the table when it was trained on all of it.

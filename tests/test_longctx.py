@@ -11,11 +11,15 @@ import torch
 from longvec.api.cli import main
 from longvec.embedder import EmbedderConfig, InvalidSettingError, load_embedder
 from longvec.embedder.longctx import (
+    _self_extend_attention,
     extend_positions,
     extend_rope,
     interpolated_table,
     position_offset,
     rotary_buffers,
+    self_extend,
+    self_extend_distances,
+    self_extend_group,
     set_temperature,
     temperature_knobs,
     usable_positions,
@@ -230,15 +234,16 @@ def test_a_late_collection_indexes_and_searches(tmp_path, base, fake_embedder):
             c.add(docs)
 
 
-def _tiny_rotary_encoder():
-    """A randomly initialised two-layer ModernBERT (rotary positions, softmax scale written inline)."""
+def _tiny_rotary_encoder(vocab: int = 100, cls: int = 1, sep: int = 2):
+    """A randomly initialised two-layer ModernBERT (rotary positions, softmax scale written inline; trained
+    length 128, sliding windows of 64 on its local layer)."""
     from transformers import ModernBertConfig, ModernBertModel
 
     torch.manual_seed(0)
     config = ModernBertConfig(
-        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        max_position_embeddings=128, global_attn_every_n_layers=2, pad_token_id=0, bos_token_id=1,
-        eos_token_id=2, cls_token_id=1, sep_token_id=2,
+        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=128, global_attn_every_n_layers=2, pad_token_id=0, bos_token_id=cls,
+        eos_token_id=sep, cls_token_id=cls, sep_token_id=sep,
     )  # fmt: skip
     return ModernBertModel(config).eval()
 
@@ -267,10 +272,121 @@ def test_rotary_scaling_math_and_identity_at_factor_one():
     assert bool((ntk <= trained).all()) and bool((ntk >= trained / 4 - 1e-12).all())
     assert float((_states(model, ids) - before).abs().max()) > 1e-5  # random weights: positions matter little
     assert torch.equal(module.sliding_attention_inv_freq, local)
-    with pytest.raises(InvalidSettingError):
+    with pytest.raises(InvalidSettingError, match="SelfExtend"):
         extend_rope(model, 2.0, "group")
     with pytest.raises(InvalidSettingError):
         extend_rope(model, 0.5, "keep")
+
+
+def test_self_extend_distances_are_true_near_grouped_far_and_fit_the_trained_range():
+    window, group = 16, 4
+    d = self_extend_distances(200, window, group)
+    true = torch.arange(200)[:, None] - torch.arange(200)[None, :]
+    near = true.abs() < window
+    assert torch.equal(d[near], true[near]) and torch.equal(d, -d.T)  # bidirectional: symmetric in sign
+    p = torch.arange(200)
+    far = true >= window
+    grouped = p[:, None] // group - p[None, :] // group
+    assert torch.equal(d[far], grouped[far] + window - window // group)  # grouped, moved out past the window
+    row = d[199, :].flip(0)  # distances from the last token, nearest key first
+    assert bool((row[1:] >= row[:-1]).all())  # farther keys never look nearer
+    assert int(d.abs().max()) == 199 // group + window - window // group
+    g = self_extend_group(trained=64, target=1000, window=32)
+    assert (1000 - 1) // g + 32 - 32 // g < 64 <= (1000 - 1) // (g - 1) + 32 - 32 // (g - 1)  # the smallest that fits
+    assert self_extend_group(trained=64, target=64, window=32) == 1
+    with pytest.raises(InvalidSettingError):
+        self_extend_group(trained=64, target=1000, window=64)
+
+
+def _rotate(x, positions, inv_freq):
+    """Rotary embedding by complex multiplication: dims (c, c + D/2) are one complex number turned by p * f_c."""
+    half = x.shape[-1] // 2
+    z = torch.complex(x[..., :half].double(), x[..., half:].double())
+    z = z * torch.polar(torch.ones_like(inv_freq.double()), positions.double()[:, None] * inv_freq.double())
+    return torch.cat([z.real, z.imag], dim=-1).float()
+
+
+class _Settings:
+    """A stand-in attention module carrying SelfExtend's settings and the rotary frequencies."""
+
+    def __init__(self, window, group, inv_freq):
+        self.inv_freq = inv_freq
+        self._longvec_self_extend = (window, group, self, "inv_freq")
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_self_extend_attention_equals_attention_at_the_grouped_distances(padded, monkeypatch):
+    torch.manual_seed(1)
+    n, d, window, group = 45, 8, 6, 4
+    q, k, v = (torch.randn(1, 2, n, d) for _ in range(3))
+    inv_freq = 1.0 / (100.0 ** (torch.arange(0, d, 2).float() / d))
+    p = torch.arange(n)
+    mask = None
+    if padded:  # the last 5 keys are padding
+        mask = torch.ones(1, 1, n, n, dtype=torch.bool)
+        mask[..., n - 5 :] = False
+    monkeypatch.setattr("longvec.embedder.longctx._BLOCK_ELEMENTS", 2 * n * 7)  # blocks of 7 query rows
+    out, _ = _self_extend_attention(
+        _Settings(window, group, inv_freq), _rotate(q, p, inv_freq), _rotate(k, p, inv_freq), v, mask, scaling=0.3
+    )
+    # reference: rotary logits depend only on the distance, so turn each query by the distance SelfExtend uses
+    dist = self_extend_distances(n, window, group)
+    logits = torch.empty(1, 2, n, n)
+    for i in range(n):
+        logits[:, :, i] = (_rotate(q[:, :, i].expand(n, -1, -1).transpose(0, 1), dist[i], inv_freq) * k).sum(-1)
+    logits = logits * 0.3
+    if padded:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    expected = torch.softmax(logits, dim=-1) @ v
+    assert torch.allclose(out.transpose(1, 2), expected, atol=1e-5)
+
+
+def test_self_extend_on_a_rotary_encoder_keeps_short_inputs_and_reads_long_ones():
+    base = _tiny_rotary_encoder()  # trained length 128, sliding windows of 64
+    ids = torch.randint(3, 100, (2, 400))
+    before_short, before_long = _states(base, ids[:, :64]), _states(base, ids)
+    model = _tiny_rotary_encoder()
+    assert self_extend(model, 1000) == {"trained": 128, "window": 64, "group": 15}
+    assert model.config._attn_implementation == "longvec_self_extend"
+    assert torch.equal(_states(model, ids[:, :64]), before_short)  # within the window: SDPA, untouched
+    extended = _states(model, ids)
+    assert extended.shape == before_long.shape and bool(torch.isfinite(extended).all())
+    assert float((extended - before_long).abs().max()) > 1e-6  # far tokens now attend at grouped distances
+    ungrouped = _tiny_rotary_encoder()
+    self_extend(ungrouped, 128, window=40)  # group 1: every distance true, through the blocked attention
+    assert torch.allclose(_states(ungrouped, ids), before_long, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def rotary_model(tmp_path_factory):
+    """A sentence-transformers model around a random ModernBERT (trained length 128), with the default model's
+    tokenizer: the shape of gte-modernbert, small enough to build here."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import AutoTokenizer
+
+    from longvec.embedder import DEFAULT_MODEL, resolve_model
+
+    root = tmp_path_factory.mktemp("rotary")
+    _tiny_rotary_encoder(vocab=30522, cls=101, sep=102).save_pretrained(root / "hf")  # the BERT tokenizer's ids
+    AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL)).save_pretrained(root / "hf")
+    modules = [Transformer(str(root / "hf"), max_seq_length=128), Pooling(32, "mean")]
+    SentenceTransformer(modules=modules).save(str(root / "st"))
+    return str(root / "st")
+
+
+def test_a_rotary_model_extends_by_self_extend_through_the_config(rotary_model):
+    plain = load_embedder(EmbedderConfig(model=rotary_model, precision="fp32", backend="torch"))
+    grouped = load_embedder(
+        EmbedderConfig(model=rotary_model, precision="fp32", backend="torch", extend_to=1024, positions="group")
+    )
+    assert (plain.max_tokens, grouped.max_tokens) == (128, 1024)
+    assert grouped.long_context == {"extend_to": 1024, "positions": "group"}
+    assert grouped.fingerprint != plain.fingerprint
+    assert np.array_equal(grouped.encode_documents(SHORT), plain.encode_documents(SHORT))
+    long = " ".join(f"word{i}" for i in range(600))
+    assert len(grouped.tokenizer.encode(long).ids) == 1024  # eight times the trained length, read whole
+    assert np.isfinite(grouped.encode_documents([long])).all()
 
 
 def test_tempscale_on_a_rotary_encoder_goes_through_its_rotary_scale():
