@@ -235,6 +235,10 @@ def self_extend(model: Any, target: int, window: int | None = None) -> dict[str,
 
 
 def _register_self_extend() -> None:
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) < 5:  # 4.x ModernBERT dispatches attention its own way
+        raise InvalidSettingError(f"SelfExtend needs transformers 5 or later, this is {transformers.__version__}")
     from transformers import AttentionInterface, AttentionMaskInterface
     from transformers.masking_utils import sdpa_mask
 

@@ -362,7 +362,11 @@ def rotary_model(tmp_path_factory):
     """A sentence-transformers model around a random ModernBERT (trained length 128), with the default model's
     tokenizer: the shape of gte-modernbert, small enough to build here."""
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+
+    try:
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    except ImportError:  # sentence-transformers 5
+        from sentence_transformers.models import Pooling, Transformer
     from transformers import AutoTokenizer
 
     from longvec.embedder import DEFAULT_MODEL, resolve_model
