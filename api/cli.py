@@ -163,9 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", action="append", metavar="GLOB", help="skip files matching (repeatable)")
     p.add_argument(
         "--strategy",
-        choices=("chunk", "truncate", "late"),
-        help="chunk (default), truncate (baseline) or late (chunk vectors pooled from the whole document's "
-        "token states: late chunking)",
+        choices=("chunk", "truncate", "late", "extend"),
+        help="chunk (default), truncate (baseline), late (chunk vectors pooled from the whole document's "
+        "token states: late chunking) or extend (with --extend-to N: a document of up to N tokens is one vector "
+        "of the extended encoder, a longer one is chunked at N)",
     )
     p.add_argument("--model", help="model path or hub name (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--max-tokens", type=int, help="chunk budget in model tokens (default: the model's limit)")

@@ -224,6 +224,11 @@ class Collection:
         elif max_tokens is not None and max_tokens != embedder.max_tokens:
             raise InvalidInputError(f"max_tokens {max_tokens} differs from the embedder's {embedder.max_tokens}")
         make_chunker(token_counter(embedder), embedder.max_tokens, overlap_tokens)  # settings checked before any write
+        if strategy == "extend" and "extend_to" not in getattr(embedder, "long_context", {}):
+            raise InvalidInputError(
+                "the extend strategy reads documents whole with an extended encoder: give its length "
+                "(extend_to in EmbedderConfig, --extend-to N)"
+            )
         check_channels(search_mode, fusion, alpha)
         if layers is not None:
             if strategy == "late":

@@ -19,8 +19,10 @@ FORMAT_VERSION = 2
 # layers, or calibrated: rotated stored vectors): older versions, which accept only FORMAT_VERSION, refuse them.
 ELASTIC_FORMAT_VERSION = 3
 READABLE_FORMATS = (FORMAT_VERSION, ELASTIC_FORMAT_VERSION)
-Strategy = Literal["chunk", "truncate", "late"]
-STRATEGIES: tuple[Strategy, ...] = ("chunk", "truncate", "late")
+# ``extend`` chunks as ``chunk`` does, at the budget of an extended encoder (``extend_to``): a document that fits
+# is one vector from the encoder reading it whole, a longer one is chunked at that budget.
+Strategy = Literal["chunk", "truncate", "late", "extend"]
+STRATEGIES: tuple[Strategy, ...] = ("chunk", "truncate", "late", "extend")
 
 
 @cache

@@ -194,6 +194,14 @@ def test_cli_index_takes_the_long_context_flags(tmp_path, capsys):
     assert main([*args]) == 0  # re-indexing without the flags reuses the recorded ones
     assert main(["index", "--collection", str(tmp_path / "d"), "--input", str(docs), "--positions", "linear"]) == 2
     assert "needs extend_to" in capsys.readouterr().err
+    extend = ["index", "--collection", str(tmp_path / "e"), "--input", str(docs), "--strategy", "extend"]
+    assert main(extend) == 2 and "--extend-to N" in capsys.readouterr().err
+    assert not (tmp_path / "e" / "manifest.json").exists()  # refused before anything was written
+    assert main([*extend, "--extend-to", "1024"]) == 0
+    capsys.readouterr()
+    assert main(["info", "--collection", str(tmp_path / "e")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["strategy"], info["max_tokens"], info["encoder"]) == ("extend", 1024, {"extend_to": 1024})
 
 
 def test_late_chunking_of_a_one_window_one_chunk_document_is_plain_encoding(base):
