@@ -196,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
         const=True,
         help="also give each document of several chunks one vector of its first --max-tokens tokens (new collections)",
     )
+    p.add_argument(
+        "--split-tokens",
+        type=int,
+        metavar="N",
+        help="chunk a document that does not fit one --max-tokens chunk at N tokens instead; one that fits stays "
+        "whole (new collections)",
+    )
     _add_channels(p, "the new collection's default: ")
     p.add_argument(
         "--layers",
@@ -481,6 +488,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         code_context=args.code_context,
         path_context=args.path_context,
         doc_vector=args.doc_vector,
+        split_tokens=args.split_tokens,
         layers=args.layers,
         search_mode=args.mode,
         fusion=args.fusion,
@@ -577,6 +585,7 @@ _SERVER_FIXED = {
     "code_context": "--no-code-context",
     "path_context": "--no-path-context",
     "doc_vector": "--doc-vector",
+    "split_tokens": "--split-tokens",
     "mode": "--mode",
     "fusion": "--fusion",
     "alpha": "--alpha",

@@ -34,6 +34,10 @@ class Chunker:
     the signatures of the definitions they are part of as embedded context (``chunking.context``); their spans
     are then packed to ``max_tokens - context_reserve(max_tokens)`` tokens, leaving the context room;
     ``path_context`` puts the ``path`` given to :meth:`chunk` first in that context.
+
+    ``split_tokens`` (below ``max_tokens``) is the budget of a document that does not fit one chunk of
+    ``max_tokens``: such a document is cut again, into chunks of at most ``split_tokens``. A document that fits
+    stays whole (one vector of all of it); a long one is searched by pieces small enough to say one thing each.
     """
 
     counter: TokenCounter
@@ -41,26 +45,37 @@ class Chunker:
     overlap_tokens: int = 0
     code_context: bool = True
     path_context: bool = False
+    split_tokens: int | None = None
 
     def __post_init__(self) -> None:
         # Validate eagerly with the same messages as the chunkers themselves.
         TextChunker(self.counter, self.max_tokens, self.overlap_tokens)
+        if self.split_tokens is not None:
+            if not self.split_tokens < self.max_tokens:
+                raise ValueError(f"split_tokens ({self.split_tokens}) must be below max_tokens ({self.max_tokens})")
+            TextChunker(self.counter, self.split_tokens, self.overlap_tokens)
 
     def chunk(self, doc_id: str, text: str, *, path: str | None = None, language: str | None = None) -> list[Chunk]:
         """Chunks of ``text``; ``language`` (``py`` -> ``python``) or else ``path`` picks the chunker."""
         lang = normalize_language(language) if language else (language_for_path(path) if path else None)
+        chunks = self._chunk(doc_id, text, path, lang, self.max_tokens)
+        if self.split_tokens is not None and len(chunks) > 1:
+            chunks = self._chunk(doc_id, text, path, lang, self.split_tokens)
+        return chunks
+
+    def _chunk(self, doc_id: str, text: str, path: str | None, lang: str | None, max_tokens: int) -> list[Chunk]:
         if lang in CODE_LANGUAGES:
-            budget = self.max_tokens - (context_reserve(self.max_tokens) if self.code_context else 0)
+            budget = max_tokens - (context_reserve(max_tokens) if self.code_context else 0)
             chunks = CodeChunker(self.counter, budget - self.overlap_tokens).chunk(doc_id, text, lang)
             if self.overlap_tokens:
                 chunks = overlap_pieces(chunks, text, self.counter, self.overlap_tokens, budget)
         else:
-            text_chunker = TextChunker(self.counter, self.max_tokens, self.overlap_tokens)
+            text_chunker = TextChunker(self.counter, max_tokens, self.overlap_tokens)
             kind = "code" if lang in KNOWN_CODE_LANGUAGES else "text"
             chunks = text_chunker.chunk(doc_id, text, kind=kind, language=lang)
-        chunks = merge_fragments(chunks, text, self.counter, self.max_tokens)
+        chunks = merge_fragments(chunks, text, self.counter, max_tokens)
         if self.code_context and lang in CODE_LANGUAGES:
-            chunks = with_context(chunks, self.counter, self.max_tokens, path if self.path_context else None)
+            chunks = with_context(chunks, self.counter, max_tokens, path if self.path_context else None)
         return chunks
 
 

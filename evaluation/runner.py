@@ -210,6 +210,7 @@ class Runner:
             "code_context": spec.context,
             "path_context": spec.path,
             "doc_vector": spec.docvec,
+            "split_tokens": spec.split,
         }
         with Collection.create(root, embedder=enc, **settings) as coll:
             coll.add(

@@ -10,7 +10,8 @@ A system is named by a spec string ``KIND[:key=value,...]``:
   number in [0, 1])
   for hybrid search, ``context=0`` (chunk only) to embed code chunks without their signature context,
   ``path=0`` without their source file's path (where the dataset knows it: the code sets), and
-  ``docvec=1`` to give each document of several chunks one more vector of its first ``max_tokens`` tokens.
+  ``docvec=1`` to give each document of several chunks one more vector of its first ``max_tokens`` tokens,
+  ``split=N`` to chunk documents that do not fit one ``max_tokens`` chunk at ``N`` tokens instead.
   Long context (``embedder.longctx``): ``extend`` grows the model's position table to that many tokens
   (``max_tokens`` then defaults to it) by ``positions`` (``keep``/``linear``/``group``) interpolation, and
   ``tau`` is a TempScale attention temperature.
@@ -56,10 +57,11 @@ KEYS: dict[str, tuple[str, ...]] = {
         "context",
         "docvec",
         "path",
+        "split",
         *LONG_KEYS,
     ),
     "truncate": ("max_tokens", "dim", "mode", "fusion", "alpha", *LONG_KEYS),
-    "late": ("max_tokens", "dim", "mode", "fusion", "alpha", "docvec", *LONG_KEYS),
+    "late": ("max_tokens", "dim", "mode", "fusion", "alpha", "docvec", "split", *LONG_KEYS),
     "st": ("max_tokens",),
     "windows": ("max_tokens",),
     "sts": ("max_tokens",),
@@ -82,6 +84,7 @@ class SystemSpec:
     context: bool = True
     docvec: bool = False
     path: bool = True
+    split: int | None = None
     extend: int | None = None
     positions: PositionMode | None = None
     tau: float | None = None
@@ -125,6 +128,8 @@ class SystemSpec:
                 parts.append(mode if fusion is None else f"{mode} {fusion} alpha {alpha:g}")
         if not self.context:
             parts.append("no context")
+        if self.split is not None:
+            parts.append(f"split {self.split}")
         if self.docvec:
             parts.append("+ doc vector")
         if not self.path:

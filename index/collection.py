@@ -92,7 +92,16 @@ from longvec.index.vectors import INDEX_TYPES, gpu_count
 # Settings fixed when a collection is built (giving other values for an existing one is an error).
 # A writer saves the FAISS index once this many chunks (or 5% of the collection, if more) changed since its last save.
 SAVE_AFTER_CHUNKS = 20_000
-_BUILD_SETTINGS = ("strategy", "max_tokens", "overlap_tokens", "code_context", "path_context", "doc_vector", "layers")
+_BUILD_SETTINGS = (
+    "strategy",
+    "max_tokens",
+    "overlap_tokens",
+    "code_context",
+    "path_context",
+    "doc_vector",
+    "split_tokens",
+    "layers",
+)
 # Chunks encoded (at every depth) to fit the adapters, and stored vectors read to fit the rotation, by default.
 CALIBRATION_SAMPLE = 2048
 ROTATION_SAMPLE = 50_000
@@ -188,6 +197,7 @@ class Collection:
         code_context: bool = True,
         path_context: bool = True,
         doc_vector: bool = False,
+        split_tokens: int | None = None,
         layers: int | None = None,
         search_mode: SearchMode = DEFAULT_SEARCH_MODE,
         fusion: Fusion = DEFAULT_FUSION,
@@ -203,6 +213,8 @@ class Collection:
         ``doc_vector``: a document of several chunks also gets one vector of its first ``max_tokens`` tokens
         (one more chunk, searched with the others: a document scores as its best), so a document read whole
         competes as itself beside its parts.
+        ``split_tokens``: a document that does not fit one chunk of ``max_tokens`` is chunked at this smaller
+        budget instead (one that fits stays whole; ``None``: every document is chunked at ``max_tokens``).
         ``layers``: documents are encoded with the model's first that many transformer layers (cheaper
         indexing; ``None``: all); queries then run at that depth too, or at any depth once calibrated
         (:meth:`calibrate`).
@@ -223,7 +235,10 @@ class Collection:
             embedder = load_embedder(replace(base, max_tokens=max_tokens))
         elif max_tokens is not None and max_tokens != embedder.max_tokens:
             raise InvalidInputError(f"max_tokens {max_tokens} differs from the embedder's {embedder.max_tokens}")
-        make_chunker(token_counter(embedder), embedder.max_tokens, overlap_tokens)  # settings checked before any write
+        # settings checked before any write
+        make_chunker(token_counter(embedder), embedder.max_tokens, overlap_tokens, split_tokens=split_tokens)
+        if strategy == "truncate" and split_tokens is not None:
+            raise InvalidInputError("the truncate strategy keeps one window per document: split_tokens cannot be set")
         if strategy == "extend" and "extend_to" not in getattr(embedder, "long_context", {}):
             raise InvalidInputError(
                 "the extend strategy reads documents whole with an extended encoder: give its length "
@@ -245,6 +260,7 @@ class Collection:
             code_context=code_context,
             path_context=path_context and code_context,  # the path rides in the code context
             doc_vector=doc_vector,
+            split_tokens=split_tokens,
             search_mode=search_mode,
             fusion=fusion,
             alpha=alpha,
@@ -1124,6 +1140,7 @@ class Collection:
             "code_context": m.code_context,
             "path_context": m.path_context,
             "doc_vector": m.doc_vector,
+            "split_tokens": m.split_tokens,
             "search_mode": m.search_mode,
             "fusion": m.fusion,
             "alpha": m.alpha,

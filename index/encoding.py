@@ -28,10 +28,15 @@ def token_counter(embedder: Encoder) -> TokenCounter:
 
 
 def make_chunker(
-    counter: TokenCounter, max_tokens: int, overlap_tokens: int, code_context: bool = True, path_context: bool = False
+    counter: TokenCounter,
+    max_tokens: int,
+    overlap_tokens: int,
+    code_context: bool = True,
+    path_context: bool = False,
+    split_tokens: int | None = None,
 ) -> Chunker:
     try:
-        return Chunker(counter, max_tokens, overlap_tokens, code_context, path_context)
+        return Chunker(counter, max_tokens, overlap_tokens, code_context, path_context, split_tokens)
     except ValueError as exc:  # the chunkers' own range checks: bad settings from the caller
         raise InvalidInputError(str(exc)) from None
 
@@ -90,7 +95,12 @@ class DocumentEncoder:
         self.manifest, self.embedder = manifest, embedder
         self.counter = token_counter(embedder)
         self.chunker = make_chunker(
-            self.counter, manifest.max_tokens, manifest.overlap_tokens, manifest.code_context, manifest.path_context
+            self.counter,
+            manifest.max_tokens,
+            manifest.overlap_tokens,
+            manifest.code_context,
+            manifest.path_context,
+            manifest.split_tokens,
         )
 
     @classmethod
@@ -157,6 +167,7 @@ class DocumentEncoder:
             "code_context": m.code_context,
             "path_context": m.path_context,
             "doc_vector": m.doc_vector,
+            "split_tokens": m.split_tokens,
             "layers": m.layers,
             "encoder": m.encoder,
             "chunker_version": CHUNKER_VERSION,

@@ -53,6 +53,7 @@ class Manifest:
     code_context: bool = False
     path_context: bool = False  # code chunks embedded with their file path first (new collections: on)
     doc_vector: bool = False  # a document of several chunks also gets a vector of its first window
+    split_tokens: int | None = None  # the chunk budget of documents that do not fit max_tokens (None: max_tokens)
     search_mode: SearchMode = "dense"
     fusion: Fusion = "rrf"
     alpha: float = 0.5

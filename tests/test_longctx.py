@@ -434,6 +434,40 @@ def test_a_document_vector_joins_the_chunks_of_a_long_document(tmp_path, fake_em
         Collection.open_or_create(tmp_path / "c", embedder=fake_embedder, doc_vector=False)
 
 
+def test_split_tokens_keeps_documents_that_fit_whole_and_cuts_longer_ones_finer(tmp_path, fake_embedder):
+    from longvec.chunking import Chunker
+
+    counter = token_counter(fake_embedder)
+    fits = "def add(a, b):\n    total = a + b\n    return total\n"
+    body = "".join(f"    value_{i} = compute(value_{i - 1}, {i})\n" for i in range(1, 60))
+    long = f"def pipeline(value_0):\n{body}    return value_59\n"
+
+    def chunks(chunker, text):
+        return chunker.chunk("d", text, language="python")
+
+    plain, fine, split = Chunker(counter, 256), Chunker(counter, 96), Chunker(counter, 256, split_tokens=96)
+    assert chunks(split, fits) == chunks(plain, fits) and len(chunks(plain, fits)) == 1  # fits: whole
+    assert chunks(split, long) == chunks(fine, long)  # does not fit: cut at the smaller budget
+    assert len(chunks(split, long)) > len(chunks(plain, long)) > 1
+    with pytest.raises(ValueError, match="below max_tokens"):
+        Chunker(counter, 256, split_tokens=256)
+    root = tmp_path / "c"  # the fake embedder reads 32 tokens
+    with Collection.create(root, embedder=fake_embedder, split_tokens=16, doc_vector=True) as c:
+        c.add([Document("long.py", long, language="python"), Document("fits.py", "x = 1\n", language="python")])
+        assert c.info()["split_tokens"] == 16
+        rows = c._store._db.execute("SELECT doc_id, symbol, n_tokens FROM chunks").fetchall()
+        assert [r[:2] for r in rows if r[0] == "fits.py"] == [("fits.py", None)]
+        pieces = [r for r in rows if r[0] == "long.py"]
+        assert pieces[-1][1] == DOC_SYMBOL and len(pieces) == len(chunks(Chunker(counter, 16), long)) + 1
+        assert all(n <= 16 for _, _, n in pieces[:-1]) and pieces[-1][2] > 16  # pieces fine, the window whole
+    with pytest.raises(ModelMismatchError):
+        Collection.open_or_create(root, embedder=fake_embedder, split_tokens=24)
+    with pytest.raises(InvalidInputError, match="below max_tokens"):
+        Collection.create(tmp_path / "bad", embedder=fake_embedder, split_tokens=32)
+    with pytest.raises(InvalidInputError, match="truncate"):
+        Collection.create(tmp_path / "trunc", embedder=fake_embedder, strategy="truncate", split_tokens=16)
+
+
 def test_roberta_style_tables_keep_their_leading_rows_and_number_every_token():
     from transformers import RobertaConfig, RobertaModel
 
