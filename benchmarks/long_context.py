@@ -11,8 +11,13 @@ Memory: the peak resident memory of a fresh process that loads the model extende
 encodes one input of that length, against the same process after loading only (SDPA never holds a full
 attention matrix per head; the figure says what it does hold).
 
+SelfExtend memory (``--self-extend N``): no rotary embedding model ships here, so a randomly initialised
+ModernBERT (6 layers, hidden 256, 4 heads, trained length 1,024, global attention every third layer) is extended
+to N tokens by SelfExtend and encodes one input of N tokens in a fresh process; its peak resident memory is
+compared with loading alone and with the size a materialised attention matrix would have.
+
 Usage: python benchmarks/long_context.py [--lengths 256,1024,4096,16384] [--docs 8] [--taus 1,0.9,0.8]
-       [--memory 32768] [--output FILE.json]
+       [--memory 32768] [--self-extend 32768] [--output FILE.json]
 """
 
 from __future__ import annotations
@@ -44,6 +49,34 @@ text = text[: counter.token_offsets(text)[n - counter.n_special - 1][1]]  # n to
 before = mib()
 e.encode_documents([text])
 print(json.dumps({"tokens": counter.count(text), "loaded_mib": loaded, "before_mib": before, "peak_mib": mib()}))
+"""
+
+
+_SELF_EXTEND_CHILD = """
+import json, resource, sys, time
+import torch
+from transformers import ModernBertConfig, ModernBertModel
+from longvec.embedder.longctx import self_extend
+n = int(sys.argv[1])
+def mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+torch.manual_seed(0)
+config = ModernBertConfig(
+    vocab_size=1000, hidden_size=256, intermediate_size=512, num_hidden_layers=6, num_attention_heads=4,
+    max_position_embeddings=1024, global_attn_every_n_layers=3, pad_token_id=0,
+)
+model = ModernBertModel(config).eval()
+settings = self_extend(model, n)
+loaded = mib()
+ids = torch.randint(3, 1000, (1, n))
+start = time.perf_counter()
+with torch.inference_mode():
+    out = model(input_ids=ids).last_hidden_state
+row = {"tokens": n, **settings, "loaded_mib": loaded, "peak_mib": mib()}
+row["finite"] = bool(torch.isfinite(out).all())
+row["seconds"] = round(time.perf_counter() - start, 1)
+row["full_matrix_mib_per_layer"] = n * n * 4 * config.num_attention_heads / 2**20  # fp32 logits, every head
+print(json.dumps(row))
 """
 
 
@@ -121,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", type=int, default=8, help="documents per length (default 8)")
     parser.add_argument("--taus", default="1,0.9,0.8", help="TempScale temperatures (1 = none)")
     parser.add_argument("--memory", type=int, default=32768, help="input length of the memory check (0: skip)")
+    parser.add_argument("--self-extend", type=int, default=0, help="input length of the SelfExtend check (0: skip)")
     parser.add_argument("--output", help="also write the JSON here")
     args = parser.parse_args(argv)
-    lengths = sorted(int(x) for x in args.lengths.split(","))
+    lengths = sorted(int(x) for x in args.lengths.split(",") if x)
     taus = [float(x) for x in args.taus.split(",")]
     result: dict[str, Any] = {
         "benchmark": "long_context",
@@ -131,19 +165,33 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "command": " ".join(["python", "benchmarks/long_context.py", *(argv or sys.argv[1:])]),
-        "collapse": collapse(lengths, args.docs, taus),
+        "collapse": collapse(lengths, args.docs, taus) if lengths else [],
     }
+    if args.self_extend:
+        child = subprocess.run(
+            [sys.executable, "-c", _SELF_EXTEND_CHILD, str(args.self_extend)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        result["self_extend"] = json.loads(child.stdout.strip().splitlines()[-1])
+        print(json.dumps(result["self_extend"]), flush=True)
     if args.memory:
         result["memory"] = memory(args.memory)
         print(json.dumps(result["memory"]), flush=True)
-    print("\n| encoder | " + " | ".join(f"{n:,} tokens" for n in lengths) + " |")
-    print("|---|" + "---|" * len(lengths))
-    for row in result["collapse"]:
-        print(f"| {row['encoder']} | " + " | ".join(f"{row[str(n)]:.3f}" for n in lengths) + " |")
+    if lengths:
+        _print_collapse(result["collapse"], lengths)
     if args.output:
         with open(args.output, "w") as f:
             json.dump(result, f, indent=1)
     return 0
+
+
+def _print_collapse(rows: list[dict[str, Any]], lengths: list[int]) -> None:
+    print("\n| encoder | " + " | ".join(f"{n:,} tokens" for n in lengths) + " |")
+    print("|---|" + "---|" * len(lengths))
+    for row in rows:
+        print(f"| {row['encoder']} | " + " | ".join(f"{row[str(n)]:.3f}" for n in lengths) + " |")
 
 
 if __name__ == "__main__":

@@ -169,7 +169,7 @@ def extend_rope(model: Any, factor: float, mode: PositionMode = "keep") -> None:
 
 
 SELF_EXTEND = "longvec_self_extend"  # the transformers attention implementation SelfExtend registers
-_BLOCK_ELEMENTS = 1 << 24  # logits per query block in SelfExtend's attention (64 MiB in fp32)
+_BLOCK_ELEMENTS = 1 << 22  # logits per query block in SelfExtend's attention (16 MiB in fp32)
 
 
 def self_extend_group(trained: int, target: int, window: int) -> int:
@@ -203,7 +203,7 @@ def self_extend(model: Any, target: int, window: int | None = None) -> dict[str,
     :func:`self_extend_distances` (a neighbour ``window``, default half the trained length, and the group size
     that fits ``target``); sliding-window layers, whose window is shorter than the neighbour window, and inputs
     of at most ``window`` tokens, go through PyTorch's SDPA exactly as before. The grouped attention is
-    computed in blocks of queries (at most 2**24 logits at once), so memory grows with the input's length, not
+    computed in blocks of queries (at most 2**22 logits at once), so memory grows with the input's length, not
     its square. Assumes positions ``0..n-1`` (transformers' default when no ``position_ids`` are given).
     Returns the settings: ``trained``, ``window``, ``group``."""
     buffers = rotary_buffers(model)
