@@ -28,6 +28,7 @@ materialised that SDPA would not have made anyway. ``length_scaled`` adds LongEm
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from longvec.embedder.errors import InvalidSettingError
@@ -201,10 +202,11 @@ def self_extend_distances(n: int, window: int, group: int) -> torch.Tensor:
 def self_extend(model: Any, target: int, window: int | None = None) -> dict[str, int]:
     """Let a rotary encoder read ``target`` tokens by SelfExtend: its full-attention layers attend with
     :func:`self_extend_distances` (a neighbour ``window``, default half the trained length, and the group size
-    that fits ``target``); sliding-window layers, whose window is shorter than the neighbour window, and inputs
-    of at most ``window`` tokens, go through PyTorch's SDPA exactly as before. The grouped attention is
-    computed in blocks of queries (at most 2**22 logits at once), so memory grows with the input's length, not
-    its square. Assumes positions ``0..n-1`` (transformers' default when no ``position_ids`` are given).
+    that fits ``target``); sliding-window layers keep their window. Inputs of at most ``window`` tokens go
+    through PyTorch's SDPA exactly as before; longer ones attend in blocks of queries (at most 2**22 logits at
+    once) with a compact mask, so memory grows with the input's length, not its square (transformers' own masks
+    would take ``16 n**2`` bytes to build). Assumes positions ``0..n-1`` (transformers' default when no
+    ``position_ids`` are given)
     Returns the settings: ``trained``, ``window``, ``group``."""
     buffers = rotary_buffers(model)
     if len(buffers) != 1:
@@ -224,6 +226,7 @@ def self_extend(model: Any, target: int, window: int | None = None) -> dict[str,
         raise InvalidSettingError(f"{type(model).__name__} has no transformers attention modules to extend")
     for m in attention:
         m.__dict__["_longvec_self_extend"] = settings  # plain attribute: the rotary module is not re-registered
+    model.config.longvec_self_extend_window = window  # read by the mask function
     _register_self_extend()
     model.set_attn_implementation(SELF_EXTEND)
     if model.config._attn_implementation != SELF_EXTEND:  # transformers only warns for models it cannot switch
@@ -240,10 +243,32 @@ def _register_self_extend() -> None:
     if int(transformers.__version__.split(".")[0]) < 5:  # 4.x ModernBERT dispatches attention its own way
         raise InvalidSettingError(f"SelfExtend needs transformers 5 or later, this is {transformers.__version__}")
     from transformers import AttentionInterface, AttentionMaskInterface
-    from transformers.masking_utils import sdpa_mask
 
     AttentionInterface.register(SELF_EXTEND, _self_extend_attention)
-    AttentionMaskInterface.register(SELF_EXTEND, sdpa_mask)  # boolean masks, as SDPA gets
+    AttentionMaskInterface.register(SELF_EXTEND, _self_extend_mask)
+
+
+@dataclass(frozen=True)
+class _LongMask:
+    """The mask of a long input, kept compact: which keys are padding (``(batch, 1, 1, n)`` bool, True = a real
+    token; ``None``: none is) and the sliding window's reach (``None``: full attention). transformers would
+    build a ``(batch, 1, n, n)`` mask, and more than that while building it: quadratic in the input."""
+
+    keys: torch.Tensor | None
+    band: int | None
+
+
+def _self_extend_mask(**kwargs: Any) -> Any:
+    """The mask function SelfExtend registers: SDPA's own (transformers ``sdpa_mask``) for inputs within the
+    neighbour window, so they run exactly as before; a :class:`_LongMask` for longer ones."""
+    from transformers.masking_utils import sdpa_mask
+
+    window = getattr(kwargs.get("config"), "longvec_self_extend_window", None)
+    if window is None or kwargs["q_length"] <= window:
+        return sdpa_mask(**kwargs)
+    padding = kwargs.get("attention_mask")
+    keys = None if padding is None or bool(padding.all()) else padding.bool()[:, None, None, :]
+    return _LongMask(keys, kwargs.get("local_size"))
 
 
 def _turn(x: torch.Tensor, delta: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
@@ -263,49 +288,53 @@ def _self_extend_attention(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
+    attention_mask: Any,
     dropout: float = 0.0,
     scaling: float | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """A transformers attention function: SelfExtend on full-attention layers, SDPA elsewhere."""
+    """A transformers attention function: inputs within the neighbour window go through SDPA as before; longer
+    ones attend in blocks of queries, by SelfExtend on full-attention layers and within their band on
+    sliding-window layers, so that no ``(n, n)`` tensor is ever built."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     settings = module.__dict__.get("_longvec_self_extend")
-    n = query.shape[2]
-    if settings is None or kwargs.get("sliding_window") is not None or n <= settings[0]:
+    if settings is None or not isinstance(attention_mask, _LongMask):
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
     window, group, rotary, name = settings
-    inv_freq = getattr(rotary, name).to(query.device)
+    n, band = query.shape[2], attention_mask.band
     dtype = query.dtype
     q, k, v = query.float(), key.float(), value.float()
     p = torch.arange(n, device=query.device)
-    shift = window - window // group
-    k_far = _turn(k, p // group - p, inv_freq)
-    q_before = _turn(q, p // group + shift - p, inv_freq)  # facing keys before the query
-    q_after = _turn(q, p // group - shift - p, inv_freq)  # facing keys after it
+    if band is None:
+        inv_freq = getattr(rotary, name).to(query.device)
+        shift = window - window // group
+        k_far = _turn(k, p // group - p, inv_freq).transpose(-1, -2)
+        q_before = _turn(q, p // group + shift - p, inv_freq)  # facing keys before the query
+        q_after = _turn(q, p // group - shift - p, inv_freq)  # facing keys after it
     scale = scaling if scaling is not None else q.shape[-1] ** -0.5
     batch, heads = q.shape[:2]
-    rows = max(1, _BLOCK_ELEMENTS // max(batch * heads * n, 1))
+    # query rows per block: a full layer's block reaches every key, a sliding layer's only its band either side
+    rows = max(1, _BLOCK_ELEMENTS // (batch * heads * n)) if band is None else max(1, band)
     out = torch.empty_like(q)
-    kt, kt_far = k.transpose(-1, -2), k_far.transpose(-1, -2)
     for a in range(0, n, rows):
         b = min(n, a + rows)
-        true = p[a:b, None] - p[None, :]
-        logits = torch.where(
-            true.abs() < window,
-            q[:, :, a:b] @ kt,
-            torch.where(true > 0, q_before[:, :, a:b] @ kt_far, q_after[:, :, a:b] @ kt_far),
-        )
+        lo, hi = (0, n) if band is None else (max(0, a - band), min(n, b + band))  # the keys a block can reach
+        true = p[a:b, None] - p[None, lo:hi]
+        logits = q[:, :, a:b] @ k[:, :, lo:hi].transpose(-1, -2)
+        if band is None:
+            far = torch.where(true > 0, q_before[:, :, a:b] @ k_far, q_after[:, :, a:b] @ k_far)
+            logits = torch.where(true.abs() < window, logits, far)
+        else:
+            logits = logits.masked_fill(true.abs() > band, float("-inf"))
         logits = logits * scale
-        if attention_mask is not None:
-            mask = attention_mask[..., a:b, :] if attention_mask.shape[-2] == n else attention_mask
-            logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask
+        if attention_mask.keys is not None:
+            logits = logits.masked_fill(~attention_mask.keys[..., lo:hi], float("-inf"))
         weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # a fully masked row attends to nothing
-        out[:, :, a:b] = weights @ v
+        out[:, :, a:b] = weights @ v[:, :, lo:hi]
     return out.to(dtype).transpose(1, 2).contiguous(), None
 
 

@@ -11,6 +11,7 @@ import torch
 from longvec.api.cli import main
 from longvec.embedder import EmbedderConfig, InvalidSettingError, load_embedder
 from longvec.embedder.longctx import (
+    _LongMask,
     _self_extend_attention,
     extend_positions,
     extend_rope,
@@ -322,29 +323,33 @@ class _Settings:
         self._longvec_self_extend = (window, group, self, "inv_freq")
 
 
+@pytest.mark.parametrize("band", [None, 5])
 @pytest.mark.parametrize("padded", [False, True])
-def test_self_extend_attention_equals_attention_at_the_grouped_distances(padded, monkeypatch):
+def test_self_extend_attention_equals_attention_at_the_grouped_distances(padded, band, monkeypatch):
     torch.manual_seed(1)
     n, d, window, group = 45, 8, 6, 4
     q, k, v = (torch.randn(1, 2, n, d) for _ in range(3))
     inv_freq = 1.0 / (100.0 ** (torch.arange(0, d, 2).float() / d))
     p = torch.arange(n)
-    mask = None
+    keys = None
     if padded:  # the last 5 keys are padding
-        mask = torch.ones(1, 1, n, n, dtype=torch.bool)
-        mask[..., n - 5 :] = False
-    monkeypatch.setattr("longvec.embedder.longctx._BLOCK_ELEMENTS", 2 * n * 7)  # blocks of 7 query rows
-    out, _ = _self_extend_attention(
-        _Settings(window, group, inv_freq), _rotate(q, p, inv_freq), _rotate(k, p, inv_freq), v, mask, scaling=0.3
-    )
-    # reference: rotary logits depend only on the distance, so turn each query by the distance SelfExtend uses
-    dist = self_extend_distances(n, window, group)
+        keys = torch.ones(1, 1, 1, n, dtype=torch.bool)
+        keys[..., n - 5 :] = False
+    monkeypatch.setattr("longvec.embedder.longctx._BLOCK_ELEMENTS", 2 * n * 7)  # blocks of a few query rows
+    module, mask = _Settings(window, group, inv_freq), _LongMask(keys, band)
+    out, _ = _self_extend_attention(module, _rotate(q, p, inv_freq), _rotate(k, p, inv_freq), v, mask, scaling=0.3)
+    # reference: rotary logits depend only on the distance, so turn each query by the distance it attends at:
+    # SelfExtend's on full-attention layers, the true one within a sliding layer's band (and nothing past it)
+    true = p[:, None] - p[None, :]
+    dist = self_extend_distances(n, window, group) if band is None else true
     logits = torch.empty(1, 2, n, n)
     for i in range(n):
         logits[:, :, i] = (_rotate(q[:, :, i].expand(n, -1, -1).transpose(0, 1), dist[i], inv_freq) * k).sum(-1)
     logits = logits * 0.3
+    if band is not None:
+        logits = logits.masked_fill(true.abs() > band, float("-inf"))
     if padded:
-        logits = logits.masked_fill(~mask, float("-inf"))
+        logits = logits.masked_fill(~keys, float("-inf"))
     expected = torch.softmax(logits, dim=-1) @ v
     assert torch.allclose(out.transpose(1, 2), expected, atol=1e-5)
 
@@ -363,6 +368,11 @@ def test_self_extend_on_a_rotary_encoder_keeps_short_inputs_and_reads_long_ones(
     ungrouped = _tiny_rotary_encoder()
     self_extend(ungrouped, 128, window=40)  # group 1: every distance true, through the blocked attention
     assert torch.allclose(_states(ungrouped, ids), before_long, atol=1e-5)
+    mask = torch.ones_like(ids)
+    mask[1, 250:] = 0  # a padded batch: the second input is 250 tokens long
+    with torch.inference_mode():
+        padded = [m(input_ids=ids, attention_mask=mask).last_hidden_state[1, :250] for m in (base, ungrouped)]
+    assert torch.allclose(padded[0], padded[1], atol=1e-5)
 
 
 @pytest.fixture(scope="module")
