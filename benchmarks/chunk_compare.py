@@ -106,20 +106,23 @@ def main(argv: list[str] | None = None) -> None:
         for row in rows:
             print("| " + " | ".join(str(row[k]) for k in keys) + " |")
         if args.results:
-            split = _split_by_chunk_counts(args.results, name, pool, counts)
+            split = _split_by_chunk_counts(args.results, name, pool, counts, budget)
             report["datasets"][name]["long_queries"] = split
             print(json.dumps(split, indent=1))
     if args.output:
         args.output.write_text(json.dumps(report, indent=1) + "\n")
 
 
-def _split_by_chunk_counts(path: Path, dataset: str, pool, counts: dict[str, dict[str, int]]) -> dict[str, object]:
+def _split_by_chunk_counts(
+    path: Path, dataset: str, pool, counts: dict[str, dict[str, int]], budget: int
+) -> dict[str, object]:
     """Long-bucket nDCG@10 of both systems, split by whether longvec cut the query's document into more, the
     same or fewer chunks than semantic-text-splitter."""
     results = json.loads(path.read_text())
     rows = {r["system"]: r for r in results["results"] if r["dataset"] == dataset}
-    ours = next(r for s, r in rows.items() if s.startswith("longvec chunk-256") and s.endswith("dense"))
-    peer = rows["semantic-text-splitter-256"]
+    ours, peer = rows.get(f"longvec chunk-{budget} dense"), rows.get(f"semantic-text-splitter-{budget}")
+    if ours is None or peer is None:
+        raise SystemExit(f"{path} has no 'longvec chunk-{budget} dense' and 'semantic-text-splitter-{budget}' rows")
     target = {q.qid: next(iter(pool.qrels[q.qid])) for q in pool.queries if q.bucket == "long"}
     groups: dict[str, list[tuple[float, float]]] = {"more": [], "same": [], "fewer": []}
     for qid, doc_id in target.items():

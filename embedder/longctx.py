@@ -28,6 +28,7 @@ materialised that SDPA would not have made anyway. ``length_scaled`` adds LongEm
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -170,6 +171,8 @@ def extend_rope(model: Any, factor: float, mode: PositionMode = "keep") -> None:
 
 
 SELF_EXTEND = "longvec_self_extend"  # the transformers attention implementation SelfExtend registers
+# The neighbour window of each SelfExtend-patched model, by its config (kept off the config: it would be saved)
+_WINDOWS: dict[int, tuple[weakref.ref[Any], int]] = {}
 _BLOCK_ELEMENTS = 1 << 22  # logits per query block in SelfExtend's attention (16 MiB in fp32)
 
 
@@ -217,6 +220,8 @@ def self_extend(model: Any, target: int, window: int | None = None) -> dict[str,
     trained = int(getattr(model.config, "max_position_embeddings", 0) or 0)
     if trained < 2:
         raise InvalidSettingError(f"{type(model).__name__} does not say its trained length (max_position_embeddings)")
+    if target <= trained:
+        raise InvalidSettingError(f"SelfExtend extends past the trained {trained} tokens: got {target}")
     window = trained // 2 if window is None else window
     group = self_extend_group(trained, target, window)
     rotary, name = buffers[0]
@@ -224,9 +229,15 @@ def self_extend(model: Any, target: int, window: int | None = None) -> dict[str,
     attention = [m for m in model.modules() if hasattr(m, "sliding_window") and hasattr(m, "config")]
     if not attention:
         raise InvalidSettingError(f"{type(model).__name__} has no transformers attention modules to extend")
+    if any(getattr(m, "is_causal", False) or getattr(m, "num_key_value_groups", 1) > 1 for m in attention):
+        raise InvalidSettingError(
+            f"{type(model).__name__} has causal or grouped-query attention: longvec's SelfExtend is built for "
+            "bidirectional encoders with one key per query head; use --positions keep (NTK-aware) or linear"
+        )
+    _check_transformers()
     for m in attention:
         m.__dict__["_longvec_self_extend"] = settings  # plain attribute: the rotary module is not re-registered
-    model.config.longvec_self_extend_window = window  # read by the mask function
+    _WINDOWS[id(model.config)] = (weakref.ref(model.config), window)  # read by the mask function
     _register_self_extend()
     model.set_attn_implementation(SELF_EXTEND)
     if model.config._attn_implementation != SELF_EXTEND:  # transformers only warns for models it cannot switch
@@ -237,11 +248,14 @@ def self_extend(model: Any, target: int, window: int | None = None) -> dict[str,
     return {"trained": trained, "window": window, "group": group}
 
 
-def _register_self_extend() -> None:
+def _check_transformers() -> None:
     import transformers
 
     if int(transformers.__version__.split(".")[0]) < 5:  # 4.x ModernBERT dispatches attention its own way
         raise InvalidSettingError(f"SelfExtend needs transformers 5 or later, this is {transformers.__version__}")
+
+
+def _register_self_extend() -> None:
     from transformers import AttentionInterface, AttentionMaskInterface
 
     AttentionInterface.register(SELF_EXTEND, _self_extend_attention)
@@ -263,8 +277,12 @@ def _self_extend_mask(**kwargs: Any) -> Any:
     neighbour window, so they run exactly as before; a :class:`_LongMask` for longer ones."""
     from transformers.masking_utils import sdpa_mask
 
-    window = getattr(kwargs.get("config"), "longvec_self_extend_window", None)
-    if window is None or kwargs["q_length"] <= window:
+    config = kwargs.get("config")
+    ref, window = _WINDOWS.get(id(config), (None, None))
+    square = (
+        kwargs.get("q_length") == kwargs.get("kv_length") and not kwargs.get("q_offset") and not kwargs.get("kv_offset")
+    )
+    if ref is None or ref() is not config or not square or kwargs["q_length"] <= window:
         return sdpa_mask(**kwargs)
     padding = kwargs.get("attention_mask")
     keys = None if padding is None or bool(padding.all()) else padding.bool()[:, None, None, :]
@@ -300,7 +318,9 @@ def _self_extend_attention(
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     settings = module.__dict__.get("_longvec_self_extend")
-    if settings is None or not isinstance(attention_mask, _LongMask):
+    if isinstance(attention_mask, _LongMask) and settings is None:
+        raise InvalidSettingError(f"{type(module).__name__} was not patched by self_extend but got its long-input mask")
+    if not isinstance(attention_mask, _LongMask):
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
@@ -325,15 +345,19 @@ def _self_extend_attention(
         lo, hi = (0, n) if band is None else (max(0, a - band), min(n, b + band))  # the keys a block can reach
         true = p[a:b, None] - p[None, lo:hi]
         logits = q[:, :, a:b] @ k[:, :, lo:hi].transpose(-1, -2)
+        allowed = None if band is None else (true.abs() <= band)  # which keys each query may attend to
+        if attention_mask.keys is not None:
+            keys = attention_mask.keys[..., lo:hi]
+            allowed = keys if allowed is None else allowed & keys
         if band is None:
             far = torch.where(true > 0, q_before[:, :, a:b] @ k_far, q_after[:, :, a:b] @ k_far)
             logits = torch.where(true.abs() < window, logits, far)
-        else:
-            logits = logits.masked_fill(true.abs() > band, float("-inf"))
         logits = logits * scale
-        if attention_mask.keys is not None:
-            logits = logits.masked_fill(~attention_mask.keys[..., lo:hi], float("-inf"))
-        weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # a fully masked row attends to nothing
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        weights = torch.softmax(logits, dim=-1)
+        if allowed is not None:  # a query with no key to attend to (padding far from any token) gets nothing
+            weights = weights.masked_fill(~allowed.any(-1, keepdim=True), 0.0)
         out[:, :, a:b] = weights @ v[:, :, lo:hi]
     return out.to(dtype).transpose(1, 2).contiguous(), None
 

@@ -28,6 +28,7 @@ from longvec.embedder.engine import (
 )
 from longvec.embedder.errors import InvalidSettingError, ModelLoadError
 from longvec.embedder.longctx import (
+    SELF_EXTEND,
     PositionMode,
     extend_positions,
     extend_rope,
@@ -291,15 +292,19 @@ def _build_engine(
     cache = Path(config.cache_dir).expanduser() if config.cache_dir else None
     openvino_cache = openvino_cache_path(config, fingerprint)
     backend, precision = config.backend, config.precision
-    if config.length_scaled:
+    grouped = getattr(st[0].auto_model.config, "_attn_implementation", None) == SELF_EXTEND
+    if config.length_scaled or grouped:
         if backend == "openvino":
+            what = "length-scaled attention reads" if config.length_scaled else "SelfExtend switches on"
             raise InvalidSettingError(
-                "length-scaled attention reads each input's length at run time, which a converted model would fix "
-                "at conversion: use the torch backend"
+                f"{what} each input's length at run time, which a converted model would fix at conversion: "
+                "use the torch backend"
             )
         backend = "torch"
     report: dict[str, Any] = {}
     if config.packing:
+        if grouped:
+            raise InvalidSettingError("packing passes its own attention masks, which SelfExtend does not read")
         if backend == "openvino":
             raise InvalidSettingError("packing runs on the torch backend only")
         backend = "torch"

@@ -239,10 +239,14 @@ class Collection:
         make_chunker(token_counter(embedder), embedder.max_tokens, overlap_tokens, split_tokens=split_tokens)
         if strategy == "truncate" and split_tokens is not None:
             raise InvalidInputError("the truncate strategy keeps one window per document: split_tokens cannot be set")
-        if strategy == "extend" and "extend_to" not in getattr(embedder, "long_context", {}):
+        extended = getattr(embedder, "long_context", {}).get("extend_to")
+        if strategy == "extend" and extended != embedder.max_tokens:
             raise InvalidInputError(
-                "the extend strategy reads documents whole with an extended encoder: give its length "
-                "(extend_to in EmbedderConfig, --extend-to N)"
+                "the extend strategy reads documents whole with an extended encoder, up to its new length: give "
+                "that length (extend_to in EmbedderConfig, --extend-to N) and no smaller max_tokens"
+                if extended is None
+                else f"the extend strategy chunks at the extended length {extended}, not max_tokens "
+                f"{embedder.max_tokens}: drop max_tokens or use the chunk strategy"
             )
         check_channels(search_mode, fusion, alpha)
         if layers is not None:
@@ -269,7 +273,8 @@ class Collection:
             encoder=dict(getattr(embedder, "long_context", {})),
             layers=layers,
             index_type=index_type,
-            format_version=FORMAT_VERSION if layers is None else ELASTIC_FORMAT_VERSION,
+            # older longvecs read only FORMAT_VERSION, and would chunk new documents without split_tokens
+            format_version=FORMAT_VERSION if layers is None and split_tokens is None else ELASTIC_FORMAT_VERSION,
             chunker_version=CHUNKER_VERSION,
             longvec_version=longvec_version(),
             created=now_iso(),

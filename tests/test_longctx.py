@@ -198,6 +198,10 @@ def test_cli_index_takes_the_long_context_flags(tmp_path, capsys):
     extend = ["index", "--collection", str(tmp_path / "e"), "--input", str(docs), "--strategy", "extend"]
     assert main(extend) == 2 and "--extend-to N" in capsys.readouterr().err
     assert not (tmp_path / "e" / "manifest.json").exists()  # refused before anything was written
+    assert (
+        main([*extend, "--extend-to", "1024", "--max-tokens", "512"]) == 2
+        and "extended length" in capsys.readouterr().err
+    )
     assert main([*extend, "--extend-to", "1024"]) == 0
     capsys.readouterr()
     assert main(["info", "--collection", str(tmp_path / "e")]) == 0
@@ -354,7 +358,32 @@ def test_self_extend_attention_equals_attention_at_the_grouped_distances(padded,
     assert torch.allclose(out.transpose(1, 2), expected, atol=1e-5)
 
 
+def _reference_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
+    """Attention at SelfExtend's distances, materialised: full layers turn each (un-rotated) query by the
+    distance to each key, with the model's full-attention frequencies; sliding layers keep true distances
+    within their band. No padding."""
+    model_config, n = module.config, query.shape[2]
+    p = torch.arange(n)
+    if module.sliding_window is not None:
+        logits = (query @ key.transpose(-1, -2)).masked_fill(
+            (p[:, None] - p[None, :]).abs() > model_config.sliding_window, float("-inf")
+        )
+    else:
+        inv_freq, (window, group) = module._reference
+        q, k = _rotate(query, -p, inv_freq), _rotate(key, -p, inv_freq)  # back to position 0
+        dist = self_extend_distances(n, window, group)
+        logits = torch.empty(query.shape[0], query.shape[1], n, n)
+        for i in range(n):
+            turned = _rotate(q[:, :, i : i + 1].expand(-1, -1, n, -1), dist[i], inv_freq)  # key j: by dist[i, j]
+            logits[:, :, i] = (turned * k).sum(-1)
+    out = torch.softmax(logits * scaling, dim=-1) @ value
+    return out.transpose(1, 2).contiguous(), None
+
+
 def test_self_extend_on_a_rotary_encoder_keeps_short_inputs_and_reads_long_ones():
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
     base = _tiny_rotary_encoder()  # trained length 128, sliding windows of 64
     ids = torch.randint(3, 100, (2, 400))
     before_short, before_long = _states(base, ids[:, :64]), _states(base, ids)
@@ -365,14 +394,40 @@ def test_self_extend_on_a_rotary_encoder_keeps_short_inputs_and_reads_long_ones(
     extended = _states(model, ids)
     assert extended.shape == before_long.shape and bool(torch.isfinite(extended).all())
     assert float((extended - before_long).abs().max()) > 1e-6  # far tokens now attend at grouped distances
+    # the whole model against materialised attention at the grouped distances, global frequencies named here
+    for m in model.modules():
+        if hasattr(m, "sliding_window"):
+            m._reference = (model.rotary_emb.full_attention_inv_freq, (64, 15))
+    AttentionInterface.register("longvec_test_reference", _reference_attention)
+    AttentionMaskInterface.register("longvec_test_reference", sdpa_mask)
+    model.set_attn_implementation("longvec_test_reference")
+    assert torch.allclose(_states(model, ids), extended, atol=1e-5)
+    # group 1 (every distance true) through the blocked attention is the model itself, padded batches too
     ungrouped = _tiny_rotary_encoder()
-    self_extend(ungrouped, 128, window=40)  # group 1: every distance true, through the blocked attention
+    self_extend(ungrouped, 1000, window=40)
+    for m in ungrouped.modules():
+        if "_longvec_self_extend" in vars(m):
+            m.__dict__["_longvec_self_extend"] = (40, 1, *m.__dict__["_longvec_self_extend"][2:])
     assert torch.allclose(_states(ungrouped, ids), before_long, atol=1e-5)
     mask = torch.ones_like(ids)
-    mask[1, 250:] = 0  # a padded batch: the second input is 250 tokens long
+    mask[1, 250:] = 0  # the second input is 250 tokens long: its padding's band reaches no real token
     with torch.inference_mode():
-        padded = [m(input_ids=ids, attention_mask=mask).last_hidden_state[1, :250] for m in (base, ungrouped)]
-    assert torch.allclose(padded[0], padded[1], atol=1e-5)
+        padded = [m(input_ids=ids, attention_mask=mask).last_hidden_state for m in (base, ungrouped)]
+    assert torch.allclose(padded[0][1, :250], padded[1][1, :250], atol=1e-5)
+    assert bool(torch.isfinite(padded[1]).all())
+
+
+def test_self_extend_refuses_what_it_cannot_extend():
+    with pytest.raises(InvalidSettingError, match="past the trained"):
+        self_extend(_tiny_rotary_encoder(), 128)
+    model = _tiny_rotary_encoder()
+    for m in model.modules():
+        if hasattr(m, "sliding_window"):
+            m.is_causal = True  # as a decoder's attention would be
+    with pytest.raises(InvalidSettingError, match="causal"):
+        self_extend(model, 1000)
+    assert model.config._attn_implementation != "longvec_self_extend"  # refused before anything was patched
+    assert not any("_longvec_self_extend" in vars(m) for m in model.modules())
 
 
 @pytest.fixture(scope="module")
@@ -409,6 +464,12 @@ def test_a_rotary_model_extends_by_self_extend_through_the_config(rotary_model):
     long = " ".join(f"word{i}" for i in range(600))
     assert len(grouped.tokenizer.encode(long).ids) == 1024  # eight times the trained length, read whole
     assert np.isfinite(grouped.encode_documents([long])).all()
+    assert grouped.engine_report.get("backend", "torch") == "torch"
+    for refused in ({"backend": "openvino"}, {"packing": True}):  # a traced graph or packed masks would bypass it
+        with pytest.raises(InvalidSettingError, match="SelfExtend"):
+            load_embedder(
+                EmbedderConfig(model=rotary_model, precision="fp32", extend_to=1024, positions="group", **refused)
+            )
 
 
 def test_tempscale_on_a_rotary_encoder_goes_through_its_rotary_scale():
@@ -465,6 +526,7 @@ def test_split_tokens_keeps_documents_that_fit_whole_and_cuts_longer_ones_finer(
     with Collection.create(root, embedder=fake_embedder, split_tokens=16, doc_vector=True) as c:
         c.add([Document("long.py", long, language="python"), Document("fits.py", "x = 1\n", language="python")])
         assert c.info()["split_tokens"] == 16
+        assert c.manifest.format_version == 3  # older longvecs refuse it rather than chunk without the split
         rows = c._store._db.execute("SELECT doc_id, symbol, n_tokens FROM chunks").fetchall()
         assert [r[:2] for r in rows if r[0] == "fits.py"] == [("fits.py", None)]
         pieces = [r for r in rows if r[0] == "long.py"]
