@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         print("|" + "---|" * len(keys))
         for row in rows:
             print("| " + " | ".join(str(row[k]) for k in keys) + " |")
-        if args.results:
+        if args.results and any(q.bucket == "long" for q in pool.queries):  # the code sets' long bucket
             split = _split_by_chunk_counts(args.results, name, pool, counts, budget)
             report["datasets"][name]["long_queries"] = split
             print(json.dumps(split, indent=1))
