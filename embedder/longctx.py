@@ -209,8 +209,7 @@ def self_extend(model: Any, target: int, window: int | None = None) -> dict[str,
     through PyTorch's SDPA exactly as before; longer ones attend in blocks of queries (at most 2**22 logits at
     once) with a compact mask, so memory grows with the input's length, not its square (transformers' own masks
     would take ``16 n**2`` bytes to build). Assumes positions ``0..n-1`` (transformers' default when no
-    ``position_ids`` are given)
-    Returns the settings: ``trained``, ``window``, ``group``."""
+    ``position_ids`` are given). Returns the settings: ``trained``, ``window``, ``group``."""
     buffers = rotary_buffers(model)
     if len(buffers) != 1:
         found = ", ".join(name for _, name in buffers) or "none"
