@@ -319,6 +319,16 @@ def _rotate(x, positions, inv_freq):
     return torch.cat([z.real, z.imag], dim=-1).float()
 
 
+def _logits_at(q, k, dist, inv_freq):
+    """Rotary attention logits of un-rotated ``q``, ``k`` (batch, heads, n, d) at the relative positions ``dist``
+    (n, n): rotary logits depend only on the distance, so query ``i`` is turned by ``dist[i, j]`` for key ``j``."""
+    n = q.shape[2]
+    logits = torch.empty(*q.shape[:2], n, n)
+    for i in range(n):
+        logits[:, :, i] = (_rotate(q[:, :, i : i + 1].expand(-1, -1, n, -1), dist[i], inv_freq) * k).sum(-1)
+    return logits
+
+
 class _Settings:
     """A stand-in attention module carrying SelfExtend's settings and the rotary frequencies."""
 
@@ -346,10 +356,7 @@ def test_self_extend_attention_equals_attention_at_the_grouped_distances(padded,
     # SelfExtend's on full-attention layers, the true one within a sliding layer's band (and nothing past it)
     true = p[:, None] - p[None, :]
     dist = self_extend_distances(n, window, group) if band is None else true
-    logits = torch.empty(1, 2, n, n)
-    for i in range(n):
-        logits[:, :, i] = (_rotate(q[:, :, i].expand(n, -1, -1).transpose(0, 1), dist[i], inv_freq) * k).sum(-1)
-    logits = logits * 0.3
+    logits = _logits_at(q, k, dist, inv_freq) * 0.3
     if band is not None:
         logits = logits.masked_fill(true.abs() > band, float("-inf"))
     if padded:
@@ -371,11 +378,7 @@ def _reference_attention(module, query, key, value, attention_mask, scaling=None
     else:
         inv_freq, (window, group) = module._reference
         q, k = _rotate(query, -p, inv_freq), _rotate(key, -p, inv_freq)  # back to position 0
-        dist = self_extend_distances(n, window, group)
-        logits = torch.empty(query.shape[0], query.shape[1], n, n)
-        for i in range(n):
-            turned = _rotate(q[:, :, i : i + 1].expand(-1, -1, n, -1), dist[i], inv_freq)  # key j: by dist[i, j]
-            logits[:, :, i] = (turned * k).sum(-1)
+        logits = _logits_at(q, k, self_extend_distances(n, window, group), inv_freq)
     out = torch.softmax(logits * scaling, dim=-1) @ value
     return out.transpose(1, 2).contiguous(), None
 
