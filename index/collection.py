@@ -1086,6 +1086,7 @@ class Collection:
             dense_scores=dense_scores,
             lookup=self._store.chunk_rows,
             ranges=self._store.chunk_ranges,
+            span_lexical=self._store.best_lexical if self.manifest.doc_vector else None,
         )
 
     def chunk_vectors(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:

@@ -11,6 +11,7 @@ import pytest
 from longvec.api.cli import main
 from longvec.index import Collection, Document, InvalidInputError
 from longvec.index.lexical import RRF_K, fuse, match_expression, terms
+from longvec.index.vectors import VectorIndex
 
 
 @pytest.mark.parametrize(
@@ -142,7 +143,6 @@ def _fused_order(lexical_hits, fusion):
 
     from longvec.index.search import Channels, rank_fused
     from longvec.index.store import ChunkRow
-    from longvec.index.vectors import VectorIndex
 
     ids = np.arange(1, 31)
     angles = (31 - ids) * 0.02  # higher id: nearer the query
@@ -170,6 +170,86 @@ def test_a_lexical_channel_with_nothing_to_say_leaves_the_dense_order():
     # opposite to dense: standardised, that noise must not outvote the dense channel
     noise = {i: 1e-6 * (31 - i) for i in range(1, 31)}
     assert _fused_order(noise, "zscore") == dense
+
+
+def _doc_vector_order(fusion, *, with_spans):
+    """Doc ids ranked by rank_fused where document "long" is chunks 1-2 plus its own vector (chunk 3, no terms),
+    "rival" is chunk 4 and 20 "noise" documents are chunks 5-24 that no term matches. Dense: long's own vector is
+    the best (0.95), rival next (0.8), long's chunks weak (0.1). Lexical: rival's chunk (8.5) a little above long's
+    best chunk (8.0)."""
+    import numpy as np
+
+    from longvec.index.search import Channels, rank_fused
+    from longvec.index.store import ChunkRow
+    from longvec.index.types import DOC_SYMBOL
+
+    cosines = [0.1, 0.1, 0.95, 0.8, *np.linspace(0.0, 0.5, 20)]
+    angles = np.arccos(np.asarray(cosines))
+    vectors = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+    index = VectorIndex(2, use_gpu=False)
+    index.add(np.arange(1, 25), vectors)
+    docs = {1: "long", 2: "long", 3: "long", 4: "rival"} | {i: f"noise{i:02d}" for i in range(5, 25)}
+    rows = {i: ChunkRow(i, d, 0, 0, 1, DOC_SYMBOL if i == 3 else None) for i, d in docs.items()}
+    spans = {d: (min(i for i in docs if docs[i] == d), max(i for i in docs if docs[i] == d)) for d in docs.values()}
+    bm25 = {1: 8.0, 4: 8.5}
+    asked: list[list[tuple[int, int]]] = []
+
+    def span_lexical(expression, wanted):
+        asked.append(list(wanted))
+        found = {first: [bm25[i] for i in range(first, last + 1) if i in bm25] for first, last in wanted}
+        return {first: max(scores) for first, scores in found.items() if scores}
+
+    hits = rank_fused(
+        index, np.array([[1.0, 0.0]], np.float32), ['"term"'], 3, channels=Channels("hybrid", fusion, 0.7),
+        chunks_per_doc=1, max_id=24,
+        lexical=lambda e, limit, per_doc: sorted(bm25.items(), key=lambda x: -x[1])[:limit],
+        lexical_scores=lambda e, wanted: {i: bm25[i] for i in wanted if i in bm25},
+        dense_scores=lambda q, wanted: vectors[np.asarray(wanted) - 1] @ q,
+        lookup=lambda wanted: {int(i): rows[int(i)] for i in wanted},
+        ranges=lambda wanted: [spans[d] for d in wanted],
+        span_lexical=span_lexical if with_spans else None,
+    )  # fmt: skip
+    if with_spans:  # long's own vector is scored over its other chunks, never over itself
+        assert [(1, 2)] in asked, asked
+    return [h.doc_id for h in hits[0]], hits[0][0].chunks[0].symbol
+
+
+@pytest.mark.parametrize("fusion", ["convex", "zscore"])
+def test_a_document_vector_is_fused_with_its_documents_best_lexical_score(fusion):
+    # long's vector is dense-best and long matches the query nearly as well as rival: it wins, hit by its vector
+    assert _doc_vector_order(fusion, with_spans=True) == (["long", "rival", "noise24"], "<document>")
+    # scored as a chunk that no term matched (what an empty lexical row says), long's vector loses to rival
+    assert _doc_vector_order(fusion, with_spans=False)[0][0] == "rival"
+
+
+def test_best_lexical_is_the_best_bm25_within_each_span(tmp_path, fake_embedder):
+    docs = [Document(f"d{i}", f"alpha {'zork ' * i}beta {i}") for i in range(1, 6)] + [Document("none", "gamma")]
+    with Collection.create(tmp_path / "c", embedder=fake_embedder) as c:
+        c.add(docs)
+        expression = match_expression("zork")
+        every = c._store.lexical_scores(expression, range(1, 7))
+        assert len(every) == 5  # "none" does not match
+        assert c._store.best_lexical(expression, [(1, 3), (4, 5), (6, 6)]) == {
+            1: max(every[i] for i in (1, 2, 3)),
+            4: max(every[4], every[5]),
+        }  # the span of "none" matches nothing: left out
+
+
+def test_hybrid_search_reads_a_document_vectors_lexical_score_from_its_chunks(tmp_path, fake_embedder, monkeypatch):
+    from longvec.index import search
+
+    long = "\n\n".join(f"Paragraph {i}: alpha beta gamma delta words go here." for i in range(40)) + " zork"
+    calls = []
+    real = search._add_document_vectors
+    monkeypatch.setattr(search, "_add_document_vectors", lambda *a, **kw: calls.append(a[1]) or real(*a, **kw))
+    for doc_vector in (False, True):
+        with Collection.create(tmp_path / str(doc_vector), embedder=fake_embedder, doc_vector=doc_vector) as c:
+            c.add([Document("long", long), Document("short", "alpha zork")])
+            hits = c.search("alpha zork", k=2, mode="hybrid", chunks_per_doc=50)
+            assert {h.doc_id for h in hits} == {"long", "short"}
+            own = [ch for h in hits for ch in h.chunks if ch.symbol == "<document>"]
+            assert len(own) == int(doc_vector)  # long's own vector is among its fused chunks
+    assert calls == ['"alpha" OR "zork"']  # once: only the collection with document vectors
 
 
 def test_hybrid_finds_what_either_channel_alone_misses(tmp_path, fake_embedder):
