@@ -205,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_channels(p, "the new collection's default: ")
     p.add_argument(
+        "--text-alpha",
+        type=float,
+        help="the collection's default: hybrid weight of the dense channel for prose chunks (a new collection: 0.5 "
+        "for prose, 0.7 for code, unless --alpha alone sets one weight for every chunk)",
+    )
+    p.add_argument(
         "--layers",
         type=_positive_int,
         help="encode documents with the model's first N transformer layers (new collections; default: all)",
@@ -493,6 +499,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         search_mode=args.mode,
         fusion=args.fusion,
         alpha=args.alpha,
+        text_alpha=args.text_alpha,
         index_type=args.index_type,
         embedder_config=config,
     )
@@ -589,6 +596,7 @@ _SERVER_FIXED = {
     "mode": "--mode",
     "fusion": "--fusion",
     "alpha": "--alpha",
+    "text_alpha": "--text-alpha",
     "query_prefix": "--query-prefix",
     "document_prefix": "--document-prefix",
     "extend_to": "--extend-to",

@@ -211,14 +211,15 @@ class Runner:
             "path_context": spec.path,
             "doc_vector": spec.docvec,
             "split_tokens": spec.split,
+            "alpha": spec.alpha,  # the weights are the collection's (None: its defaults), as a user sets them
+            "text_alpha": spec.text_alpha,
         }
         with Collection.create(root, embedder=enc, **settings) as coll:
             coll.add(
                 Document(d.doc_id, d.text, language=d.language, path=d.path if spec.path else None) for d in ds.docs
             )
-            mode, fusion, alpha = spec.channels
-            channels = {"mode": mode, "fusion": fusion, "alpha": alpha}
-            hits = coll.search_many(queries, k=self.k, dim=spec.dim, agg=spec.agg, **channels)
+            mode, fusion, _, _ = spec.channels
+            hits = coll.search_many(queries, k=self.k, dim=spec.dim, agg=spec.agg, mode=mode, fusion=fusion)
         run = {q.qid: [(h.doc_id, h.score) for h in hs] for q, hs in zip(ds.queries, hits, strict=True)}
         size = _dir_bytes(root)
         shutil.rmtree(root, ignore_errors=True)

@@ -6,9 +6,10 @@ A system is named by a spec string ``KIND[:key=value,...]``:
   Keys: ``max_tokens`` (chunk budget), ``overlap`` (overlap tokens), ``dim`` (Matryoshka prefix),
   ``agg`` (``maxsim``: a document scores as its best chunk, the default; or ``mean``/``max``/``weighted``:
   one aggregated vector per document), ``mode`` (``dense``/``lexical``/``hybrid``; default: a new
-  collection's default), ``fusion`` (``rrf``/``convex``/``zscore``/``adaptive``) and ``alpha`` (the dense weight, a
-  number in [0, 1])
-  for hybrid search, ``context=0`` (chunk only) to embed code chunks without their signature context,
+  collection's default), ``fusion`` (``rrf``/``convex``/``zscore``/``adaptive``), ``alpha`` (the dense weight, a
+  number in [0, 1]) and ``text_alpha`` (the dense weight of prose chunks) for hybrid search, set on the collection
+  as ``Collection.create`` takes them (neither: the defaults for code and for prose; ``alpha`` alone: every
+  chunk), ``context=0`` (chunk only) to embed code chunks without their signature context,
   ``path=0`` without their source file's path (where the dataset knows it: the code sets), and
   ``docvec=1`` to give each document of several chunks one more vector of its first ``max_tokens`` tokens,
   ``split=N`` to chunk documents that do not fit one ``max_tokens`` chunk at ``N`` tokens instead.
@@ -36,7 +37,7 @@ from typing import Literal
 
 from longvec.embedder import BACKENDS, POSITION_MODES, PRECISIONS, Backend, PositionMode, Precision
 from longvec.index import AGG_MODES, FUSIONS, SEARCH_MODES, AggMode, Fusion, InvalidInputError, SearchMode
-from longvec.index.lexical import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_SEARCH_MODE
+from longvec.index.lexical import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_SEARCH_MODE, DEFAULT_TEXT_ALPHA
 
 Kind = Literal["chunk", "truncate", "late", "st", "windows", "sts", "bm25"]
 KINDS: tuple[Kind, ...] = ("chunk", "truncate", "late", "st", "windows", "sts", "bm25")
@@ -54,14 +55,15 @@ KEYS: dict[str, tuple[str, ...]] = {
         "mode",
         "fusion",
         "alpha",
+        "text_alpha",
         "context",
         "docvec",
         "path",
         "split",
         *LONG_KEYS,
     ),
-    "truncate": ("max_tokens", "dim", "mode", "fusion", "alpha", *LONG_KEYS),
-    "late": ("max_tokens", "dim", "mode", "fusion", "alpha", "docvec", "split", *LONG_KEYS),
+    "truncate": ("max_tokens", "dim", "mode", "fusion", "alpha", "text_alpha", *LONG_KEYS),
+    "late": ("max_tokens", "dim", "mode", "fusion", "alpha", "text_alpha", "docvec", "split", *LONG_KEYS),
     "st": ("max_tokens",),
     "windows": ("max_tokens",),
     "sts": ("max_tokens",),
@@ -81,6 +83,7 @@ class SystemSpec:
     mode: SearchMode | None = None
     fusion: Fusion | None = None
     alpha: float | None = None
+    text_alpha: float | None = None
     context: bool = True
     docvec: bool = False
     path: bool = True
@@ -123,9 +126,11 @@ class SystemSpec:
         if self.dim is not None:
             parts.append(f"dim {self.dim}")
         if self.kind in LONGVEC_KINDS:
-            mode, fusion, alpha = self.channels
+            mode, fusion, alpha, text_alpha = self.channels
             if self.kind != "truncate" or mode != "dense":  # the truncation baseline is dense unless told
                 parts.append(mode if fusion is None else f"{mode} {fusion} alpha {alpha:g}")
+            if fusion is not None and text_alpha is not None and text_alpha != alpha:
+                parts.append(f"text {text_alpha:g}")
         if not self.context:
             parts.append("no context")
         if self.split is not None:
@@ -163,14 +168,17 @@ class SystemSpec:
         return self.long_context | {k: v for k, v in engine.items() if v is not None}
 
     @property
-    def channels(self) -> tuple[SearchMode, Fusion | None, float | None]:
-        """The search mode, fusion and weight a longvec system runs with: the spec's, else a new collection's
-        defaults (the truncation baseline, and aggregated views, search densely); no fusion unless hybrid."""
+    def channels(self) -> tuple[SearchMode, Fusion | None, float | None, float | None]:
+        """The search mode, fusion, weight and prose weight (``None``: the weight) a longvec system runs with: the
+        spec's, else a new collection's defaults (the truncation baseline, and aggregated views, search densely);
+        no fusion or weights unless hybrid."""
         dense_default = self.kind == "truncate" or self.agg != "maxsim"
         mode = self.mode or ("dense" if dense_default else DEFAULT_SEARCH_MODE)
         if mode != "hybrid":
-            return mode, None, None
-        return mode, self.fusion or DEFAULT_FUSION, self.alpha if self.alpha is not None else DEFAULT_ALPHA
+            return mode, None, None, None
+        alpha = self.alpha if self.alpha is not None else DEFAULT_ALPHA
+        text_alpha = self.text_alpha if self.text_alpha is not None or self.alpha is not None else DEFAULT_TEXT_ALPHA
+        return mode, self.fusion or DEFAULT_FUSION, alpha, text_alpha
 
     @property
     def dense(self) -> bool:
@@ -194,12 +202,12 @@ def _value(spec: str, key: str, value: str) -> object:
         if value not in _CHOICES[key]:
             raise InvalidInputError(f"system {spec!r}: {key} not in {_CHOICES[key]}")
         return value
-    if key in ("alpha", "tau"):
+    if key in ("alpha", "text_alpha", "tau"):
         try:
             number = float(value)
         except ValueError:
             number = -1.0
-        low, high = (0.0, 1.0) if key == "alpha" else (0.05, 10.0)
+        low, high = (0.05, 10.0) if key == "tau" else (0.0, 1.0)
         if not low <= number <= high:
             raise InvalidInputError(f"system {spec!r}: {key} must be a number in [{low:g}, {high:g}], got {value!r}")
         return number

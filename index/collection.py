@@ -66,6 +66,7 @@ from longvec.index.lexical import (
     DEFAULT_ALPHA,
     DEFAULT_FUSION,
     DEFAULT_SEARCH_MODE,
+    DEFAULT_TEXT_ALPHA,
     Fusion,
     SearchMode,
     document_terms,
@@ -107,7 +108,7 @@ CALIBRATION_SAMPLE = 2048
 ROTATION_SAMPLE = 50_000
 
 
-_SEARCH_DEFAULTS = ("search_mode", "fusion", "alpha")
+_SEARCH_DEFAULTS = ("search_mode", "fusion", "alpha", "text_alpha")
 
 
 # A stored document's (content_hash, path, language, metadata_json), as Store.hashes gives it.
@@ -201,7 +202,8 @@ class Collection:
         layers: int | None = None,
         search_mode: SearchMode = DEFAULT_SEARCH_MODE,
         fusion: Fusion = DEFAULT_FUSION,
-        alpha: float = DEFAULT_ALPHA,
+        alpha: float | None = None,
+        text_alpha: float | None = None,
         index_type: str = "auto",
         embedder_config: EmbedderConfig | None = None,
         embedder: Encoder | None = None,
@@ -218,7 +220,9 @@ class Collection:
         ``layers``: documents are encoded with the model's first that many transformer layers (cheaper
         indexing; ``None``: all); queries then run at that depth too, or at any depth once calibrated
         (:meth:`calibrate`).
-        ``search_mode``, ``fusion`` and ``alpha`` are the defaults of :meth:`search_many`.
+        ``search_mode``, ``fusion`` and ``alpha`` are the defaults of :meth:`search_many`; ``text_alpha`` weighs
+        the dense channel of prose chunks instead of ``alpha``. Given neither weight, code chunks are fused at
+        ``DEFAULT_ALPHA`` and prose at ``DEFAULT_TEXT_ALPHA``; given only ``alpha``, every chunk at ``alpha``.
         ``index_type``: the FAISS structure of the chunk vectors (``auto``, ``flat``, ``hnsw``, ``ivf``, ``ivfpq``,
         ``sq8``; see
         ``index.vectors``), changeable later by :meth:`set_index_type` without re-embedding.
@@ -248,7 +252,10 @@ class Collection:
                 else f"the extend strategy chunks at the extended length {extended}, not max_tokens "
                 f"{embedder.max_tokens}: drop max_tokens or use the chunk strategy"
             )
-        check_channels(search_mode, fusion, alpha)
+        if alpha is None and text_alpha is None:
+            alpha, text_alpha = DEFAULT_ALPHA, DEFAULT_TEXT_ALPHA
+        alpha = DEFAULT_ALPHA if alpha is None else alpha
+        check_channels(search_mode, fusion, alpha, text_alpha)
         if layers is not None:
             if strategy == "late":
                 raise InvalidInputError("the late strategy reads token states of the whole model: layers cannot be set")
@@ -268,6 +275,7 @@ class Collection:
             search_mode=search_mode,
             fusion=fusion,
             alpha=alpha,
+            text_alpha=text_alpha,
             document_prompt=embedder.document_prompt,
             query_prompt=embedder.query_prompt,
             encoder=dict(getattr(embedder, "long_context", {})),
@@ -328,7 +336,8 @@ class Collection:
     @classmethod
     def open_or_create(cls, root: str | Path, **kwargs: Any) -> Collection:
         """Open ``root``; create it if absent. Build settings given for an existing one must match its
-        manifest; search defaults given (``search_mode``, ``fusion``, ``alpha``) replace the stored ones."""
+        manifest; search defaults given (``search_mode``, ``fusion``, ``alpha``, ``text_alpha``) replace the stored
+        ones (as :meth:`set_search_defaults` does)."""
         root = Path(root)
         if not (root / "manifest.json").exists():
             return cls.create(root, **{k: v for k, v in kwargs.items() if v is not None})
@@ -347,7 +356,8 @@ class Collection:
                 f"collection at {root} was built with {stored}; got {differ} (use a new --collection directory)"
             )
         try:
-            if search and any(getattr(m, k) != v for k, v in search.items()):
+            one_weight = "alpha" in search and "text_alpha" not in search and m.text_alpha is not None
+            if search and (one_weight or any(getattr(m, k) != v for k, v in search.items())):
                 collection.set_search_defaults(**search)
             if index_type is not None and index_type != m.index_type:
                 collection.set_index_type(index_type)
@@ -357,19 +367,28 @@ class Collection:
         return collection
 
     def set_search_defaults(
-        self, *, search_mode: SearchMode | None = None, fusion: Fusion | None = None, alpha: float | None = None
+        self,
+        *,
+        search_mode: SearchMode | None = None,
+        fusion: Fusion | None = None,
+        alpha: float | None = None,
+        text_alpha: float | None = None,
     ) -> None:
-        """Change the collection's default search mode, fusion and weight (rewrites the manifest atomically;
-        readers pick the change up when they next open the collection)."""
+        """Change the collection's default search mode, fusion and weights (rewrites the manifest atomically;
+        readers pick the change up when they next open the collection). An ``alpha`` given without a
+        ``text_alpha`` weighs every chunk, prose included, as it does at creation."""
         self._check_writable()
         m = self.manifest
+        if text_alpha is None:
+            text_alpha = None if alpha is not None else m.text_alpha
         new = replace(
             m,
             search_mode=search_mode if search_mode is not None else m.search_mode,
             fusion=fusion if fusion is not None else m.fusion,
             alpha=alpha if alpha is not None else m.alpha,
+            text_alpha=text_alpha,
         )
-        check_channels(new.search_mode, new.fusion, new.alpha)
+        check_channels(new.search_mode, new.fusion, new.alpha, new.text_alpha)
         new.save(self.root / "manifest.json")
         self.manifest = new
 
@@ -1150,6 +1169,7 @@ class Collection:
             "search_mode": m.search_mode,
             "fusion": m.fusion,
             "alpha": m.alpha,
+            "text_alpha": m.text_alpha,
             "lexical_index": self._store.has_lexical(),
             "index_type": m.index_type,
             "document_prompt": m.document_prompt,

@@ -19,8 +19,10 @@ standard deviation 1), so a channel with one candidate far above the rest (a rar
 an identifier) speaks louder than one whose scores are all alike, where min-max would stretch either to [0, 1];
 ``adaptive`` is ``zscore`` with the weights set per query: each channel's ``alpha`` (or ``1 - alpha``) is
 multiplied by its margin, how far its best document stands above its second best (in standard deviations), so the
-channel that singles out one document decides more. Search scores every candidate in both channels before fusing
-(``index.search.rank_fused``), so "did not return" only happens to direct callers of :func:`fuse`.
+channel that singles out one document decides more. A collection can weigh prose chunks (kind ``text``) with
+their own ``text_alpha``: a chunk's weights are those of its kind, wherever it is fused. Search scores every
+candidate in both channels before fusing (``index.search.rank_fused``), so "did not return" only happens to direct
+callers of :func:`fuse`.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ MIN_MARGIN = 0.1
 DEFAULT_SEARCH_MODE: SearchMode = "hybrid"
 DEFAULT_FUSION: Fusion = "zscore"
 DEFAULT_ALPHA = 0.7
+# ... and the dense weight of prose chunks (kind "text"): exact words decide more on long text (BM25 is as good as
+# the dense channel on deep pydoc queries and finds nearly every pass key and needle; docs/BENCHMARKS.md).
+DEFAULT_TEXT_ALPHA = 0.5
 # The most distinct terms a query searches with (a pasted page of text stays one bounded query).
 MAX_QUERY_TERMS = 64
 # FTS5 table options: the porter stemmer over unicode61; per-column term counts are all BM25 needs.
@@ -99,13 +104,16 @@ def fuse(
     fusion: Fusion = "rrf",
     alpha: float = 0.5,
     documents: Mapping[K, str] | None = None,
+    alphas: Mapping[K, float] | None = None,
 ) -> list[tuple[K, float]]:
     """Keys (chunks) with fused scores, best first, ties by key. Each input is one channel's ``(key, score)``
-    list, best first; ``alpha`` weighs the dense channel, ``1 - alpha`` the lexical one. Non-finite scores
-    are dropped. ``documents`` maps each key to its document (``adaptive`` reads margins between documents;
-    without it, every key is its own document)."""
-    channels: list[tuple[float, list[tuple[K, float]]]] = []
-    for weight, channel, floor in ((alpha, dense, Z_MIN_STD[0]), (1.0 - alpha, lexical, Z_MIN_STD[1])):
+    list, best first; ``alpha`` weighs the dense channel, ``1 - alpha`` the lexical one, for every key not in
+    ``alphas`` (a key's own dense weight: the weight of its chunk's kind). Non-finite scores are dropped.
+    ``documents`` maps each key to its document (``adaptive`` reads margins between documents; without it, every
+    key is its own document)."""
+    channels: list[list[tuple[K, float]]] = []
+    margins: list[float] = []
+    for channel, floor in ((dense, Z_MIN_STD[0]), (lexical, Z_MIN_STD[1])):
         ranked = [(key, s) for key, s in channel if math.isfinite(s)]
         if fusion == "rrf":
             normalised = [(key, 1.0 / (RRF_K + rank)) for rank, (key, _) in enumerate(ranked, 1)]
@@ -113,16 +121,21 @@ def fuse(
             normalised = _min_max(ranked)
         else:  # zscore, adaptive
             normalised = _z_scores(ranked, floor)
-        if fusion == "adaptive":
-            weight *= max(_margin(normalised, documents or {}), MIN_MARGIN)
-        channels.append((weight, normalised))
-    if fusion == "adaptive":  # the margin-scaled weights, summing to 1 again
-        total = sum(w for w, _ in channels)
-        channels = [(w / total if total > 0 else 0.0, normalised) for w, normalised in channels]
+        channels.append(normalised)
+        margins.append(max(_margin(normalised, documents or {}), MIN_MARGIN) if fusion == "adaptive" else 0.0)
+
+    def weights(key: K) -> tuple[float, float]:
+        a = alphas.get(key, alpha) if alphas else alpha
+        if fusion != "adaptive":
+            return a, 1.0 - a
+        dense_weight, lexical_weight = a * margins[0], (1.0 - a) * margins[1]
+        total = dense_weight + lexical_weight  # the margin-scaled weights, summing to 1 again
+        return (dense_weight / total, lexical_weight / total) if total > 0 else (0.0, 0.0)
+
     fused: dict[K, float] = {}
-    for weight, normalised in channels:
+    for c, normalised in enumerate(channels):
         for key, s in normalised:
-            fused[key] = fused.get(key, 0.0) + weight * s
+            fused[key] = fused.get(key, 0.0) + weights(key)[c] * s
     return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
 
 

@@ -57,6 +57,7 @@ class Manifest:
     search_mode: SearchMode = "dense"
     fusion: Fusion = "rrf"
     alpha: float = 0.5
+    text_alpha: float | None = None  # the dense weight of prose chunks (None: alpha, as before it existed)
     document_prompt: str = ""
     query_prompt: str = ""
     # Long-context settings the model was loaded with (``EmbedderConfig`` fields: extend_to, positions,
@@ -74,10 +75,16 @@ class Manifest:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise InvalidInputError(f"strategy {self.strategy!r} not in {STRATEGIES}")
-        if self.search_mode not in SEARCH_MODES or self.fusion not in FUSIONS or not 0.0 <= self.alpha <= 1.0:
+        weights = (self.alpha, self.alpha if self.text_alpha is None else self.text_alpha)
+        if (
+            self.search_mode not in SEARCH_MODES
+            or self.fusion not in FUSIONS
+            or not all(0.0 <= w <= 1.0 for w in weights)
+        ):
             raise InvalidInputError(
                 f"manifest search settings mode={self.search_mode!r} fusion={self.fusion!r} alpha={self.alpha!r} "
-                f"are not valid (mode in {SEARCH_MODES}, fusion in {FUSIONS}, alpha in [0, 1])"
+                f"text_alpha={self.text_alpha!r} are not valid (mode in {SEARCH_MODES}, fusion in {FUSIONS}, "
+                "alpha and text_alpha in [0, 1])"
             )
         if self.index_type not in INDEX_TYPES:
             raise InvalidInputError(f"index type {self.index_type!r} not in {INDEX_TYPES}")

@@ -43,21 +43,25 @@ RangeVectors = Callable[[list[tuple[int, int]]], Iterable[tuple[np.ndarray, np.n
 
 @dataclass(frozen=True)
 class Channels:
-    """Which channels a search reads and how it fuses them (``alpha`` weighs the dense one)."""
+    """Which channels a search reads and how it fuses them (``alpha`` weighs the dense one; ``text_alpha``, when
+    set, instead of ``alpha`` for prose chunks)."""
 
     mode: SearchMode
     fusion: Fusion
     alpha: float
+    text_alpha: float | None = None
 
 
-def check_channels(mode: str, fusion: str, alpha: float) -> None:
-    """:class:`InvalidInputError` unless ``mode``, ``fusion`` and ``alpha`` are valid search settings."""
+def check_channels(mode: str, fusion: str, alpha: float, text_alpha: float | None = None) -> None:
+    """:class:`InvalidInputError` unless ``mode``, ``fusion``, ``alpha`` and ``text_alpha`` (``None``: ``alpha``
+    for every chunk) are valid search settings."""
     if mode not in SEARCH_MODES:
         raise InvalidInputError(f"mode {mode!r} not in {SEARCH_MODES}")
     if fusion not in FUSIONS:
         raise InvalidInputError(f"fusion {fusion!r} not in {FUSIONS}")
-    if isinstance(alpha, bool) or not (isinstance(alpha, int | float) and 0.0 <= alpha <= 1.0):
-        raise InvalidInputError(f"alpha must be in [0, 1], got {alpha!r}")
+    for name, weight in (("alpha", alpha), ("text_alpha", alpha if text_alpha is None else text_alpha)):
+        if isinstance(weight, bool) or not (isinstance(weight, int | float) and 0.0 <= weight <= 1.0):
+            raise InvalidInputError(f"{name} must be in [0, 1], got {weight!r}")
 
 
 FUNNEL_OVERSAMPLE = 4  # documents shortlisted per document asked for, by default
@@ -115,15 +119,17 @@ def check_search(
     :class:`InvalidInputError` (or ``InvalidSettingError`` for ``dim``) for bad ones. Needs only the
     manifest, so surfaces can check before loading a model. Aggregated document vectors (``agg`` other than
     ``maxsim``) and a ``funnel`` are dense searches: without a ``mode`` they search densely whatever the
-    collection's default mode."""
+    collection's default mode. An ``alpha`` given weighs every chunk (the collection's ``text_alpha`` applies only
+    to searches that take its ``alpha`` too)."""
     if mode is None and (agg != "maxsim" or funnel is not None):
         mode = "dense"
     channels = Channels(
         mode if mode is not None else manifest.search_mode,
         fusion if fusion is not None else manifest.fusion,
         alpha if alpha is not None else manifest.alpha,
+        manifest.text_alpha if alpha is None else None,
     )
-    check_channels(channels.mode, channels.fusion, channels.alpha)
+    check_channels(channels.mode, channels.fusion, channels.alpha, channels.text_alpha)
     if channels.mode != "dense" and agg != "maxsim":
         raise InvalidInputError(f"mode {channels.mode!r} ranks chunks: it needs agg 'maxsim', got {agg!r}")
     if manifest.doc_vector and agg != "maxsim":
@@ -336,9 +342,9 @@ def rank_fused(
     both channels -- ``dense_scores`` (query vector . chunk vector) for the lexical side's picks,
     ``lexical_scores`` (BM25; 0 when no term matches) for the dense side's -- so a chunk one channel ranks
     first is never fused as a zero just because the other channel's shortlist cut it. Chunks are fused
-    (``lexical.fuse``) and a document scores as its best fused chunk. ``expressions`` are the queries' FTS5
-    expressions (``None``: no terms, so no lexical side); ``index``/``queries`` are the dense side (``None`` in
-    lexical mode).
+    (``lexical.fuse``, each chunk at its kind's weights) and a document scores as its best fused chunk.
+    ``expressions`` are the queries' FTS5 expressions (``None``: no terms, so no lexical side); ``index``/``queries``
+    are the dense side (``None`` in lexical mode).
 
     ``span_lexical`` (the best BM25 within chunk id spans) is for collections whose documents carry a vector of
     their own (``doc_vector``, stored as the document's last chunk, with no terms: its text repeats its chunks'):
@@ -379,9 +385,13 @@ def rank_fused(
                     dense_scores=dense_scores, span_lexical=span_lexical, lookup=lookup, ranges=ranges,
                 )  # fmt: skip
             documents = {i: r.doc_id for i, r in rows.items()}
+            alphas = None
+            if channels.text_alpha is not None:
+                alphas = {i: channels.text_alpha for i, r in rows.items() if r.kind == "text"}
             fused = fuse(
-                _best_first(dense), _best_first(lex), fusion=channels.fusion, alpha=channels.alpha, documents=documents
-            )
+                _best_first(dense), _best_first(lex), fusion=channels.fusion, alpha=channels.alpha,
+                documents=documents, alphas=alphas,
+            )  # fmt: skip
         ranked: dict[str, list[ChunkHit]] = {}
         for i, score in fused:
             r = rows[i]

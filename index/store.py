@@ -97,6 +97,7 @@ class ChunkRow:
     start: int
     end: int
     symbol: str | None
+    kind: str = "text"
 
 
 @dataclass(frozen=True)
@@ -318,7 +319,8 @@ class Store:
     def chunk_rows(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
         out = {}
         for part in _in_parts([int(x) for x in ids]):
-            sql = f'SELECT id, doc_id, chunk_id, start, "end", symbol FROM chunks WHERE id IN ({_marks(len(part))})'
+            columns = 'id, doc_id, chunk_id, start, "end", symbol, kind'
+            sql = f"SELECT {columns} FROM chunks WHERE id IN ({_marks(len(part))})"
             for row in self._db.execute(sql, part):
                 out[row[0]] = ChunkRow(*row)
         return out

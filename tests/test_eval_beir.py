@@ -95,9 +95,14 @@ LONG = " ".join(f"Sentence {i} talks about topic {i % 7} in some detail." for i 
 
 
 @pytest.mark.parametrize(
-    ("spec", "flags"), [("chunk", []), ("chunk:dim=64,agg=mean", ["--dim", "64", "--agg", "mean"])]
+    ("spec", "index_flags", "flags"),
+    [
+        ("chunk", [], []),
+        ("chunk:dim=64,agg=mean", [], ["--dim", "64", "--agg", "mean"]),
+        ("chunk:text_alpha=0.2", ["--text-alpha", "0.2"], []),  # a collection's own weights, as the CLI sets them
+    ],
 )
-def test_harness_row_is_longvec_search(tmp_path, capsys, spec, flags):
+def test_harness_row_is_longvec_search(tmp_path, capsys, spec, index_flags, flags):
     """The harness's longvec row and `longvec index` + `longvec search` on the same data rank identically (in
     fp32: in bf16 a text's vector moves a little with the batch it is encoded in, and the two batch apart)."""
     root = write_beir(tmp_path / "tiny")
@@ -108,7 +113,7 @@ def test_harness_row_is_longvec_search(tmp_path, capsys, spec, flags):
     result = Runner(k=6, work_dir=tmp_path / "work", precision="fp32").run(SystemSpec.parse(spec), ds)
     coll = tmp_path / "coll"
     fp32 = ["--precision", "fp32"]
-    assert main(["index", "--collection", str(coll), "--input", str(root / "corpus.jsonl"), *fp32]) == 0
+    assert main(["index", "--collection", str(coll), "--input", str(root / "corpus.jsonl"), *index_flags, *fp32]) == 0
     capsys.readouterr()
     runs = tmp_path / "cli.jsonl"
     args = ["search", "--collection", str(coll), "--queries", str(root / "queries.jsonl"), "--k", "6", *flags, *fp32]

@@ -39,6 +39,20 @@ def test_every_system_ran_on_every_pool(results):
         assert r.metrics["all"]["n"] == (40 if r.dataset == "code" else 10)
 
 
+def test_system_names_carry_the_weights_each_chunk_is_fused_at():
+    from longvec.index.lexical import DEFAULT_ALPHA, DEFAULT_TEXT_ALPHA
+
+    names = {
+        s: SystemSpec.parse(s).name for s in ("chunk", "chunk:alpha=0.5", "chunk:text_alpha=0.3", "chunk:mode=dense")
+    }
+    assert names == {
+        "chunk": f"longvec chunk-256 hybrid zscore alpha {DEFAULT_ALPHA:g} text {DEFAULT_TEXT_ALPHA:g}",
+        "chunk:alpha=0.5": "longvec chunk-256 hybrid zscore alpha 0.5",  # one weight for every chunk
+        "chunk:text_alpha=0.3": f"longvec chunk-256 hybrid zscore alpha {DEFAULT_ALPHA:g} text 0.3",
+        "chunk:mode=dense": "longvec chunk-256 dense",
+    }
+
+
 def test_scores_are_sane(results):
     # the harness pairs queries, documents and relevance correctly: a broken pairing scores near 0
     assert by(results, "code", CHUNK).metrics["all"]["ndcg@10"] > 0.5
@@ -73,6 +87,7 @@ def test_tables_render(results):
         (["--systems", "magic"], "kind 'magic' not in"),
         (["--systems", "chunk:positions=spline"], "positions not in"),
         (["--systems", "chunk:tau=0"], "tau must be a number in [0.05, 10]"),
+        (["--systems", "chunk:text_alpha=2"], "text_alpha must be a number in [0, 1]"),
         (["--lengths", "a,b"], "--lengths must be comma-separated integers"),
     ],
 )

@@ -96,6 +96,19 @@ def test_zscore_fusion_on_a_known_example():
     )
 
 
+def test_each_chunk_is_fused_at_its_own_weights():
+    dense, lexical = [(1, 1.0), (2, 0.0)], [(2, 1.0), (1, 0.0)]  # standardised: chunk 1 is (+1, -1), chunk 2 (-1, +1)
+    assert fuse(dense, lexical, fusion="zscore", alpha=0.7) == [(1, pytest.approx(0.4)), (2, pytest.approx(-0.4))]
+    own = fuse(dense, lexical, fusion="zscore", alpha=0.7, alphas={2: 0.2})  # chunk 2 (prose) leans lexical
+    assert own == [(2, pytest.approx(0.6)), (1, pytest.approx(0.4))]
+    assert fuse(dense, lexical, fusion="zscore", alpha=0.7, alphas={1: 0.7, 2: 0.7}) == fuse(
+        dense, lexical, fusion="zscore", alpha=0.7
+    )
+    # adaptive scales a chunk's own weights by the channels' margins (both 2 here), then sums them to 1 again
+    adaptive = dict(fuse(dense, lexical, fusion="adaptive", alpha=0.7, alphas={2: 0.2}))
+    assert adaptive == {1: pytest.approx(0.4), 2: pytest.approx(0.6)}
+
+
 def test_adaptive_fusion_weighs_each_channel_by_its_margin():
     # Dense barely prefers chunk 1 (document "a"); lexical puts chunk 3 (document "c") far above every other
     # document. zscore at alpha 0.7 follows dense; adaptive lets the decisive channel decide.
@@ -352,21 +365,32 @@ def test_cli_and_rest_take_the_mode(tmp_path, capsys):
 
 
 def test_new_collections_search_hybrid_by_default(tmp_path, fake_embedder):
-    from longvec.index.lexical import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_SEARCH_MODE
+    from longvec.index.lexical import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_SEARCH_MODE, DEFAULT_TEXT_ALPHA
 
+    assert DEFAULT_TEXT_ALPHA != DEFAULT_ALPHA  # else what follows could not tell the weights apart
     with Collection.create(tmp_path / "c", embedder=fake_embedder) as c:
         c.add([Document("a", "alpha beta"), Document("b", "the PassKey is 48213")])
+        c.add([Document(f"f{i}.py", f"def alpha{i}():\n    return {i}  # gamma\n", language="python") for i in (1, 2)])
         info = c.info()
-        assert (info["search_mode"], info["fusion"], info["alpha"]) == (
+        assert (info["search_mode"], info["fusion"], info["alpha"], info["text_alpha"]) == (
             DEFAULT_SEARCH_MODE,
             DEFAULT_FUSION,
             DEFAULT_ALPHA,
+            DEFAULT_TEXT_ALPHA,
         )
         assert c.search("48213", k=1)[0].doc_id == "b"  # found by the lexical channel under the default
-        explicit = c.search("48213", k=2, mode=DEFAULT_SEARCH_MODE, fusion=DEFAULT_FUSION, alpha=DEFAULT_ALPHA)
-        assert [(h.doc_id, h.score) for h in c.search("48213", k=2)] == [(h.doc_id, h.score) for h in explicit]
+
+        def scores(**options):
+            return {h.doc_id: h.score for h in c.search("alpha 48213 gamma", k=4, **options)}
+
+        default = scores()
+        for alpha, kind in ((DEFAULT_TEXT_ALPHA, "text"), (DEFAULT_ALPHA, "code")):
+            explicit = scores(mode=DEFAULT_SEARCH_MODE, fusion=DEFAULT_FUSION, alpha=alpha)
+            same = {d: s for d, s in default.items() if (d.endswith(".py")) == (kind == "code")}
+            assert same and all(explicit[d] == pytest.approx(s) for d, s in same.items()), kind
+            assert any(explicit[d] != pytest.approx(s) for d, s in default.items() if d not in same), kind
         # aggregated views are dense: with no mode given, --agg searches densely instead of failing
-        assert c.search("alpha", k=1, agg="mean")[0].doc_id == "a"
+        assert c.search("beta", k=1, agg="mean")[0].doc_id == "a"
 
 
 def test_chunks_written_without_lexical_rows_are_filled_on_the_next_writable_open(tmp_path, fake_embedder):
@@ -397,6 +421,33 @@ def test_search_defaults_of_an_existing_collection_can_change(tmp_path, fake_emb
     with pytest.raises(InvalidInputError, match="not valid|alpha"):
         Collection.open_or_create(root, embedder=fake_embedder, alpha=7.0)
     assert json.loads((root / "manifest.json").read_text())["alpha"] == 0.2  # a refused change writes nothing
+
+
+def test_one_alpha_weighs_every_chunk_unless_prose_gets_its_own(tmp_path, fake_embedder):
+    from longvec.index.lexical import DEFAULT_ALPHA, DEFAULT_TEXT_ALPHA
+
+    def weights(c):
+        return c.manifest.alpha, c.manifest.text_alpha
+
+    with Collection.create(tmp_path / "a", embedder=fake_embedder, alpha=0.6) as c:
+        assert weights(c) == (0.6, None)  # alpha alone: one weight for every chunk
+    with Collection.create(tmp_path / "t", embedder=fake_embedder, text_alpha=0.3) as c:
+        assert weights(c) == (DEFAULT_ALPHA, 0.3)
+    root = tmp_path / "d"
+    with Collection.create(root, embedder=fake_embedder) as c:
+        assert weights(c) == (DEFAULT_ALPHA, DEFAULT_TEXT_ALPHA)
+    with Collection.open_or_create(root, embedder=fake_embedder, alpha=DEFAULT_ALPHA) as c:
+        assert weights(c) == (DEFAULT_ALPHA, None)  # the same alpha, now for prose too
+    with Collection.open_or_create(root, embedder=fake_embedder, text_alpha=0.4) as c:
+        assert weights(c) == (DEFAULT_ALPHA, 0.4)
+        c.set_search_defaults(fusion="rrf")
+        assert weights(c) == (DEFAULT_ALPHA, 0.4)  # other settings leave the weights
+        with pytest.raises(InvalidInputError, match="text_alpha"):
+            c.set_search_defaults(text_alpha=1.5)
+    assert json.loads((root / "manifest.json").read_text())["text_alpha"] == 0.4
+    with pytest.raises(InvalidInputError, match="text_alpha"):
+        Collection.create(tmp_path / "bad", embedder=fake_embedder, text_alpha=-0.1)
+    assert main(["index", "--collection", str(tmp_path / "cli"), "--model", "x", "--text-alpha", "2"]) == 2
 
 
 def test_cli_choices_are_the_index_modes():
