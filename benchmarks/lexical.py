@@ -126,7 +126,7 @@ def realistic_queries(texts: list[str], n: int, seed: int = 0) -> list[tuple[str
 # -- building ---------------------------------------------------------------------------------------------
 
 
-def build(root: Path, target: int, max_tokens: int, batch_docs: int) -> dict[str, Any]:
+def build(root: Path, target: int, max_tokens: int, batch_docs: int, doc_vector: bool = False) -> dict[str, Any]:
     """Add corpus files through ``Collection.add`` until ``root`` holds ``target`` chunks (plus one batch)."""
     from longvec.index import AddResult, Collection, Document
 
@@ -148,7 +148,7 @@ def build(root: Path, target: int, max_tokens: int, batch_docs: int) -> dict[str
         done["chunks"] += result.chunks
 
     start = time.perf_counter()
-    with Collection.create(root, embedder=SyntheticEncoder(max_tokens=max_tokens)) as c:
+    with Collection.create(root, embedder=SyntheticEncoder(max_tokens=max_tokens), doc_vector=doc_vector) as c:
         result = c.add(documents(), batch_docs=batch_docs, on_batch=count)
         info = c.info()
     seconds = time.perf_counter() - start  # includes saving the FAISS index on close
@@ -308,19 +308,27 @@ def machine() -> dict[str, Any]:
 
 
 def run(
-    chunks: int, max_tokens: int, n_queries: int, warmup: int, work: Path, seed: int = 0, fusion: str = DEFAULT_FUSION
+    chunks: int,
+    max_tokens: int,
+    n_queries: int,
+    warmup: int,
+    work: Path,
+    seed: int = 0,
+    fusion: str = DEFAULT_FUSION,
+    doc_vector: bool = False,
 ) -> dict[str, Any]:
     """Build, measure latency and size; the JSON-ready figures."""
     load_start = _loadavg()
     root = work / "collection"
     shutil.rmtree(root, ignore_errors=True)
-    built = build(root, chunks, max_tokens, batch_docs=8 if chunks < 10_000 else 32)
+    built = build(root, chunks, max_tokens, batch_docs=8 if chunks < 10_000 else 32, doc_vector=doc_vector)
     queries = realistic_queries(built.pop("_stdlib_texts"), n_queries, seed)
     latency = measure_latency(root, queries, max_tokens, warmup, fusion)
     size = measure_size(root)
     return {
         "benchmark": "lexical",
         "target_chunks": chunks,
+        "doc_vector": doc_vector,
         "collection": built,
         "latency": latency,
         "size": size,
@@ -369,13 +377,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fusion", choices=FUSIONS, default=DEFAULT_FUSION, help=f"hybrid fusion (default {DEFAULT_FUSION})"
     )
+    parser.add_argument(
+        "--doc-vector",
+        action="store_true",
+        help="give each document of several chunks its own vector (hybrid then looks up each candidate document's "
+        "best lexical chunk)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.chunks, args.queries, args.warmup = QUICK["chunks"], QUICK["queries"], QUICK["warmup"]
     work = args.dir or Path(tempfile.mkdtemp(prefix="longvec-lexical-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        result = run(args.chunks, args.max_tokens, args.queries, args.warmup, work, args.seed, args.fusion)
+        result = run(
+            args.chunks, args.max_tokens, args.queries, args.warmup, work, args.seed, args.fusion, args.doc_vector
+        )
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)
