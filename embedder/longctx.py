@@ -342,15 +342,14 @@ def _self_extend_attention(
     for a in range(0, n, rows):
         b = min(n, a + rows)
         lo, hi = (0, n) if band is None else (max(0, a - band), min(n, b + band))  # the keys a block can reach
-        true = p[a:b, None] - p[None, lo:hi]
-        logits = q[:, :, a:b] @ k[:, :, lo:hi].transpose(-1, -2)
-        allowed = None if band is None else (true.abs() <= band)  # which keys each query may attend to
+        allowed = None if band is None else ((p[a:b, None] - p[None, lo:hi]).abs() <= band)  # keys each query sees
         if attention_mask.keys is not None:
             keys = attention_mask.keys[..., lo:hi]
             allowed = keys if allowed is None else allowed & keys
         if band is None:
-            far = torch.where(true > 0, q_before[:, :, a:b] @ k_far, q_after[:, :, a:b] @ k_far)
-            logits = torch.where(true.abs() < window, logits, far)
+            logits = _self_extend_logits(q, k, q_before, q_after, k_far, a, b, window)
+        else:
+            logits = q[:, :, a:b] @ k[:, :, lo:hi].transpose(-1, -2)
         logits = logits * scale
         if allowed is not None:
             logits = logits.masked_fill(~allowed, float("-inf"))
@@ -359,6 +358,35 @@ def _self_extend_attention(
             weights = weights.masked_fill(~allowed.any(-1, keepdim=True), 0.0)
         out[:, :, a:b] = weights @ v[:, :, lo:hi]
     return out.to(dtype).transpose(1, 2).contiguous(), None
+
+
+def _self_extend_logits(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    q_before: torch.Tensor,
+    q_after: torch.Tensor,
+    k_far: torch.Tensor,
+    a: int,
+    b: int,
+    window: int,
+) -> torch.Tensor:
+    """SelfExtend's logits of query rows ``[a, b)`` against every key: at the true distance within ``window``, at
+    grouped distances beyond it (``q_before`` facing earlier keys, ``q_after`` later ones, both against ``k_far``).
+    Keys before ``a - window + 1`` are far and earlier for every row of the block, keys from ``b + window - 1`` far
+    and later: each of those spans takes one product; only the band between them needs all three."""
+    import torch
+
+    n = k.shape[2]
+    near_lo, near_hi = max(0, a - window + 1), min(n, b + window - 1)
+    logits = torch.empty(*q.shape[:2], b - a, n, dtype=q.dtype, device=q.device)
+    logits[..., :near_lo] = q_before[:, :, a:b] @ k_far[..., :near_lo]
+    logits[..., near_hi:] = q_after[:, :, a:b] @ k_far[..., near_hi:]
+    true = torch.arange(a, b, device=q.device)[:, None] - torch.arange(near_lo, near_hi, device=q.device)[None, :]
+    near = q[:, :, a:b] @ k[:, :, near_lo:near_hi].transpose(-1, -2)
+    k_mid = k_far[..., near_lo:near_hi]
+    far = torch.where(true > 0, q_before[:, :, a:b] @ k_mid, q_after[:, :, a:b] @ k_mid)
+    logits[..., near_lo:near_hi] = torch.where(true.abs() < window, near, far)
+    return logits
 
 
 def temperature_knobs(model: Any) -> list[tuple[Any, str, int]]:
