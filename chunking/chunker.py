@@ -58,12 +58,10 @@ class Chunker:
     def chunk(self, doc_id: str, text: str, *, path: str | None = None, language: str | None = None) -> list[Chunk]:
         """Chunks of ``text``; ``language`` (``py`` -> ``python``) or else ``path`` picks the chunker."""
         lang = normalize_language(language) if language else (language_for_path(path) if path else None)
-        if self.split_tokens is None:
-            return self._chunk(doc_id, text, path, lang, self.max_tokens)
-        if self.counter.count(text) > self.max_tokens:  # cannot be one chunk: cut at the finer budget at once
-            return self._chunk(doc_id, text, path, lang, self.split_tokens)
-        chunks = self._chunk(doc_id, text, path, lang, self.max_tokens)  # may fit, as one chunk with its context
-        return chunks if len(chunks) == 1 else self._chunk(doc_id, text, path, lang, self.split_tokens)
+        chunks = self._chunk(doc_id, text, path, lang, self.max_tokens)
+        if self.split_tokens is not None and len(chunks) > 1:
+            chunks = self._chunk(doc_id, text, path, lang, self.split_tokens)
+        return chunks
 
     def _chunk(self, doc_id: str, text: str, path: str | None, lang: str | None, max_tokens: int) -> list[Chunk]:
         if lang in CODE_LANGUAGES:
