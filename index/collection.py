@@ -1105,7 +1105,7 @@ class Collection:
             dense_scores=dense_scores,
             lookup=self._store.chunk_rows,
             ranges=self._store.chunk_ranges,
-            span_lexical=self._store.best_lexical if self.manifest.doc_vector else None,
+            doc_vectors=self.manifest.doc_vector,
         )
 
     def chunk_vectors(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:

@@ -36,7 +36,6 @@ Lookup = Callable[[Sequence[int]], dict[int, ChunkRow]]
 Ranges = Callable[[Sequence[str]], list[tuple[int, int]]]
 Lexical = Callable[[str, int, int], list[tuple[int, float]]]  # expression, limit, per document -> best chunks
 LexicalScores = Callable[[str, Sequence[int]], dict[int, float]]  # expression, chunk ids -> BM25 where matched
-SpanLexical = Callable[[str, Sequence[tuple[int, int]]], dict[int, float]]  # expression, id spans -> best BM25 by first
 DenseScores = Callable[[np.ndarray, Sequence[int]], np.ndarray]  # query vector, chunk ids -> inner products
 RangeVectors = Callable[[list[tuple[int, int]]], Iterable[tuple[np.ndarray, np.ndarray]]]  # id ranges -> batches
 
@@ -332,7 +331,7 @@ def rank_fused(
     dense_scores: DenseScores,
     lookup: Lookup,
     ranges: Ranges,
-    span_lexical: SpanLexical | None = None,
+    doc_vectors: bool = False,
 ) -> list[list[Hit]]:
     """The top ``k`` documents per query from fused chunk rankings (``channels.mode`` lexical or hybrid).
 
@@ -346,10 +345,10 @@ def rank_fused(
     ``expressions`` are the queries' FTS5 expressions (``None``: no terms, so no lexical side); ``index``/``queries``
     are the dense side (``None`` in lexical mode).
 
-    ``span_lexical`` (the best BM25 within chunk id spans) is for collections whose documents carry a vector of
-    their own (``doc_vector``, stored as the document's last chunk, with no terms: its text repeats its chunks'):
-    in hybrid mode every candidate document's own vector joins the fusion, scored densely by that vector and
-    lexically as the document's best chunk, so it is not fused as a document no term matched.
+    ``doc_vectors``: the documents carry a vector of their own (``doc_vector``, stored as the document's last
+    chunk, with no terms: its text repeats its chunks'). In hybrid mode every candidate document's own vector then
+    joins the fusion, scored densely by that vector and, by a score fusion, lexically as the document's best
+    candidate chunk (:func:`_add_document_vectors`), so it is not fused as a document that no term matched.
     """
     per_doc = max(chunks_per_doc, 2)
     docs = min(max(2 * k, 20), MAX_K)
@@ -379,10 +378,10 @@ def rank_fused(
                 if channels.fusion != "rrf":  # a score fusion reads "no term matched" as BM25 0; a rank has none
                     lex.update((i, 0.0) for i in only_dense if i not in found)
             rows = lookup(list(dense.keys() | lex.keys()))
-            if span_lexical is not None:
+            if doc_vectors:
                 _add_document_vectors(
-                    queries[q], expression, dense, lex, rows, score_fusion=channels.fusion != "rrf",
-                    dense_scores=dense_scores, span_lexical=span_lexical, lookup=lookup, ranges=ranges,
+                    queries[q], dense, lex if channels.fusion != "rrf" else None, rows,
+                    dense_scores=dense_scores, lookup=lookup, ranges=ranges,
                 )  # fmt: skip
             documents = {i: r.doc_id for i, r in rows.items()}
             alphas = None
@@ -408,37 +407,38 @@ def rank_fused(
 
 def _add_document_vectors(
     query: np.ndarray,
-    expression: str | None,
     dense: dict[int, float],
-    lex: dict[int, float],
+    lex: dict[int, float] | None,
     rows: dict[int, ChunkRow],
     *,
-    score_fusion: bool,
     dense_scores: DenseScores,
-    span_lexical: SpanLexical,
     lookup: Lookup,
     ranges: Ranges,
 ) -> None:
     """Add the own vector (``DOC_SYMBOL``, its last chunk) of every document among ``rows`` to the candidates, in
-    place: its dense score from its vector, its lexical score the best of the document's other chunks (absent for
-    a rank fusion when none matches, 0 for a score fusion, as for any chunk)."""
+    place, with its dense score. ``lex`` (a score fusion's lexical scores, every candidate scored; ``None``: leave
+    the lexical side alone) gives it its document's best lexical score among the candidates: exactly the document's
+    best chunk when the lexical shortlist holds the document (it keeps each document's best chunks), and otherwise
+    a chunk the dense side brought, where the document's best is no higher than the shortlist's last score. No
+    query is made for it: the candidates already carry what fusion needs."""
     spans = ranges(sorted({r.doc_id for r in rows.values()}))
     lasts = lookup([last for first, last in spans if last > first])
-    own = {last: first for first, last in spans if last in lasts and lasts[last].symbol == DOC_SYMBOL}
+    own = [i for i, r in lasts.items() if r.symbol == DOC_SYMBOL]
     if not own:
         return
     rows.update((i, lasts[i]) for i in own)
     unscored = [i for i in own if i not in dense]
     if unscored:
         dense.update(zip(unscored, dense_scores(query, unscored).tolist(), strict=True))
-    best = span_lexical(expression, [(first, last - 1) for last, first in own.items()]) if expression else {}
-    for last, first in own.items():
-        if first in best:
-            lex[last] = best[first]
-        elif score_fusion:
-            lex[last] = 0.0
-        else:
-            lex.pop(last, None)
+    if lex is None:
+        return
+    best: dict[str, float] = {}
+    for i, s in lex.items():
+        doc = rows[i].doc_id
+        best[doc] = max(best.get(doc, s), s)
+    for i in own:
+        if rows[i].doc_id in best:  # absent only when the query has no terms: then no chunk has a lexical score
+            lex[i] = best[rows[i].doc_id]
 
 
 def _best_first(scores: dict[int, float]) -> list[tuple[int, float]]:

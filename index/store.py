@@ -347,21 +347,6 @@ class Store:
             out.update(self._db.execute(sql, [expression, *part]).fetchall())
         return out
 
-    def best_lexical(self, expression: str, spans: Sequence[tuple[int, int]]) -> dict[int, float]:
-        """The best BM25 score (as in :meth:`lexical_search`) of the chunks with ids in each ``(first, last)`` span
-        that ``expression`` matches, keyed by ``first``; a span none of whose chunks match is left out. FTS5 seeks
-        each span by rowid, so the cost grows with the spans' chunks, not with the store."""
-        out: dict[int, float] = {}
-        sql = (
-            "SELECT -bm25(chunk_terms) FROM chunk_terms WHERE chunk_terms MATCH ? AND rowid BETWEEN ? AND ? "
-            "ORDER BY bm25(chunk_terms) LIMIT 1"
-        )
-        for first, last in spans:
-            row = self._db.execute(sql, (expression, int(first), int(last))).fetchone()
-            if row is not None:
-                out[int(first)] = row[0]
-        return out
-
     def vectors(self, ids: Sequence[int], dim: int) -> np.ndarray:
         """The stored vectors of chunks ``ids``, in that order (:class:`KeyError` for an id not stored)."""
         found: dict[int, bytes] = {}

@@ -185,11 +185,11 @@ def test_a_lexical_channel_with_nothing_to_say_leaves_the_dense_order():
     assert _fused_order(noise, "zscore") == dense
 
 
-def _doc_vector_order(fusion, *, with_spans):
-    """Doc ids ranked by rank_fused where document "long" is chunks 1-2 plus its own vector (chunk 3, no terms),
-    "rival" is chunk 4 and 20 "noise" documents are chunks 5-24 that no term matches. Dense: long's own vector is
-    the best (0.95), rival next (0.8), long's chunks weak (0.1). Lexical: rival's chunk (8.5) a little above long's
-    best chunk (8.0)."""
+def _doc_vector_hits(fusion, *, doc_vectors, expression='"term"'):
+    """Hits of rank_fused where document "long" is chunks 1-2 plus its own vector (chunk 3, no terms), "rival" is
+    chunk 4 and 20 "noise" documents are chunks 5-24 that no term matches. Dense: long's own vector is the best
+    (0.95), rival next (0.8), long's chunks weak (0.1). Lexical: rival's chunk (8.5) a little above long's best
+    chunk (8.0)."""
     import numpy as np
 
     from longvec.index.search import Channels, rank_fused
@@ -205,64 +205,58 @@ def _doc_vector_order(fusion, *, with_spans):
     rows = {i: ChunkRow(i, d, 0, 0, 1, DOC_SYMBOL if i == 3 else None) for i, d in docs.items()}
     spans = {d: (min(i for i in docs if docs[i] == d), max(i for i in docs if docs[i] == d)) for d in docs.values()}
     bm25 = {1: 8.0, 4: 8.5}
-    asked: list[list[tuple[int, int]]] = []
-
-    def span_lexical(expression, wanted):
-        asked.append(list(wanted))
-        found = {first: [bm25[i] for i in range(first, last + 1) if i in bm25] for first, last in wanted}
-        return {first: max(scores) for first, scores in found.items() if scores}
-
-    hits = rank_fused(
-        index, np.array([[1.0, 0.0]], np.float32), ['"term"'], 3, channels=Channels("hybrid", fusion, 0.7),
+    return rank_fused(
+        index, np.array([[1.0, 0.0]], np.float32), [expression], 3, channels=Channels("hybrid", fusion, 0.7),
         chunks_per_doc=1, max_id=24,
         lexical=lambda e, limit, per_doc: sorted(bm25.items(), key=lambda x: -x[1])[:limit],
         lexical_scores=lambda e, wanted: {i: bm25[i] for i in wanted if i in bm25},
         dense_scores=lambda q, wanted: vectors[np.asarray(wanted) - 1] @ q,
         lookup=lambda wanted: {int(i): rows[int(i)] for i in wanted},
         ranges=lambda wanted: [spans[d] for d in wanted],
-        span_lexical=span_lexical if with_spans else None,
-    )  # fmt: skip
-    if with_spans:  # long's own vector is scored over its other chunks, never over itself
-        assert [(1, 2)] in asked, asked
-    return [h.doc_id for h in hits[0]], hits[0][0].chunks[0].symbol
+        doc_vectors=doc_vectors,
+    )[0]  # fmt: skip
+
+
+def _order(hits):
+    return [h.doc_id for h in hits], hits[0].chunks[0].symbol
 
 
 @pytest.mark.parametrize("fusion", ["convex", "zscore"])
 def test_a_document_vector_is_fused_with_its_documents_best_lexical_score(fusion):
     # long's vector is dense-best and long matches the query nearly as well as rival: it wins, hit by its vector
-    assert _doc_vector_order(fusion, with_spans=True) == (["long", "rival", "noise24"], "<document>")
-    # scored as a chunk that no term matched (what an empty lexical row says), long's vector loses to rival
-    assert _doc_vector_order(fusion, with_spans=False)[0][0] == "rival"
+    assert _order(_doc_vector_hits(fusion, doc_vectors=True)) == (["long", "rival", "noise24"], "<document>")
+    # scored as a chunk that no term matched (what its empty lexical row says), long's vector loses to rival
+    assert _order(_doc_vector_hits(fusion, doc_vectors=False))[0][0] == "rival"
 
 
-def test_best_lexical_is_the_best_bm25_within_each_span(tmp_path, fake_embedder):
-    docs = [Document(f"d{i}", f"alpha {'zork ' * i}beta {i}") for i in range(1, 6)] + [Document("none", "gamma")]
-    with Collection.create(tmp_path / "c", embedder=fake_embedder) as c:
-        c.add(docs)
-        expression = match_expression("zork")
-        every = c._store.lexical_scores(expression, range(1, 7))
-        assert len(every) == 5  # "none" does not match
-        assert c._store.best_lexical(expression, [(1, 3), (4, 5), (6, 6)]) == {
-            1: max(every[i] for i in (1, 2, 3)),
-            4: max(every[4], every[5]),
-        }  # the span of "none" matches nothing: left out
+def test_a_document_vector_gets_no_lexical_score_where_no_chunk_has_one():
+    # a query with no terms: the lexical side is empty, for document vectors too (convex would otherwise lift each
+    # by 1 - alpha, as the one chunk of a channel whose scores are all equal)
+    hits = _doc_vector_hits("convex", doc_vectors=True, expression=None)
+    assert _order(hits) == (["long", "rival", "noise24"], "<document>")
+    assert hits[0].score == pytest.approx(0.7)  # alpha x its min-max dense score of 1, and nothing lexical
+    # a rank fusion gives a document vector no lexical rank of its own (it would push other chunks' ranks down)
+    assert _doc_vector_hits("rrf", doc_vectors=True) == _doc_vector_hits("rrf", doc_vectors=False)
 
 
-def test_hybrid_search_reads_a_document_vectors_lexical_score_from_its_chunks(tmp_path, fake_embedder, monkeypatch):
+def test_hybrid_search_lifts_a_document_vector_by_its_documents_lexical_match(tmp_path, fake_embedder, monkeypatch):
     from longvec.index import search
 
-    long = "\n\n".join(f"Paragraph {i}: alpha beta gamma delta words go here." for i in range(40)) + " zork"
-    calls = []
-    real = search._add_document_vectors
-    monkeypatch.setattr(search, "_add_document_vectors", lambda *a, **kw: calls.append(a[1]) or real(*a, **kw))
-    for doc_vector in (False, True):
-        with Collection.create(tmp_path / str(doc_vector), embedder=fake_embedder, doc_vector=doc_vector) as c:
-            c.add([Document("long", long), Document("short", "alpha zork")])
-            hits = c.search("alpha zork", k=2, mode="hybrid", chunks_per_doc=50)
-            assert {h.doc_id for h in hits} == {"long", "short"}
-            own = [ch for h in hits for ch in h.chunks if ch.symbol == "<document>"]
-            assert len(own) == int(doc_vector)  # long's own vector is among its fused chunks
-    assert calls == ['"alpha" OR "zork"']  # once: only the collection with document vectors
+    # the fake embedder reads 32 tokens: long's own vector (its first window) is all "alpha"; "zork" is only in
+    # its last chunk, far from the first window
+    long = "alpha alpha alpha.\n\n" + "\n\n".join(f"Paragraph {i} says nothing in particular." for i in range(30))
+    long += "\n\nThe end: zork."
+
+    def own_vector_score(c):
+        hits = c.search("alpha zork", k=2, mode="hybrid", fusion="convex", alpha=0.5, chunks_per_doc=50)
+        return next(ch.score for h in hits if h.doc_id == "long" for ch in h.chunks if ch.symbol == "<document>")
+
+    with Collection.create(tmp_path / "c", embedder=fake_embedder, doc_vector=True) as c:
+        c.add([Document("long", long), Document("short", "beta zork")])
+        lifted = own_vector_score(c)
+        monkeypatch.setattr(search, "_add_document_vectors", lambda *a, **kw: None)
+        plain = own_vector_score(c)  # fused as a chunk that no term matched: its dense half only
+    assert plain == pytest.approx(0.5) and lifted > plain + 0.1
 
 
 def test_hybrid_finds_what_either_channel_alone_misses(tmp_path, fake_embedder):
