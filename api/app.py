@@ -362,6 +362,7 @@ def _collection_routes(app: FastAPI, prefix: str, settings: ServiceSettings, met
             mode=req.mode,
             fusion=req.fusion,
             alpha=req.alpha,
+            text_alpha=req.text_alpha,
             funnel=req.funnel,
             oversample=req.oversample,
         )

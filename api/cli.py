@@ -38,7 +38,16 @@ def _add_channels(p: argparse.ArgumentParser, what: str = "") -> None:
         help=f"{what}hybrid fusion: reciprocal rank, min-max scores, standardised scores, or standardised scores "
         "weighted per query by how far each channel's best document stands out",
     )
-    p.add_argument("--alpha", type=float, help=f"{what}hybrid: weight of the dense channel in [0, 1]")
+    p.add_argument(
+        "--alpha",
+        type=float,
+        help=f"{what}hybrid: weight of the dense channel in [0, 1] (given alone: for every chunk, prose included)",
+    )
+    p.add_argument(
+        "--text-alpha",
+        type=float,
+        help=f"{what}hybrid: weight of the dense channel for prose chunks (a new collection: 0.5; code: 0.7)",
+    )
 
 
 def _funnel(value: str) -> int | str:
@@ -204,12 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
         "whole (new collections)",
     )
     _add_channels(p, "the new collection's default: ")
-    p.add_argument(
-        "--text-alpha",
-        type=float,
-        help="the collection's default: hybrid weight of the dense channel for prose chunks (a new collection: 0.5 "
-        "for prose, 0.7 for code, unless --alpha alone sets one weight for every chunk)",
-    )
     p.add_argument(
         "--layers",
         type=_positive_int,
@@ -788,7 +791,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not (args.collection / "manifest.json").exists():
         raise CollectionNotFoundError(f"no collection at {args.collection} (create one with `longvec index`)")
     # Arguments are checked before the model loads: a typo costs no seconds.
-    channels = {"mode": args.mode, "fusion": args.fusion, "alpha": args.alpha}
+    channels = {"mode": args.mode, "fusion": args.fusion, "alpha": args.alpha, "text_alpha": args.text_alpha}
     manifest = Manifest.load(args.collection / "manifest.json")
     view, checked = check_search(
         manifest, [t for _, t in queries], args.k, 1, args.dim, args.agg, **channels, funnel=args.funnel

@@ -27,7 +27,15 @@ class SearchRequest(BaseModel):
     fusion: Fusion | None = Field(
         default=None, description="hybrid: rrf, convex, zscore or adaptive (default: the collection's)"
     )
-    alpha: float | None = Field(default=None, ge=0.0, le=1.0, description="hybrid: weight of the dense channel")
+    alpha: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="hybrid: weight of the dense channel (given alone: for every chunk, prose included)",
+    )
+    text_alpha: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="hybrid: weight of the dense channel for prose chunks"
+    )
     funnel: StrictInt | Literal["binary"] | None = Field(
         default=None,
         description="dense: shortlist documents by this prefix size (or 'binary': sign bits), rank them by all "

@@ -971,6 +971,7 @@ class Collection:
         mode: SearchMode | None = None,
         fusion: Fusion | None = None,
         alpha: float | None = None,
+        text_alpha: float | None = None,
         layers: int | None = None,
         funnel: int | str | None = None,
         oversample: int | None = None,
@@ -979,7 +980,8 @@ class Collection:
 
         ``mode`` picks the channels (default: the collection's ``search_mode``): ``dense`` (the embeddings),
         ``lexical`` (BM25 over code-aware terms, see ``index.lexical``) or ``hybrid`` (both, fused per chunk
-        by ``fusion`` -- ``rrf`` or ``convex`` -- with weight ``alpha`` on the dense channel). A document
+        by ``fusion`` -- ``rrf``, ``convex``, ``zscore`` or ``adaptive`` -- with weight ``alpha`` on the dense
+        channel, ``text_alpha`` for prose chunks; an ``alpha`` given alone weighs every chunk). A document
         scores as its best chunk and comes back with its best chunks' spans. In dense mode, ``agg`` ``mean``,
         ``max`` and ``weighted`` (by token count) instead score one vector per document aggregated from its
         chunk vectors, with no spans. ``dim`` searches a Matryoshka prefix of the vectors (see
@@ -992,7 +994,7 @@ class Collection:
         (``search.rank_funnel``): no index of the ``dim`` view is built for it, only the shortlist's.
         """
         view, channels = check_search(
-            self.manifest, queries, k, chunks_per_doc, dim, agg, mode, fusion, alpha, funnel=funnel
+            self.manifest, queries, k, chunks_per_doc, dim, agg, mode, fusion, alpha, funnel, text_alpha
         )
         short = check_funnel(view, channels, funnel, oversample, k)
         hits = self._search(queries, k, chunks_per_doc, view, channels, layers, short, oversample)

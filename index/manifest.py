@@ -71,6 +71,9 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     longvec_version: str = ""
     created: str = ""
+    # Settings a newer longvec wrote that this one does not know: kept as they are when this one rewrites the
+    # manifest (changing search defaults, the index type), so a newer version finds them again.
+    unknown: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -91,7 +94,8 @@ class Manifest:
 
     def save(self, path: Path) -> None:
         """Write atomically (temp file, fsync, rename, fsync of the directory)."""
-        write_json_atomic(path, asdict(self))
+        data = asdict(self)
+        write_json_atomic(path, {**data.pop("unknown"), **data})
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
@@ -103,8 +107,11 @@ class Manifest:
                 f"collection at {path.parent} has format {version}, {newer} than this longvec's "
                 f"({FORMAT_VERSION}): re-index its documents into a new --collection directory"
             )
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        known = {f.name for f in fields(cls)} - {"unknown"}
+        return cls(
+            **{k: v for k, v in data.items() if k in known},
+            unknown={k: v for k, v in data.items() if k not in known},
+        )
 
     def check(
         self, *, model: str, model_fingerprint: str, dim: int, max_tokens: int, document_prompt: str, query_prompt: str

@@ -113,20 +113,22 @@ def check_search(
     fusion: Fusion | None = None,
     alpha: float | None = None,
     funnel: int | str | None = None,
+    text_alpha: float | None = None,
 ) -> tuple[View, Channels]:
     """The view and channels a search with these arguments reads (``None``: the collection's defaults);
     :class:`InvalidInputError` (or ``InvalidSettingError`` for ``dim``) for bad ones. Needs only the
     manifest, so surfaces can check before loading a model. Aggregated document vectors (``agg`` other than
     ``maxsim``) and a ``funnel`` are dense searches: without a ``mode`` they search densely whatever the
-    collection's default mode. An ``alpha`` given weighs every chunk (the collection's ``text_alpha`` applies only
-    to searches that take its ``alpha`` too)."""
+    collection's default mode. Weights follow the collection's rule: an ``alpha`` given alone weighs every chunk,
+    prose included; a ``text_alpha`` given weighs prose chunks (code then at ``alpha`` or the collection's); given
+    neither, the collection's own weights."""
     if mode is None and (agg != "maxsim" or funnel is not None):
         mode = "dense"
     channels = Channels(
         mode if mode is not None else manifest.search_mode,
         fusion if fusion is not None else manifest.fusion,
         alpha if alpha is not None else manifest.alpha,
-        manifest.text_alpha if alpha is None else None,
+        text_alpha if text_alpha is not None else (manifest.text_alpha if alpha is None else None),
     )
     check_channels(channels.mode, channels.fusion, channels.alpha, channels.text_alpha)
     if channels.mode != "dense" and agg != "maxsim":

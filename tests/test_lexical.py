@@ -349,6 +349,14 @@ def test_cli_and_rest_take_the_mode(tmp_path, capsys):
     assert json.loads(line)["hits"][0]["doc_id"] == "k" and len(json.loads(line)["hits"]) == 1
     assert main(["search", "--collection", str(root), "--query", "x", "--alpha", "2"]) == 2
     assert "alpha must be in [0, 1]" in capsys.readouterr().err
+    assert main(["search", "--collection", str(root), "--query", "x", "--text-alpha", "-1"]) == 2
+    assert "text_alpha must be in [0, 1]" in capsys.readouterr().err
+    search = ["search", "--collection", str(root), "--query", "pass key 48213 grass", "--json", "--k", "2"]
+    runs = {}
+    for flags in ([], ["--text-alpha", "0.5"], ["--text-alpha", "0.1"]):
+        assert main([*search, *flags]) == 0
+        runs[tuple(flags)] = [h["score"] for h in json.loads(capsys.readouterr().out)["hits"]]
+    assert runs[()] == runs[("--text-alpha", "0.5")] != runs[("--text-alpha", "0.1")]  # prose: 0.5 by default
     with Collection.open(root) as c, TestClient(create_app(c, close_on_shutdown=False)) as client:
         assert client.get("/info").json()["search_mode"] == "hybrid"
         got = client.post("/search", json={"query": "48213", "k": 2, "mode": "lexical"})
@@ -356,6 +364,11 @@ def test_cli_and_rest_take_the_mode(tmp_path, capsys):
         bad = client.post("/search", json={"query": "48213", "mode": "lexical", "agg": "mean"})
         assert bad.status_code == 400 and "maxsim" in bad.json()["error"]["message"]
         assert client.post("/search", json={"query": "x", "alpha": 3}).status_code == 422
+        assert client.post("/search", json={"query": "x", "text_alpha": -1}).status_code == 422
+        query = {"query": "pass key 48213 grass", "k": 2}
+        rest = [client.post("/search", json=query | {"text_alpha": t}).json()["hits"] for t in (None, 0.1)]
+        assert [h["score"] for h in rest[0]] == pytest.approx(runs[()])
+        assert [h["score"] for h in rest[1]] == pytest.approx(runs[("--text-alpha", "0.1")])
 
 
 def test_new_collections_search_hybrid_by_default(tmp_path, fake_embedder):
@@ -378,6 +391,8 @@ def test_new_collections_search_hybrid_by_default(tmp_path, fake_embedder):
             return {h.doc_id: h.score for h in c.search("alpha 48213 gamma", k=4, **options)}
 
         default = scores()
+        assert scores(text_alpha=DEFAULT_TEXT_ALPHA) == default  # code at the collection's alpha, prose as given
+        assert scores(alpha=DEFAULT_ALPHA, text_alpha=DEFAULT_TEXT_ALPHA) == default
         for alpha, kind in ((DEFAULT_TEXT_ALPHA, "text"), (DEFAULT_ALPHA, "code")):
             explicit = scores(mode=DEFAULT_SEARCH_MODE, fusion=DEFAULT_FUSION, alpha=alpha)
             same = {d: s for d, s in default.items() if (d.endswith(".py")) == (kind == "code")}
@@ -439,6 +454,11 @@ def test_one_alpha_weighs_every_chunk_unless_prose_gets_its_own(tmp_path, fake_e
         with pytest.raises(InvalidInputError, match="text_alpha"):
             c.set_search_defaults(text_alpha=1.5)
     assert json.loads((root / "manifest.json").read_text())["text_alpha"] == 0.4
+    manifest = json.loads((root / "manifest.json").read_text())
+    (root / "manifest.json").write_text(json.dumps(manifest | {"from_a_newer_longvec": {"x": 1}}))
+    with Collection.open(root, embedder=fake_embedder) as c:
+        c.set_search_defaults(fusion="zscore")  # rewrites the manifest
+    assert json.loads((root / "manifest.json").read_text())["from_a_newer_longvec"] == {"x": 1}  # kept
     with pytest.raises(InvalidInputError, match="text_alpha"):
         Collection.create(tmp_path / "bad", embedder=fake_embedder, text_alpha=-0.1)
     assert main(["index", "--collection", str(tmp_path / "cli"), "--model", "x", "--text-alpha", "2"]) == 2
