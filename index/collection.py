@@ -492,7 +492,7 @@ class Collection:
         Each batch of ``batch_docs`` documents is one store transaction: once ``add`` returns (or ``on_batch``
         is called, in the caller's thread, in batch order) those documents are durable, and a crash leaves every
         document either fully written or untouched. If a batch fails, the batches before it stay written and
-        none after it is.
+        none after it is; if reading ``docs`` fails, every whole batch read before it is written first.
 
         The batches run as a pipeline of three stages, each in order: this thread reads and chunks batch
         ``k + 2`` while an encode thread embeds batch ``k + 1`` and a write thread stores batch ``k`` (term
@@ -578,8 +578,19 @@ class Collection:
             failed = False
             try:
                 previous: Future[AddResult] | None = None
-                for batch in _batched(docs, batch_docs):
-                    prepared = self._prepare(batch, inflight)
+                batches = _batched(docs, batch_docs)
+                while True:
+                    try:
+                        batch = next(batches, None)
+                        if batch is None:
+                            break
+                        prepared = self._prepare(batch, inflight)
+                    except Exception:
+                        # the input failed (a bad record, a document that cannot be chunked): the batches read
+                        # before it are whole, so they are written, as they would be had they been read one by one
+                        while pending:
+                            finish()
+                        raise
                     encoded = encoder.submit(self._embed, prepared.to_embed, prepared.given)
                     previous = writer.submit(self._write, prepared, encoded, previous)
                     pending.append((previous, encoded, prepared.rows))

@@ -236,9 +236,8 @@ def test_batches_committed_before_a_failing_input_are_reported(coll) -> None:
     reported: list[int] = []
     with pytest.raises(ValueError, match="bad line 4"):
         coll.add(docs(), batch_docs=1, on_batch=lambda r: reported.append(r.added))
-    stored = coll.doc_ids()
-    assert sum(reported) == len(stored) >= 2  # every committed batch is reported; in-flight ones were dropped
-    assert stored == ["a", "b", "g"][: len(stored)]
+    # the three whole batches read before the failure are written and reported, however far the pipeline had got
+    assert coll.doc_ids() == ["a", "b", "g"] and reported == [1, 1, 1]
 
 
 # -- documents encoded elsewhere (Collection.add_encoded, what a distributed build stores) ------------------
