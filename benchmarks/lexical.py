@@ -380,8 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--doc-vector",
         action="store_true",
-        help="give each document of several chunks its own vector (hybrid then looks up each candidate document's "
-        "best lexical chunk)",
+        help="give each document of several chunks its own vector (hybrid then fuses it with its document's best "
+        "lexical score among the candidates)",
     )
     args = parser.parse_args(argv)
     if args.quick:

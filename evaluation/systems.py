@@ -37,7 +37,7 @@ from typing import Literal
 
 from longvec.embedder import BACKENDS, POSITION_MODES, PRECISIONS, Backend, PositionMode, Precision
 from longvec.index import AGG_MODES, FUSIONS, SEARCH_MODES, AggMode, Fusion, InvalidInputError, SearchMode
-from longvec.index.lexical import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_SEARCH_MODE, DEFAULT_TEXT_ALPHA
+from longvec.index.lexical import DEFAULT_FUSION, DEFAULT_SEARCH_MODE, DEFAULT_WEIGHTS, resolve_weights
 
 Kind = Literal["chunk", "truncate", "late", "st", "windows", "sts", "bm25"]
 KINDS: tuple[Kind, ...] = ("chunk", "truncate", "late", "st", "windows", "sts", "bm25")
@@ -176,9 +176,7 @@ class SystemSpec:
         mode = self.mode or ("dense" if dense_default else DEFAULT_SEARCH_MODE)
         if mode != "hybrid":
             return mode, None, None, None
-        alpha = self.alpha if self.alpha is not None else DEFAULT_ALPHA
-        text_alpha = self.text_alpha if self.text_alpha is not None or self.alpha is not None else DEFAULT_TEXT_ALPHA
-        return mode, self.fusion or DEFAULT_FUSION, alpha, text_alpha
+        return mode, self.fusion or DEFAULT_FUSION, *resolve_weights(self.alpha, self.text_alpha, DEFAULT_WEIGHTS)
 
     @property
     def dense(self) -> bool:

@@ -63,14 +63,14 @@ from longvec.index.errors import (
     UnsupportedShapeError,
 )
 from longvec.index.lexical import (
-    DEFAULT_ALPHA,
     DEFAULT_FUSION,
     DEFAULT_SEARCH_MODE,
-    DEFAULT_TEXT_ALPHA,
+    DEFAULT_WEIGHTS,
     Fusion,
     SearchMode,
     document_terms,
     match_expression,
+    resolve_weights,
 )
 from longvec.index.locks import take_writer_lock
 from longvec.index.manifest import ELASTIC_FORMAT_VERSION, FORMAT_VERSION, Manifest, Strategy, longvec_version, now_iso
@@ -252,9 +252,7 @@ class Collection:
                 else f"the extend strategy chunks at the extended length {extended}, not max_tokens "
                 f"{embedder.max_tokens}: drop max_tokens or use the chunk strategy"
             )
-        if alpha is None and text_alpha is None:
-            alpha, text_alpha = DEFAULT_ALPHA, DEFAULT_TEXT_ALPHA
-        alpha = DEFAULT_ALPHA if alpha is None else alpha
+        alpha, text_alpha = resolve_weights(alpha, text_alpha, DEFAULT_WEIGHTS)
         check_channels(search_mode, fusion, alpha, text_alpha)
         if layers is not None:
             if strategy == "late":
@@ -356,8 +354,8 @@ class Collection:
                 f"collection at {root} was built with {stored}; got {differ} (use a new --collection directory)"
             )
         try:
-            one_weight = "alpha" in search and "text_alpha" not in search and m.text_alpha is not None
-            if search and (one_weight or any(getattr(m, k) != v for k, v in search.items())):
+            weights = resolve_weights(search.get("alpha"), search.get("text_alpha"), (m.alpha, m.text_alpha))
+            if any(getattr(m, k) != v for k, v in search.items()) or weights != (m.alpha, m.text_alpha):
                 collection.set_search_defaults(**search)
             if index_type is not None and index_type != m.index_type:
                 collection.set_index_type(index_type)
@@ -379,13 +377,12 @@ class Collection:
         ``text_alpha`` weighs every chunk, prose included, as it does at creation."""
         self._check_writable()
         m = self.manifest
-        if text_alpha is None:
-            text_alpha = None if alpha is not None else m.text_alpha
+        alpha, text_alpha = resolve_weights(alpha, text_alpha, (m.alpha, m.text_alpha))
         new = replace(
             m,
             search_mode=search_mode if search_mode is not None else m.search_mode,
             fusion=fusion if fusion is not None else m.fusion,
-            alpha=alpha if alpha is not None else m.alpha,
+            alpha=alpha,
             text_alpha=text_alpha,
         )
         check_channels(new.search_mode, new.fusion, new.alpha, new.text_alpha)

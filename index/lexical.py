@@ -53,6 +53,7 @@ DEFAULT_ALPHA = 0.7
 # ... and the dense weight of prose chunks (kind "text"): exact words decide more on long text (BM25 is as good as
 # the dense channel on deep pydoc queries and finds nearly every pass key and needle; docs/BENCHMARKS.md).
 DEFAULT_TEXT_ALPHA = 0.5
+DEFAULT_WEIGHTS = (DEFAULT_ALPHA, DEFAULT_TEXT_ALPHA)
 # The most distinct terms a query searches with (a pasted page of text stays one bounded query).
 MAX_QUERY_TERMS = 64
 # FTS5 table options: the porter stemmer over unicode61; per-column term counts are all BM25 needs.
@@ -81,6 +82,18 @@ def terms(text: str) -> list[str]:
                 out.append(whole)
         out.extend(p for p in parts if p not in _STOP and (len(p) > 1 or p.isdigit()))
     return out
+
+
+def resolve_weights(
+    alpha: float | None, text_alpha: float | None, fallback: tuple[float, float | None]
+) -> tuple[float, float | None]:
+    """The dense weights ``(alpha, text_alpha)`` that given ones resolve to, by the rule every surface follows
+    (collection defaults, their updates, requests, eval systems): neither given, ``fallback``; ``alpha`` alone,
+    that weight for every chunk (``text_alpha`` None); ``text_alpha`` given, prose at it and code at ``alpha``
+    or else the fallback's."""
+    if alpha is None and text_alpha is None:
+        return fallback
+    return (fallback[0] if alpha is None else alpha), text_alpha
 
 
 def document_terms(text: str) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 
 from longvec.embedder import InvalidSettingError, check_dim
 from longvec.index.errors import InvalidInputError, UnsupportedShapeError
-from longvec.index.lexical import FUSIONS, SEARCH_MODES, Fusion, SearchMode, fuse
+from longvec.index.lexical import FUSIONS, SEARCH_MODES, Fusion, SearchMode, fuse, resolve_weights
 from longvec.index.manifest import Manifest
 from longvec.index.store import ChunkRow
 from longvec.index.sync import AGG_MODES, AggMode, View
@@ -127,8 +127,7 @@ def check_search(
     channels = Channels(
         mode if mode is not None else manifest.search_mode,
         fusion if fusion is not None else manifest.fusion,
-        alpha if alpha is not None else manifest.alpha,
-        text_alpha if text_alpha is not None else (manifest.text_alpha if alpha is None else None),
+        *resolve_weights(alpha, text_alpha, (manifest.alpha, manifest.text_alpha)),
     )
     check_channels(channels.mode, channels.fusion, channels.alpha, channels.text_alpha)
     if channels.mode != "dense" and agg != "maxsim":
