@@ -46,7 +46,7 @@ def _add_channels(p: argparse.ArgumentParser, what: str = "") -> None:
     p.add_argument(
         "--text-alpha",
         type=float,
-        help=f"{what}hybrid: weight of the dense channel for prose chunks (a new collection: 0.5; code: 0.7)",
+        help=f"{what}hybrid: weight of the dense channel for prose chunks (a new collection: 0.4; code: 0.7)",
     )
 
 

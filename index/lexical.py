@@ -51,8 +51,10 @@ DEFAULT_SEARCH_MODE: SearchMode = "hybrid"
 DEFAULT_FUSION: Fusion = "zscore"
 DEFAULT_ALPHA = 0.7
 # ... and the dense weight of prose chunks (kind "text"): exact words decide more on long text (BM25 is as good as
-# the dense channel on deep pydoc queries and finds nearly every pass key and needle; docs/BENCHMARKS.md).
-DEFAULT_TEXT_ALPHA = 0.5
+# the dense channel on deep pydoc queries and finds nearly every pass key and needle). Of 0.5, 0.4 and 0.3, the
+# highest dense weight that finds 95% of pass keys and needles, and keeps hybrid above each channel alone on
+# both pydoc buckets (docs/BENCHMARKS.md, "Prose at its own weight").
+DEFAULT_TEXT_ALPHA = 0.4
 DEFAULT_WEIGHTS = (DEFAULT_ALPHA, DEFAULT_TEXT_ALPHA)
 # The most distinct terms a query searches with (a pasted page of text stays one bounded query).
 MAX_QUERY_TERMS = 64

@@ -337,6 +337,7 @@ def test_cli_and_rest_take_the_mode(tmp_path, capsys):
     from fastapi.testclient import TestClient
 
     from longvec.api.app import create_app
+    from longvec.index.lexical import DEFAULT_TEXT_ALPHA
 
     data = tmp_path / "docs.jsonl"
     rows = [{"id": "k", "text": "The pass key is 48213. Remember it."}, {"id": "o", "text": "Grass is green."}]
@@ -353,10 +354,11 @@ def test_cli_and_rest_take_the_mode(tmp_path, capsys):
     assert "text_alpha must be in [0, 1]" in capsys.readouterr().err
     search = ["search", "--collection", str(root), "--query", "pass key 48213 grass", "--json", "--k", "2"]
     runs = {}
-    for flags in ([], ["--text-alpha", "0.5"], ["--text-alpha", "0.1"]):
+    default = str(DEFAULT_TEXT_ALPHA)
+    for flags in ([], ["--text-alpha", default], ["--text-alpha", "0.1"]):
         assert main([*search, *flags]) == 0
         runs[tuple(flags)] = [h["score"] for h in json.loads(capsys.readouterr().out)["hits"]]
-    assert runs[()] == runs[("--text-alpha", "0.5")] != runs[("--text-alpha", "0.1")]  # prose: 0.5 by default
+    assert runs[()] == runs[("--text-alpha", default)] != runs[("--text-alpha", "0.1")]  # prose at its default
     with Collection.open(root) as c, TestClient(create_app(c, close_on_shutdown=False)) as client:
         assert client.get("/info").json()["search_mode"] == "hybrid"
         got = client.post("/search", json={"query": "48213", "k": 2, "mode": "lexical"})
