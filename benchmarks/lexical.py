@@ -17,7 +17,9 @@ synthetic query vectors are meaningless for relevance but cost what real ones co
 Latency: the collection is closed (saving the FAISS index) and reopened read-only, as a server would hold it;
 after a warm-up, every query runs once per mode (``dense``, ``lexical``, ``hybrid`` with ``--fusion``) through
 ``collection.search(q, k=10, mode=...)``, one query at a time, the modes interleaved per query in a rotating
-order so that background load falls on all three alike. p50/p99 in ms and the ratios to dense are printed.
+order so that background load falls on all alike. Two more modes, ``lexical-all`` and ``hybrid-all``, run the
+same searches with every lexical match scored (the store's rare-terms-first shortlist switched off), so what that
+shortlist saves is measured side by side. p50/p99 in ms and the ratios are printed.
 
 Size: the store is copied twice with SQLite's backup API; one copy loses the ``chunk_terms`` FTS5 table and
 its trigger; both are VACUUMed and compared. The per-table pages from ``dbstat`` (where this SQLite has it)
@@ -52,7 +54,7 @@ from longvec.index.lexical import DEFAULT_FUSION, FUSIONS
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers beside this script
 from _synthetic import SyntheticEncoder  # noqa: E402
 
-MODES = ("dense", "lexical", "hybrid")
+MODES = ("dense", "lexical", "hybrid", "lexical-all", "hybrid-all")
 _SKIP_DIRS = frozenset({"test", "tests", "idle_test", "__pycache__", "site-packages", "dist-packages"})
 QUICK = {"chunks": 3000, "queries": 40, "warmup": 5}
 
@@ -175,6 +177,18 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
     }
 
 
+def _search(c: Any, q: str, mode: str, fusion: str) -> list[Any]:
+    """``c.search(q, k=10, mode=mode)``; a ``-all`` mode with the rare-terms-first shortlist switched off for the
+    call (``Store.lexical_search`` then scores every match, as it does for a query it cannot answer so)."""
+    if not mode.endswith("-all"):
+        return c.search(q, k=10, mode=mode, fusion=fusion)
+    c._store._lexical_search_rare = lambda *args: None  # shadows the method on this store object only
+    try:
+        return c.search(q, k=10, mode=mode.removesuffix("-all"), fusion=fusion)
+    finally:
+        del c._store._lexical_search_rare
+
+
 def measure_latency(
     root: Path, queries: list[tuple[str, str]], max_tokens: int, warmup: int, fusion: str = DEFAULT_FUSION
 ) -> dict[str, Any]:
@@ -188,11 +202,12 @@ def measure_latency(
     with Collection.open(root, embedder=encoder, readonly=True) as c:
         for _, q in queries[:warmup]:  # loads the FAISS index, warms SQLite's page cache
             for mode in MODES:
-                c.search(q, k=10, mode=mode, fusion=fusion)
+                _search(c, q, mode, fusion)
         for i, (kind, q) in enumerate(queries):
-            for mode in MODES[i % 3 :] + MODES[: i % 3]:  # rotate the order: no mode always runs first
+            turn = i % len(MODES)
+            for mode in MODES[turn:] + MODES[:turn]:  # rotate the order: no mode always runs first
                 start = time.perf_counter_ns()
-                found = c.search(q, k=10, mode=mode, fusion=fusion)
+                found = _search(c, q, mode, fusion)
                 ms = (time.perf_counter_ns() - start) / 1e6
                 times[mode].append(ms)
                 by_kind.setdefault(kind, {m: [] for m in MODES})[mode].append(ms)
@@ -203,6 +218,12 @@ def measure_latency(
         f"{m}/dense": {
             "p50": round(float(np.percentile(times[m], 50) / dense_p50), 2),
             "p99": round(float(np.percentile(times[m], 99) / dense_p99), 2),
+        }
+        for m in ("hybrid", "lexical")
+    } | {
+        f"{m}/{m}-all": {
+            "p50": round(float(np.percentile(times[m], 50) / np.percentile(times[f"{m}-all"], 50)), 2),
+            "p99": round(float(np.percentile(times[m], 99) / np.percentile(times[f"{m}-all"], 99)), 2),
         }
         for m in ("hybrid", "lexical")
     }
@@ -350,9 +371,9 @@ def report(r: dict[str, Any]) -> str:
         f"collection: {b['chunks']} chunks from {b['documents']} files ({b['documents_stdlib']} stdlib), "
         f"max_tokens {b['max_tokens']}, built in {b['build_seconds']}s",
         f"latency, {lat['queries']} queries one at a time, k=10 (ms):",
-        f"  {'mode':<8} {'p50':>8} {'p99':>8} {'mean':>8}",
+        f"  {'mode':<12} {'p50':>8} {'p99':>8} {'mean':>8}",
     ]
-    lines += [f"  {m:<8} {lat[m]['p50_ms']:>8} {lat[m]['p99_ms']:>8} {lat[m]['mean_ms']:>8}" for m in MODES]
+    lines += [f"  {m:<12} {lat[m]['p50_ms']:>8} {lat[m]['p99_ms']:>8} {lat[m]['mean_ms']:>8}" for m in MODES]
     lines += [f"  {name}: p50 x{v['p50']}, p99 x{v['p99']}" for name, v in lat["ratios"].items()]
     lines += [
         f"lexical index on disk: {size['lexical_bytes']} bytes ({_mib(size['lexical_bytes'])}), "

@@ -60,6 +60,11 @@ DEFAULT_WEIGHTS = (DEFAULT_ALPHA, DEFAULT_TEXT_ALPHA)
 MAX_QUERY_TERMS = 64
 # FTS5 table options: the porter stemmer over unicode61; per-column term counts are all BM25 needs.
 FTS_TOKENIZE = "porter unicode61 remove_diacritics 2"
+# FTS5's bm25() constant k1 (its default, which longvec keeps): one term adds less than idf * (k1 + 1) to any row.
+BM25_K1 = 1.2
+# The lexical shortlist first reads only the chunks that hold a query term found in at most this share of all
+# chunks, and reads them all only when it cannot prove the rest score too low to enter it (``Store.lexical_search``).
+RARE_SHARE = 1 / 16
 
 _WORD = re.compile(r"\w+")
 _BOUNDARY = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])|(?<=[^\W\d_])(?=\d)|(?<=\d)(?=[^\W\d_])")
@@ -110,6 +115,18 @@ def match_expression(query: str) -> str | None:
     if not distinct:
         return None
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in distinct)
+
+
+def phrases(expression: str) -> list[str]:
+    """The quoted terms a :func:`match_expression` is the ``OR`` of (a term has no space, so none is split)."""
+    return expression.split(" OR ")
+
+
+def bm25_idf(rows: int, hits: int) -> float:
+    """FTS5's bm25() weight of a term found in ``hits`` of ``rows`` rows (floored at 1e-6, as FTS5 does for a
+    term in over half the rows)."""
+    idf = math.log((rows - hits + 0.5) / (hits + 0.5))
+    return idf if idf > 0 else 1e-6
 
 
 def fuse(

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from longvec.chunking.types import Chunk
-from longvec.index.lexical import FTS_TOKENIZE, document_terms
+from longvec.index.lexical import BM25_K1, FTS_TOKENIZE, RARE_SHARE, bm25_idf, document_terms, phrases
 from longvec.index.types import DOC_SYMBOL
 
 log = logging.getLogger(__name__)
@@ -326,8 +326,21 @@ class Store:
         return out
 
     def lexical_search(self, expression: str, limit: int, per_doc: int) -> list[tuple[int, float]]:
-        """``(chunk id, BM25 score)`` of the best ``limit`` chunks for an FTS5 ``MATCH`` expression, best first,
-        at most ``per_doc`` of them from any one document (FTS5's ``bm25()`` is lower-is-better: negated here)."""
+        """``(chunk id, BM25 score)`` of the best ``limit`` chunks for an FTS5 ``MATCH`` expression (an ``OR`` of
+        quoted terms, ``lexical.match_expression``), best first, ties by id, at most ``per_doc`` of them from any
+        one document (FTS5's ``bm25()`` is lower-is-better: negated here).
+
+        Scoring a match costs far more than finding it, and a query's common words ("return", "self") match most
+        chunks. So when a query has both rare terms (in at most ``RARE_SHARE`` of the chunks) and common ones,
+        only the chunks holding a rare term are scored first (MaxScore, Turtle and Flood 1995): a chunk holding
+        only common terms scores below ``(k1 + 1)`` times their summed idf, and if the shortlist's last chunk
+        scores above that bound, no such chunk could have entered it. Otherwise every match is scored. Either
+        way the result is the same, to the last bit of every score."""
+        found = self._lexical_search_rare(expression, limit, per_doc)
+        return found if found is not None else self._lexical_search_all(expression, limit, per_doc)
+
+    def _lexical_search_all(self, expression: str, limit: int, per_doc: int) -> list[tuple[int, float]]:
+        """:meth:`lexical_search` by scoring every chunk that ``expression`` matches."""
         return self._db.execute(
             "WITH hits AS (SELECT rowid AS id, -bm25(chunk_terms) AS s FROM chunk_terms WHERE chunk_terms MATCH ?), "
             "ranked AS (SELECT h.id, h.s, row_number() OVER (PARTITION BY c.doc_id ORDER BY h.s DESC, h.id) AS r "
@@ -335,6 +348,25 @@ class Store:
             "SELECT id, s FROM ranked WHERE r <= ? ORDER BY s DESC, id LIMIT ?",
             (expression, per_doc, limit),
         ).fetchall()
+
+    def _lexical_search_rare(self, expression: str, limit: int, per_doc: int) -> list[tuple[int, float]] | None:
+        """:meth:`lexical_search` among the chunks that hold a rare term, or ``None`` where that cannot be shown
+        to be the answer (or the query has no rare or no common term)."""
+        terms = phrases(expression)
+        if len(terms) < 2:
+            return None
+        (rows,) = self._db.execute("SELECT COUNT(*) FROM chunk_terms_docsize").fetchone()  # FTS5's row count
+        count = "SELECT COUNT(*) FROM chunk_terms WHERE chunk_terms MATCH ?"
+        hits = {t: self._db.execute(count, (t,)).fetchone()[0] for t in terms}
+        rare = " OR ".join(t for t in terms if hits[t] <= rows * RARE_SHARE)
+        common = [t for t in terms if hits[t] > rows * RARE_SHARE]
+        if not rare or not common:
+            return None
+        # The matches of the query that hold a rare term. bm25() scores them exactly as the query itself does:
+        # the phrases under NOT add nothing to a row that NOT lets through (a test holds this to equality).
+        found = self._lexical_search_all(f"({expression}) NOT (({expression}) NOT ({rare}))", limit, per_doc)
+        bound = (BM25_K1 + 1) * sum(bm25_idf(rows, hits[t]) for t in common)
+        return found if len(found) == limit and found[-1][1] > bound else None
 
     def lexical_scores(self, expression: str, ids: Sequence[int]) -> dict[int, float]:
         """BM25 score (as in :meth:`lexical_search`) of each chunk among ``ids`` that ``expression`` matches."""

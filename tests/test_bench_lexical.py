@@ -32,10 +32,12 @@ def test_quick_run_reports_latency_and_size(lexical_benchmark: ModuleType, tmp_p
     assert r["collection"]["documents_stdlib"] > 0
     lat = r["latency"]
     assert lat["queries"] > 0
-    for mode in ("dense", "lexical", "hybrid"):
+    for mode in ("dense", "lexical", "hybrid", "lexical-all", "hybrid-all"):
         assert 0 < lat[mode]["p50_ms"] <= lat[mode]["p99_ms"], lat[mode]
         assert lat[mode]["mean_hits"] > 0  # the realistic queries find something in every mode
-    assert set(lat["ratios"]) == {"hybrid/dense", "lexical/dense"}
+    for mode in ("lexical", "hybrid"):  # scoring every match finds what the shortlist finds
+        assert lat[f"{mode}-all"]["mean_hits"] == lat[mode]["mean_hits"]
+    assert set(lat["ratios"]) == {"hybrid/dense", "lexical/dense", "hybrid/hybrid-all", "lexical/lexical-all"}
     assert all(v["p50"] > 0 and v["p99"] > 0 for v in lat["ratios"].values())
     size = r["size"]
     assert size["lexical_bytes"] > 0 and size["faiss_bytes"] > 0

@@ -474,3 +474,36 @@ def test_cli_choices_are_the_index_modes():
         sub = build_parser()._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
         options = {a.dest: a.choices for a in sub._actions}
         assert tuple(options["mode"]) == SEARCH_MODES and tuple(options["fusion"]) == FUSIONS, command
+
+
+def test_scoring_rare_terms_first_finds_the_shortlist_of_scoring_every_match(tmp_path, fake_embedder):
+    """The lexical shortlist from the chunks that hold a rare term, where it can be shown to be the answer, is the
+    shortlist of scoring every match: the same chunks, in the same order, with the same scores."""
+    import random
+
+    from longvec.index.lexical import RARE_SHARE
+
+    rng = random.Random(7)
+    syllables = "ka lo mi nu pe ri so tu va ze".split()
+    words = [a + b + c for a in syllables for b in syllables for c in syllables][:300]
+    weights = [1 / (rank + 1) for rank in range(len(words))]  # Zipf: a few words in most chunks, most in few
+    docs = [Document(f"d{i}", " ".join(rng.choices(words, weights, k=rng.randint(10, 90)))) for i in range(300)]
+    with Collection.create(tmp_path / "c", embedder=fake_embedder) as c:
+        c.add(docs)
+        store = c._store
+        (rows,) = store._db.execute("SELECT COUNT(*) FROM chunk_terms").fetchone()
+        assert rows > 600  # documents of several chunks, so the per-document cap matters
+        shown = 0
+        for _ in range(80):
+            query = " ".join(rng.choices(words, weights, k=rng.randint(2, 6)))
+            expression = match_expression(query)
+            for limit, per_doc in ((20, 2), (50, 1), (5, 3)):
+                expected = store._lexical_search_all(expression, limit, per_doc)
+                found = store._lexical_search_rare(expression, limit, per_doc)
+                assert store.lexical_search(expression, limit, per_doc) == (found or expected)
+                if found is None:
+                    continue
+                shown += 1
+                assert found == expected, query
+        # Both ways are exercised: many queries answered from rare terms, many not (all rare, or no proof).
+        assert 40 < shown < 200, (shown, RARE_SHARE)
