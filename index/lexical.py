@@ -53,12 +53,13 @@ DEFAULT_ALPHA = 0.7
 # ... and the dense weight of prose chunks (kind "text"): exact words decide more on long text (BM25 is as good as
 # the dense channel on deep pydoc queries and finds nearly every pass key and needle). Of 0.5, 0.4 and 0.3, the
 # highest dense weight that finds 95% of pass keys and needles, and keeps hybrid above each channel alone on
-# both pydoc buckets (docs/BENCHMARKS.md, "Prose at its own weight").
+# both pydoc buckets (docs/BENCHMARKS.md, "Prose at 0.4").
 DEFAULT_TEXT_ALPHA = 0.4
 DEFAULT_WEIGHTS = (DEFAULT_ALPHA, DEFAULT_TEXT_ALPHA)
 # The most distinct terms a query searches with (a pasted page of text stays one bounded query).
 MAX_QUERY_TERMS = 64
-# FTS5 table options: the porter stemmer over unicode61; per-column term counts are all BM25 needs.
+# FTS5 table options: the porter stemmer over unicode61; ``detail=column`` stores no positions (bm25() counts a
+# matched row's terms again from its stored text).
 FTS_TOKENIZE = "porter unicode61 remove_diacritics 2"
 # FTS5's bm25() constant k1 (its default, which longvec keeps): one term adds less than idf * (k1 + 1) to any row.
 BM25_K1 = 1.2

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -115,6 +116,10 @@ class DocumentWrite:
     terms: Sequence[str] | None = None  # each chunk's lexical terms (``lexical.document_terms``)
 
 
+# One term of ``lexical.match_expression``: a quoted run of word characters (the form the rare-terms-first proof needs).
+_QUOTED_TERM = re.compile(r'"[^"\s]+"')
+
+
 def _marks(n: int) -> str:
     return ",".join("?" * n)
 
@@ -134,6 +139,7 @@ class Store:
         self._db.execute("PRAGMA foreign_keys = ON")
         self._next_generation: int | None = None
         self._closed = False
+        self.rare_first = True  # lexical_search: score the chunks holding a rare term first, where it can
         if not readonly:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
@@ -330,14 +336,50 @@ class Store:
         quoted terms, ``lexical.match_expression``), best first, ties by id, at most ``per_doc`` of them from any
         one document (FTS5's ``bm25()`` is lower-is-better: negated here).
 
-        Scoring a match costs far more than finding it, and a query's common words ("return", "self") match most
-        chunks. So when a query has both rare terms (in at most ``RARE_SHARE`` of the chunks) and common ones,
-        only the chunks holding a rare term are scored first (MaxScore, Turtle and Flood 1995): a chunk holding
-        only common terms scores below ``(k1 + 1)`` times their summed idf, and if the shortlist's last chunk
-        scores above that bound, no such chunk could have entered it. Otherwise every match is scored. Either
-        way the result is the same, to the last bit of every score."""
-        found = self._lexical_search_rare(expression, limit, per_doc)
-        return found if found is not None else self._lexical_search_all(expression, limit, per_doc)
+        Scoring a match costs far more than finding it (``bm25()`` reads each matched row's terms again to count
+        them), and a query's common words ("return", "self") match most chunks. So when a query has both rare
+        terms (in at most ``RARE_SHARE`` of the chunks) and common ones, only the chunks holding a rare term are
+        scored first (MaxScore, Turtle and Flood 1995): a chunk holding only common terms scores below
+        ``(k1 + 1)`` times their summed idf, and if the shortlist's last chunk scores above that bound, no such
+        chunk could have entered it. Otherwise every match is scored. Either way the result is the same, to the
+        last bit of every score (the steps read one snapshot of the store). ``rare_first = False`` on the store
+        always scores every match (what benchmarks compare against)."""
+        with self._reading():
+            usable = self._usable(expression)
+            if usable is None:
+                return []
+            found = self._lexical_search_rare(usable, limit, per_doc) if self.rare_first else None
+            return found if found is not None else self._lexical_search_all(usable, limit, per_doc)
+
+    def _usable(self, expression: str) -> str | None:
+        """``expression`` without the terms FTS5 would read as several tokens, which on a ``detail=column`` table
+        is an error ("phrase queries are not supported"): a word holding a character that Python counts as a
+        letter and FTS5's older Unicode tables do not (U+19B0). Stored text is split there alike, so such a
+        term could only have matched in pieces. ``None`` if no term is left."""
+        if expression.isascii():  # ASCII terms are runs of letters and digits: one token each
+            return expression
+        kept = [t for t in phrases(expression) if t.isascii() or self._one_token(t)]
+        return " OR ".join(kept) or None
+
+    def _one_token(self, term: str) -> bool:
+        try:
+            self._db.execute("SELECT 1 FROM chunk_terms WHERE chunk_terms MATCH ? LIMIT 1", (term,)).fetchall()
+        except sqlite3.OperationalError:
+            return False
+        return True
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """One read transaction around the statements inside, unless one is already open."""
+        if self._db.in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
 
     def _lexical_search_all(self, expression: str, limit: int, per_doc: int) -> list[tuple[int, float]]:
         """:meth:`lexical_search` by scoring every chunk that ``expression`` matches."""
@@ -351,26 +393,31 @@ class Store:
 
     def _lexical_search_rare(self, expression: str, limit: int, per_doc: int) -> list[tuple[int, float]] | None:
         """:meth:`lexical_search` among the chunks that hold a rare term, or ``None`` where that cannot be shown
-        to be the answer (or the query has no rare or no common term)."""
+        to be the answer (or the query has no rare or no common term, or is not an ``OR`` of quoted terms)."""
         terms = phrases(expression)
-        if len(terms) < 2:
+        if limit < 1 or len(terms) < 2 or not all(_QUOTED_TERM.fullmatch(t) for t in terms):
             return None
         (rows,) = self._db.execute("SELECT COUNT(*) FROM chunk_terms_docsize").fetchone()  # FTS5's row count
         count = "SELECT COUNT(*) FROM chunk_terms WHERE chunk_terms MATCH ?"
         hits = {t: self._db.execute(count, (t,)).fetchone()[0] for t in terms}
-        rare = " OR ".join(t for t in terms if hits[t] <= rows * RARE_SHARE)
+        rare = [t for t in terms if hits[t] <= rows * RARE_SHARE]
         common = [t for t in terms if hits[t] > rows * RARE_SHARE]
-        if not rare or not common:
+        if not common or sum(hits[t] for t in rare) < limit:  # no rare term, or too few chunks to fill the list
             return None
         # The matches of the query that hold a rare term. bm25() scores them exactly as the query itself does:
         # the phrases under NOT add nothing to a row that NOT lets through (a test holds this to equality).
-        found = self._lexical_search_all(f"({expression}) NOT (({expression}) NOT ({rare}))", limit, per_doc)
+        either = " OR ".join(rare)
+        found = self._lexical_search_all(f"({expression}) NOT (({expression}) NOT ({either}))", limit, per_doc)
         bound = (BM25_K1 + 1) * sum(bm25_idf(rows, hits[t]) for t in common)
         return found if len(found) == limit and found[-1][1] > bound else None
 
     def lexical_scores(self, expression: str, ids: Sequence[int]) -> dict[int, float]:
         """BM25 score (as in :meth:`lexical_search`) of each chunk among ``ids`` that ``expression`` matches."""
         out: dict[int, float] = {}
+        usable = self._usable(expression)
+        if usable is None:
+            return out
+        expression = usable
         for part in _in_parts([int(x) for x in ids]):
             sql = (
                 "SELECT rowid, -bm25(chunk_terms) FROM chunk_terms "
