@@ -59,13 +59,15 @@ def test_user_text_is_never_fts_syntax(tmp_path, fake_embedder, query):
 
 
 def test_a_word_fts5_would_split_is_dropped_from_the_query_not_an_error(tmp_path, fake_embedder):
-    # U+19B0 is a letter to Python's \w but a separator to FTS5's unicode61 tables: quoted, "abᦰcd" is a
-    # two-token phrase, which a detail=column table refuses. The query searches with its other terms.
+    # U+19B0 is a letter to Python's \w but a separator to the unicode61 tables of SQLite 3.40: quoted, "abᦰcd"
+    # is a two-token phrase there, which a detail=column table refuses. The query searches with its other terms
+    # (an SQLite whose tables know the letter reads the word as one token and finds "b" by it).
     with Collection.create(tmp_path / "c", embedder=fake_embedder) as c:
         c.add([Document("a", "alpha beta"), Document("b", "gamma abᦰcd")])
+        one_token = c._store._one_token('"abᦰcd"')
         for mode in ("lexical", "hybrid"):
-            assert c.search("abᦰcd alpha", k=1, mode=mode)[0].doc_id == "a", mode
-        assert c.search("abᦰcd", k=2, mode="lexical") == []
+            assert "a" in {h.doc_id for h in c.search("abᦰcd alpha", k=2, mode=mode)}, mode
+        assert [h.doc_id for h in c.search("abᦰcd", k=2, mode="lexical")] == (["b"] if one_token else [])
 
 
 def test_a_query_of_only_stopwords_finds_nothing_lexically(tmp_path, fake_embedder):
