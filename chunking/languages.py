@@ -239,7 +239,7 @@ def language_for_path(path: str) -> str | None:
 DETECT_CHARS = 4096
 DETECT_MAX_ERRORS = 0.1
 # ... and the least text it reads at all: two words parse as a declaration in some grammar ("Hello world" is Java).
-DETECT_MIN_CHARS = 64
+DETECT_MIN_CHARS = 24
 _LEADING_BLOCK = re.compile(r"\s*(\"\"\"|'''|/\*)")  # a module docstring or a licence comment
 _CLOSERS = {'"""': '"""', "'''": "'''", "/*": "*/"}
 _FENCE = re.compile(r"^\s*```", re.MULTILINE)  # Markdown: a fenced block reads as a JavaScript template string
