@@ -3,7 +3,7 @@
 from longvec.chunking.budget import TokenCounter
 from longvec.chunking.chunker import CHUNKER_VERSION, MIN_CHUNK_TOKENS, Chunker
 from longvec.chunking.code import CodeChunker
-from longvec.chunking.languages import detect_language, language_for_path
+from longvec.chunking.languages import detect_language, language_for_path, names_prose
 from longvec.chunking.text import TextChunker, first_window, token_windows
 from longvec.chunking.types import Chunk, ChunkKind, Span
 
@@ -20,5 +20,6 @@ __all__ = [
     "detect_language",
     "first_window",
     "language_for_path",
+    "names_prose",
     "token_windows",
 ]

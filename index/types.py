@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
-from longvec.chunking import detect_language, language_for_path
+from longvec.chunking import detect_language, language_for_path, names_prose
 from longvec.index.errors import InvalidInputError
 
 # The symbol of a document's own vector (a collection's ``doc_vector``): no code symbol can be spelled so.
@@ -26,8 +26,8 @@ def check_utf8(text: str, what: str) -> None:
 @dataclass(frozen=True)
 class Document:
     """An input document. Its language is ``language`` if given (``"text"`` for prose), else the one the extension
-    of ``path`` (else ``doc_id``) names, else the one its text is written in (``chunking.detect_language``: code
-    of a bundled grammar, or prose)."""
+    of ``path`` (else ``doc_id``) names (none for a prose extension: ``.md``, ``.txt``, ...), else the one its text is
+    written in (``chunking.detect_language``: code of a bundled grammar, or prose)."""
 
     doc_id: str
     text: str
@@ -51,7 +51,11 @@ class Document:
 
     @cached_property
     def effective_language(self) -> str | None:
-        return self.language or language_for_path(self.path or self.doc_id) or detect_language(self.text)
+        if self.language:
+            return self.language
+        named = self.path or self.doc_id
+        found = language_for_path(named)
+        return found if found is not None or names_prose(named) else detect_language(self.text)
 
     @property
     def source_path(self) -> str | None:

@@ -65,6 +65,8 @@ def test_a_given_language_or_path_wins_and_text_means_prose():
     assert Document("a", code, path="notes.go").effective_language == "go"
     assert Document("lib/mod.rs", code).effective_language == "rust"  # a doc_id that names a file
     assert Document("a", "Plain words, nothing more.").effective_language is None
+    assert Document("docs/guide.md", code).effective_language is None  # a prose extension: the text is not read
+    assert Document("a", code, path="NOTES.txt").effective_language is None
 
 
 def test_code_without_a_path_is_chunked_as_code(tmp_path, fake_embedder):
