@@ -3,7 +3,7 @@
 from longvec.chunking.budget import TokenCounter
 from longvec.chunking.chunker import CHUNKER_VERSION, MIN_CHUNK_TOKENS, Chunker
 from longvec.chunking.code import CodeChunker
-from longvec.chunking.languages import detect_language, language_for_path, names_prose
+from longvec.chunking.languages import language_for_path
 from longvec.chunking.text import TextChunker, first_window, token_windows
 from longvec.chunking.types import Chunk, ChunkKind, Span
 
@@ -17,9 +17,7 @@ __all__ = [
     "Span",
     "TextChunker",
     "TokenCounter",
-    "detect_language",
     "first_window",
     "language_for_path",
-    "names_prose",
     "token_windows",
 ]

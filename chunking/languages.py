@@ -225,89 +225,11 @@ def normalize_language(name: str) -> str:
     return _ALIASES.get(key, key)
 
 
-# Extensions that name prose: a document with one is prose without reading its text (``names_prose``).
-PROSE_EXTENSIONS = frozenset({".md", ".markdown", ".rst", ".txt", ".text", ".adoc", ".org", ".tex", ".html", ".htm"})
-
-
-def names_prose(path: str) -> bool:
-    """Whether ``path``'s extension names a prose format (Markdown, reStructuredText, plain text, HTML, ...)."""
-    return PurePath(path).suffix.lower() in PROSE_EXTENSIONS and language_for_path(path) is None
-
-
 def language_for_path(path: str) -> str | None:
     """The code language of a file from its extension (or a few well-known names); ``None`` if not code."""
     p = PurePath(path)
     suffix = p.suffix.lower()
     return _EXTENSIONS.get(suffix) or OTHER_CODE_EXTENSIONS.get(suffix) or _FILENAMES.get(p.name.lower())
-
-
-# Reading a document's language from its text (``detect_language``): how much of it, and how much syntax error the
-# best grammar may leave. On this project's sets (docs/BENCHMARKS.md, "Code without a path or language"), code
-# parses with at most this share in errors (Python 99.5%, Go 98.5%, C++ 90%, TypeScript 91.5% of documents), and
-# prose with far more (pydoc pages 0.5% under it, synthetic haystacks and Markdown files 0%).
-DETECT_CHARS = 4096
-DETECT_MAX_ERRORS = 0.1
-# ... and the least text it reads at all: two words parse as a declaration in some grammar ("Hello world" is Java).
-DETECT_MIN_CHARS = 24
-_LEADING_BLOCK = re.compile(r"\s*(\"\"\"|'''|/\*)")  # a module docstring or a licence comment
-_CLOSERS = {'"""': '"""', "'''": "'''", "/*": "*/"}
-_FENCE = re.compile(r"^\s*```", re.MULTILINE)  # Markdown: a fenced block reads as a JavaScript template string
-_TOP_LEVEL = re.compile(r"\n(?=\S)")
-
-
-def detect_language(text: str) -> str | None:
-    """The grammar-backed language ``text`` is written in, read from the text alone; ``None`` for prose.
-
-    Each bundled grammar parses a sample of the text; the one that leaves the smallest share of it in syntax
-    errors wins (ties go to the earlier language of ``CODE_LANGUAGES``), if that share is at most
-    ``DETECT_MAX_ERRORS``. The sample is ``DETECT_CHARS`` characters from after a leading docstring or block
-    comment (a licence header or a long module docstring would otherwise be all the sample holds), ending before
-    a line that starts at column 0, so a construct is rarely cut open. Markdown (a fenced code block) is prose,
-    and so is a text of fewer than ``DETECT_MIN_CHARS`` characters that are not whitespace (too little to tell).
-    Deterministic, and bounded: at most one parse of the sample per grammar. (Reading a first quarter of the
-    sample alone was tried: it halves the cost on prose and loses an eighth of TypeScript and Python modules.)"""
-    sample = _detect_sample(text)
-    if len("".join(sample.split())) < DETECT_MIN_CHARS or _FENCE.search(sample):
-        return None
-    data = sample.encode("utf-8")
-    best_share, best = DETECT_MAX_ERRORS, None
-    for name in CODE_LANGUAGES:
-        share = _error_share(parser_for(name).parse(data).root_node, len(data))
-        if share < best_share or (share == best_share and best is None):
-            best_share, best = share, name
-        if share == 0.0:
-            break
-    return best
-
-
-def _detect_sample(text: str) -> str:
-    start = 0
-    if (lead := _LEADING_BLOCK.match(text)) is not None:
-        closer = _CLOSERS[lead.group(1)]
-        end = text.find(closer, lead.end())
-        start = end + len(closer) if end != -1 else 0
-    sample = text[start : start + DETECT_CHARS]
-    if start + DETECT_CHARS >= len(text):
-        return sample
-    tops = [m.start() for m in _TOP_LEVEL.finditer(sample)]
-    cut = tops[-1] if tops and tops[-1] > len(sample) // 2 else sample.rfind("\n")
-    return sample[:cut] if cut > 0 else sample
-
-
-def _error_share(root: Node, size: int) -> float:
-    """The share of ``size`` bytes inside syntax-error nodes (a missing token counts one byte)."""
-    if not root.has_error:
-        return 0.0
-    bad, stack = 0, [root]
-    while stack:
-        node = stack.pop()
-        if node.is_error:
-            bad += node.end_byte - node.start_byte
-        elif node.is_missing:
-            bad += 1
-        else:
-            stack.extend(c for c in node.children if c.has_error or c.is_missing)
-    return bad / max(size, 1)
 
 
 @cache

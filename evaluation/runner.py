@@ -216,13 +216,7 @@ class Runner:
         }
         with Collection.create(root, embedder=enc, **settings) as coll:
             coll.add(
-                Document(
-                    d.doc_id,
-                    d.text,
-                    language={"1": d.language, "0": None, "text": "text"}[spec.lang],
-                    path=d.path if spec.path and spec.lang == "1" else None,
-                )
-                for d in ds.docs
+                Document(d.doc_id, d.text, language=d.language, path=d.path if spec.path else None) for d in ds.docs
             )
             mode, fusion, _, _ = spec.channels
             hits = coll.search_many(queries, k=self.k, dim=spec.dim, agg=spec.agg, mode=mode, fusion=fusion)

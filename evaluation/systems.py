@@ -10,9 +10,7 @@ A system is named by a spec string ``KIND[:key=value,...]``:
   number in [0, 1]) and ``text_alpha`` (the dense weight of prose chunks) for hybrid search, set on the collection
   as ``Collection.create`` takes them (neither: the defaults for code and for prose; ``alpha`` alone: every
   chunk), ``context=0`` (chunk only) to embed code chunks without their signature context,
-  ``path=0`` without their source file's path (where the dataset knows it: the code sets), ``lang=0`` with
-  neither their language nor their path (longvec then reads the language from the text), ``lang=text`` declared
-  prose (``language`` "text", no path: how longvec read such documents before it read their text), and
+  ``path=0`` without their source file's path (where the dataset knows it: the code sets), and
   ``docvec=1`` to give each document of several chunks one more vector of its first ``max_tokens`` tokens,
   ``split=N`` to chunk documents that do not fit one ``max_tokens`` chunk at ``N`` tokens instead.
   Long context (``embedder.longctx``): ``extend`` grows the model's position table to that many tokens
@@ -61,7 +59,6 @@ KEYS: dict[str, tuple[str, ...]] = {
         "context",
         "docvec",
         "path",
-        "lang",
         "split",
         *LONG_KEYS,
     ),
@@ -90,7 +87,6 @@ class SystemSpec:
     context: bool = True
     docvec: bool = False
     path: bool = True
-    lang: str = "1"  # "1": the dataset's language and path; "0": neither; "text": declared prose, no path
     split: int | None = None
     extend: int | None = None
     positions: PositionMode | None = None
@@ -143,8 +139,6 @@ class SystemSpec:
             parts.append("+ doc vector")
         if not self.path:
             parts.append("no path")
-        if self.lang != "1":
-            parts.append("no language" if self.lang == "0" else "as prose")
         if self.extend is not None:
             parts.append(f"extend {self.extend} {self.positions or 'keep'}")
         if self.tau is not None:
@@ -215,10 +209,6 @@ def _value(spec: str, key: str, value: str) -> object:
         if not low <= number <= high:
             raise InvalidInputError(f"system {spec!r}: {key} must be a number in [{low:g}, {high:g}], got {value!r}")
         return number
-    if key == "lang":
-        if value not in ("0", "1", "text"):
-            raise InvalidInputError(f"system {spec!r}: lang must be 0, 1 or text, got {value!r}")
-        return value
     if key in ("context", "docvec", "path"):
         if value not in ("0", "1"):
             raise InvalidInputError(f"system {spec!r}: {key} must be 0 or 1, got {value!r}")

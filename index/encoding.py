@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from longvec.chunking import CHUNKER_VERSION, Chunk, Chunker, TokenCounter, first_window
-from longvec.chunking.languages import CODE_LANGUAGES, KNOWN_CODE_LANGUAGES, normalize_language
+from longvec.chunking.languages import CODE_LANGUAGES
 from longvec.chunking.types import spans_to_chunks
 from longvec.embedder import EmbedderConfig, Encoder, InvalidSettingError, load_embedder
 from longvec.index.errors import InvalidInputError, UnsupportedShapeError
@@ -129,7 +129,7 @@ class DocumentEncoder:
             first = first_window(self.counter, doc.text, self.manifest.max_tokens)  # tokenises only a prefix
             spans = [] if first is None else [first]
             counts = self.counter.count_many([doc.text[s.start : s.end] for s in spans])
-            kind = "code" if language and normalize_language(language) in KNOWN_CODE_LANGUAGES else "text"
+            kind = "code" if language else "text"
             return spans_to_chunks(doc.doc_id, doc.text, spans, counts, kind, language)
         chunks = self.chunker.chunk(doc.doc_id, doc.text, path=doc.source_path, language=language)
         if self.manifest.doc_vector and len(chunks) > 1:

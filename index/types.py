@@ -5,10 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
 from typing import Any
 
-from longvec.chunking import detect_language, language_for_path, names_prose
+from longvec.chunking import language_for_path
 from longvec.index.errors import InvalidInputError
 
 # The symbol of a document's own vector (a collection's ``doc_vector``): no code symbol can be spelled so.
@@ -25,9 +24,7 @@ def check_utf8(text: str, what: str) -> None:
 
 @dataclass(frozen=True)
 class Document:
-    """An input document. Its language is ``language`` if given (``"text"`` for prose), else the one the extension
-    of ``path`` (else ``doc_id``) names (none for a prose extension: ``.md``, ``.txt``, ...), else the one its text is
-    written in (``chunking.detect_language``: code of a bundled grammar, or prose)."""
+    """An input document. ``language`` overrides detection from the extension of ``path`` (else ``doc_id``)."""
 
     doc_id: str
     text: str
@@ -49,13 +46,9 @@ class Document:
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"metadata of {self.doc_id!r} is not JSON-serialisable: {exc}") from None
 
-    @cached_property
+    @property
     def effective_language(self) -> str | None:
-        if self.language:
-            return self.language
-        named = self.path or self.doc_id
-        found = language_for_path(named)
-        return found if found is not None or names_prose(named) else detect_language(self.text)
+        return self.language or language_for_path(self.path or self.doc_id)
 
     @property
     def source_path(self) -> str | None:

@@ -13,7 +13,7 @@ from longvec.evaluation.systems import DEFAULT_SYSTEMS, SystemSpec
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    extra = ("chunk:agg=weighted,dim=64", "truncate:extend=1024,positions=group,tau=0.9", "late", "chunk:lang=0")
+    extra = ("chunk:agg=weighted,dim=64", "truncate:extend=1024,positions=group,tau=0.9", "late")
     systems = [SystemSpec.parse(s) for s in (*DEFAULT_SYSTEMS, *extra)]
     cache = tmp_path_factory.mktemp("evalcache")
     return run_eval(["code", "passkey", "needle"], systems, cache_dir=cache, small=True, lengths={256}, log=print)
@@ -31,7 +31,6 @@ def test_every_system_ran_on_every_pool(results):
         "longvec chunk-256 agg weighted dim 64 dense",
         "longvec truncate-1024 extend 1024 group tau 0.9",  # a long-context encoder, built by the runner
         SystemSpec.parse("late").name,  # late chunking, through the same collection path
-        f"{CHUNK} no language",  # documents given without language or path: read from their text
     }
     assert {r.system for r in results} == names
     assert {r.dataset for r in results} == {"code", "passkey-256", "needle-256"}
