@@ -34,9 +34,10 @@ def _add_channels(p: argparse.ArgumentParser, what: str = "") -> None:
     p.add_argument("--mode", choices=("dense", "lexical", "hybrid"), help=f"{what}dense, lexical (BM25) or hybrid")
     p.add_argument(
         "--fusion",
-        choices=("rrf", "convex", "zscore", "adaptive"),
-        help=f"{what}hybrid fusion: reciprocal rank, min-max scores, standardised scores, or standardised scores "
-        "weighted per query by how far each channel's best document stands out",
+        choices=("rrf", "convex", "zscore", "adaptive", "pnorm"),
+        help=f"{what}hybrid fusion: reciprocal rank, min-max scores, standardised scores (zscore: summed; pnorm: "
+        "their 1.5-norm, so one channel that singles a chunk out outweighs two that place it fairly), or "
+        "standardised scores weighted per query by how far each channel's best document stands out",
     )
     p.add_argument(
         "--alpha",

@@ -25,7 +25,7 @@ class SearchRequest(BaseModel):
     agg: AggMode = "maxsim"
     mode: SearchMode | None = Field(default=None, description="dense, lexical or hybrid (default: the collection's)")
     fusion: Fusion | None = Field(
-        default=None, description="hybrid: rrf, convex, zscore or adaptive (default: the collection's)"
+        default=None, description="hybrid: rrf, convex, zscore, adaptive or pnorm (default: the collection's)"
     )
     alpha: float | None = Field(
         default=None,

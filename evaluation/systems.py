@@ -6,9 +6,9 @@ A system is named by a spec string ``KIND[:key=value,...]``:
   Keys: ``max_tokens`` (chunk budget), ``overlap`` (overlap tokens), ``dim`` (Matryoshka prefix),
   ``agg`` (``maxsim``: a document scores as its best chunk, the default; or ``mean``/``max``/``weighted``:
   one aggregated vector per document), ``mode`` (``dense``/``lexical``/``hybrid``; default: a new
-  collection's default), ``fusion`` (``rrf``/``convex``/``zscore``/``adaptive``), ``alpha`` (the dense weight, a
-  number in [0, 1]) and ``text_alpha`` (the dense weight of prose chunks) for hybrid search, set on the collection
-  as ``Collection.create`` takes them (neither: the defaults for code and for prose; ``alpha`` alone: every
+  collection's default), ``fusion`` (``rrf``/``convex``/``zscore``/``adaptive``/``pnorm``), ``alpha`` (the dense
+  weight, a number in [0, 1]) and ``text_alpha`` (the dense weight of prose chunks) for hybrid search, set on the
+  collection as ``Collection.create`` takes them (neither: the defaults for code and for prose; ``alpha`` alone: every
   chunk), ``context=0`` (chunk only) to embed code chunks without their signature context,
   ``path=0`` without their source file's path (where the dataset knows it: the code sets), and
   ``docvec=1`` to give each document of several chunks one more vector of its first ``max_tokens`` tokens,

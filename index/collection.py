@@ -988,8 +988,8 @@ class Collection:
 
         ``mode`` picks the channels (default: the collection's ``search_mode``): ``dense`` (the embeddings),
         ``lexical`` (BM25 over code-aware terms, see ``index.lexical``) or ``hybrid`` (both, fused per chunk
-        by ``fusion`` -- ``rrf``, ``convex``, ``zscore`` or ``adaptive`` -- with weight ``alpha`` on the dense
-        channel, ``text_alpha`` for prose chunks; an ``alpha`` given alone weighs every chunk). A document
+        by ``fusion`` -- ``rrf``, ``convex``, ``zscore``, ``adaptive`` or ``pnorm`` -- with weight ``alpha`` on the
+        dense channel, ``text_alpha`` for prose chunks; an ``alpha`` given alone weighs every chunk). A document
         scores as its best chunk and comes back with its best chunks' spans. In dense mode, ``agg`` ``mean``,
         ``max`` and ``weighted`` (by token count) instead score one vector per document aggregated from its
         chunk vectors, with no spans. ``dim`` searches a Matryoshka prefix of the vectors (see

@@ -17,6 +17,11 @@ with weight ``alpha`` on the dense channel and ``1 - alpha`` on the lexical one;
 did not return); ``zscore`` adds the same over scores standardised within each channel's candidates (mean 0,
 standard deviation 1), so a channel with one candidate far above the rest (a rare exact term: a name, a pass key,
 an identifier) speaks louder than one whose scores are all alike, where min-max would stretch either to [0, 1];
+``pnorm`` takes the same weighted standardised scores and combines a chunk's two by their p-norm (p =
+:data:`PNORM_P`) where they are positive, adding negative ones as they are: a soft OR, after the p-norm model of
+extended Boolean retrieval (Salton, Fox and Wu, 1983), under which one channel that singles a chunk out outweighs
+two that place another one fairly high (a needle the lexical channel finds by its rare words, against a near twin
+the dense channel likes as much as the needle); p = 1 is ``zscore``.
 ``adaptive`` is ``zscore`` with the weights set per query: each channel's ``alpha`` (or ``1 - alpha``) is
 multiplied by its margin, how far its best document stands above its second best (in standard deviations), so the
 channel that singles out one document decides more. A collection can weigh prose chunks (kind ``text``) with
@@ -35,14 +40,16 @@ from typing import Any, Literal, TypeVar
 K = TypeVar("K", int, tuple[str, int])  # what fusion keys chunks by: a chunk id, or (doc_id, chunk ordinal)
 SearchMode = Literal["dense", "lexical", "hybrid"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("dense", "lexical", "hybrid")
-Fusion = Literal["rrf", "convex", "zscore", "adaptive"]
-FUSIONS: tuple[Fusion, ...] = ("rrf", "convex", "zscore", "adaptive")
+Fusion = Literal["rrf", "convex", "zscore", "adaptive", "pnorm"]
+FUSIONS: tuple[Fusion, ...] = ("rrf", "convex", "zscore", "adaptive", "pnorm")
 RRF_K = 60
 # zscore: the least standard deviation of each channel's candidate scores, in its own units (dense: cosine,
 # lexical: FTS5 BM25). A match on terms in over half the chunks scores ~1e-6 (FTS5 floors their idf), and
 # standardising 1e-6 against zeros would make it as loud as a rare name; a cosine spread of 0.01 or a BM25
 # spread of 0.1 is what one weak term or rounding gives, far below a discriminating match (BM25 ~5-15).
 Z_MIN_STD = (0.01, 0.1)
+# pnorm: the exponent that combines the channels' weighted standardised scores (1 would be zscore's sum).
+PNORM_P = 1.5
 # adaptive: the least margin a channel is credited with (in standard deviations), so a channel whose best document
 # does not stand out still counts a little.
 MIN_MARGIN = 0.1
@@ -152,7 +159,7 @@ def fuse(
             normalised = [(key, 1.0 / (RRF_K + rank)) for rank, (key, _) in enumerate(ranked, 1)]
         elif fusion == "convex":
             normalised = _min_max(ranked)
-        else:  # zscore, adaptive
+        else:  # zscore, adaptive, pnorm
             normalised = _z_scores(ranked, floor)
         channels.append(normalised)
         margins.append(max(_margin(normalised, documents or {}), MIN_MARGIN) if fusion == "adaptive" else 0.0)
@@ -166,10 +173,23 @@ def fuse(
         return (dense_weight / total, lexical_weight / total) if total > 0 else (0.0, 0.0)
 
     fused: dict[K, float] = {}
-    for c, normalised in enumerate(channels):
-        for key, s in normalised:
-            fused[key] = fused.get(key, 0.0) + weights(key)[c] * s
+    if fusion == "pnorm":
+        dense_z, lexical_z = (dict(normalised) for normalised in channels)
+        for key in dense_z.keys() | lexical_z.keys():
+            w = weights(key)
+            fused[key] = _soft_or(w[0] * dense_z.get(key, 0.0), w[1] * lexical_z.get(key, 0.0))
+    else:
+        for c, normalised in enumerate(channels):
+            for key, s in normalised:
+                fused[key] = fused.get(key, 0.0) + weights(key)[c] * s
     return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _soft_or(x: float, y: float) -> float:
+    """Two channels' weighted evidence combined as ``pnorm`` does: the :data:`PNORM_P`-norm of their positive
+    parts, plus their negative parts as they are (for p = 1, exactly ``x + y``)."""
+    support = (max(x, 0.0) ** PNORM_P + max(y, 0.0) ** PNORM_P) ** (1.0 / PNORM_P)
+    return support + min(x, 0.0) + min(y, 0.0)
 
 
 def _margin(scores: list[tuple[K, float]], documents: Mapping[K, Any]) -> float:

@@ -10,7 +10,7 @@ import pytest
 
 from longvec.api.cli import main
 from longvec.index import Collection, Document, InvalidInputError
-from longvec.index.lexical import RRF_K, fuse, match_expression, terms
+from longvec.index.lexical import PNORM_P, RRF_K, fuse, match_expression, terms
 from longvec.index.vectors import VectorIndex
 
 
@@ -144,6 +144,32 @@ def test_adaptive_fusion_weighs_each_channel_by_its_margin():
     assert [k for k, _ in fuse(dense, mirror, fusion="adaptive", alpha=0.3, documents=docs)] == [
         k for k, _ in fuse(dense, mirror, fusion="zscore", alpha=0.3)
     ]
+
+
+def test_pnorm_fusion_prefers_one_decisive_channel_to_two_middling_ones():
+    # Chunk 1 (the needle) stands far above in the lexical channel only; chunk 2 (a near twin) is well placed in both.
+    dense = [(2, 0.50), (3, 0.46), (1, 0.445), (4, 0.44), (5, 0.41), (6, 0.40)]
+    lexical = [(1, 12.0), (2, 8.0), (3, 2.0), (4, 1.5), (5, 1.0), (6, 0.5)]
+    zd = dict(fuse(dense, [], fusion="zscore", alpha=1.0))
+    zl = dict(fuse([], lexical, fusion="zscore", alpha=0.0))
+    zscore = dict(fuse(dense, lexical, fusion="zscore", alpha=0.4))
+    pnorm = dict(fuse(dense, lexical, fusion="pnorm", alpha=0.4))
+    assert max(zscore, key=zscore.get) == 2  # the sum follows the twin's two good placings
+    assert max(pnorm, key=pnorm.get) == 1  # the p-norm follows the decisive channel
+    p = PNORM_P
+    for key in (1, 2):  # both channels above their means: the p-norm of the weighted z-scores
+        x, y = 0.4 * zd[key], 0.6 * zl[key]
+        assert x > 0 and y > 0
+        assert pnorm[key] == pytest.approx((x**p + y**p) ** (1 / p))
+    # below a channel's mean, a score counts against the chunk in full, as in zscore
+    x, y = 0.4 * zd[6], 0.6 * zl[6]
+    assert x < 0 and y < 0 and pnorm[6] == pytest.approx(x + y) == pytest.approx(zscore[6])
+    x, y = 0.4 * zd[4], 0.6 * zl[4]
+    assert pnorm[4] == pytest.approx(max(x, 0) + min(x, 0) + max(y, 0) + min(y, 0)) == pytest.approx(zscore[4])
+    # each chunk at its own weights, as the other fusions
+    own = dict(fuse(dense, lexical, fusion="pnorm", alpha=0.4, alphas={2: 0.9}))
+    assert own[2] == pytest.approx(((0.9 * zd[2]) ** p + (0.1 * zl[2]) ** p) ** (1 / p))
+    assert own[1] == pytest.approx(pnorm[1])
 
 
 def test_hybrid_scores_a_chunk_in_the_channel_whose_shortlist_cut_it(tmp_path, fake_embedder):
