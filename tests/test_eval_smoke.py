@@ -40,15 +40,15 @@ def test_every_system_ran_on_every_pool(results):
 
 
 def test_system_names_carry_the_weights_each_chunk_is_fused_at():
-    from longvec.index.lexical import DEFAULT_ALPHA, DEFAULT_TEXT_ALPHA
+    from longvec.index.lexical import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_TEXT_ALPHA
 
     names = {
         s: SystemSpec.parse(s).name for s in ("chunk", "chunk:alpha=0.5", "chunk:text_alpha=0.3", "chunk:mode=dense")
     }
     assert names == {
-        "chunk": f"longvec chunk-256 hybrid zscore alpha {DEFAULT_ALPHA:g} text {DEFAULT_TEXT_ALPHA:g}",
-        "chunk:alpha=0.5": "longvec chunk-256 hybrid zscore alpha 0.5",  # one weight for every chunk
-        "chunk:text_alpha=0.3": f"longvec chunk-256 hybrid zscore alpha {DEFAULT_ALPHA:g} text 0.3",
+        "chunk": f"longvec chunk-256 hybrid {DEFAULT_FUSION} alpha {DEFAULT_ALPHA:g} text {DEFAULT_TEXT_ALPHA:g}",
+        "chunk:alpha=0.5": f"longvec chunk-256 hybrid {DEFAULT_FUSION} alpha 0.5",  # one weight for every chunk
+        "chunk:text_alpha=0.3": f"longvec chunk-256 hybrid {DEFAULT_FUSION} alpha {DEFAULT_ALPHA:g} text 0.3",
         "chunk:mode=dense": "longvec chunk-256 dense",
     }
 

@@ -183,7 +183,7 @@ def test_hybrid_scores_a_chunk_in_the_channel_whose_shortlist_cut_it(tmp_path, f
         c.add(docs)
         assert [h.doc_id for h in c.search("alpha zork", k=2, mode="lexical")] == ["two", "one"]
         assert "one" not in [h.doc_id for h in c.search("alpha zork", k=20, mode="dense")]
-        for fusion in ("convex", "zscore"):
+        for fusion in ("convex", "zscore", "pnorm"):
             assert c.search("alpha zork", k=2, mode="hybrid", fusion=fusion, alpha=0.5)[0].doc_id == "one", fusion
 
 
@@ -215,12 +215,12 @@ def _fused_order(lexical_hits, fusion):
 
 def test_a_lexical_channel_with_nothing_to_say_leaves_the_dense_order():
     dense = [f"d{i:02d}" for i in range(30, 20, -1)]
-    for fusion in ("rrf", "convex", "zscore"):  # no chunk matches: unmatched chunks are not ranked by id
+    for fusion in ("rrf", "convex", "zscore", "pnorm"):  # no chunk matches: unmatched chunks are not ranked by id
         assert _fused_order({}, fusion) == dense, fusion
     # every chunk matches only a term in over half the rows (FTS5 floors its idf: BM25 ~1e-6), in the order
     # opposite to dense: standardised, that noise must not outvote the dense channel
     noise = {i: 1e-6 * (31 - i) for i in range(1, 31)}
-    assert _fused_order(noise, "zscore") == dense
+    assert _fused_order(noise, "zscore") == _fused_order(noise, "pnorm") == dense
 
 
 def _doc_vector_hits(fusion, *, doc_vectors, expression='"term"'):
@@ -259,7 +259,7 @@ def _order(hits):
     return [h.doc_id for h in hits], hits[0].chunks[0].symbol
 
 
-@pytest.mark.parametrize("fusion", ["convex", "zscore"])
+@pytest.mark.parametrize("fusion", ["convex", "zscore", "pnorm"])
 def test_a_document_vector_is_fused_with_its_documents_best_lexical_score(fusion):
     # long's vector is dense-best and long matches the query nearly as well as rival: it wins, hit by its vector
     assert _order(_doc_vector_hits(fusion, doc_vectors=True)) == (["long", "rival", "noise24"], "<document>")
