@@ -35,9 +35,10 @@ def _add_channels(p: argparse.ArgumentParser, what: str = "") -> None:
     p.add_argument(
         "--fusion",
         choices=("rrf", "convex", "zscore", "adaptive", "pnorm"),
-        help=f"{what}hybrid fusion: reciprocal rank, min-max scores, standardised scores (zscore: summed; pnorm: "
-        "their 1.5-norm, so one channel that singles a chunk out outweighs two that place it fairly), or "
-        "standardised scores weighted per query by how far each channel's best document stands out",
+        help=f"{what}hybrid fusion: reciprocal rank, min-max scores, standardised scores (zscore: summed; pnorm, "
+        "the default of new collections: positive ones combined by their 1.5-norm, so one channel that singles a "
+        "chunk out can outweigh two that place another chunk fairly high), or standardised scores weighted per "
+        "query by how far each channel's best document stands out",
     )
     p.add_argument(
         "--alpha",

@@ -19,9 +19,9 @@ standard deviation 1), so a channel with one candidate far above the rest (a rar
 an identifier) speaks louder than one whose scores are all alike, where min-max would stretch either to [0, 1];
 ``pnorm`` takes the same weighted standardised scores and combines a chunk's two by their p-norm (p =
 :data:`PNORM_P`) where they are positive, adding negative ones as they are: a soft OR, after the p-norm model of
-extended Boolean retrieval (Salton, Fox and Wu, 1983), under which one channel that singles a chunk out outweighs
-two that place another one fairly high (a needle the lexical channel finds by its rare words, against a near twin
-the dense channel likes as much as the needle); p = 1 is ``zscore``.
+extended Boolean retrieval (Salton, Fox and Wu, 1983): two equal positive parts b count 2^(1/p) b instead of 2b, so
+one channel that singles a chunk out can outweigh two that place another one fairly high (a needle the lexical
+channel finds by its rare words, against a near twin the dense channel likes as well); p = 1 is ``zscore``.
 ``adaptive`` is ``zscore`` with the weights set per query: each channel's ``alpha`` (or ``1 - alpha``) is
 multiplied by its margin, how far its best document stands above its second best (in standard deviations), so the
 channel that singles out one document decides more. A collection can weigh prose chunks (kind ``text``) with
@@ -48,7 +48,8 @@ RRF_K = 60
 # standardising 1e-6 against zeros would make it as loud as a rare name; a cosine spread of 0.01 or a BM25
 # spread of 0.1 is what one weak term or rounding gives, far below a discriminating match (BM25 ~5-15).
 Z_MIN_STD = (0.01, 0.1)
-# pnorm: the exponent that combines the channels' weighted standardised scores (1 would be zscore's sum).
+# pnorm: the exponent that combines the channels' weighted standardised scores (1 would be zscore's sum). It is part
+# of the fusion's definition, which collections store by name: another exponent would need another name.
 PNORM_P = 1.5
 # adaptive: the least margin a channel is credited with (in standard deviations), so a channel whose best document
 # does not stand out still counts a little.
@@ -190,8 +191,9 @@ def fuse(
 def _soft_or(x: float, y: float) -> float:
     """Two channels' weighted evidence combined as ``pnorm`` does: the :data:`PNORM_P`-norm of their positive
     parts, plus their negative parts as they are (for p = 1, exactly ``x + y``)."""
-    support = (max(x, 0.0) ** PNORM_P + max(y, 0.0) ** PNORM_P) ** (1.0 / PNORM_P)
-    return support + min(x, 0.0) + min(y, 0.0)
+    if x > 0.0 and y > 0.0:
+        return (x**PNORM_P + y**PNORM_P) ** (1.0 / PNORM_P)
+    return x + y  # at most one positive part: its norm is itself
 
 
 def _margin(scores: list[tuple[K, float]], documents: Mapping[K, Any]) -> float:

@@ -164,8 +164,11 @@ def test_pnorm_fusion_prefers_one_decisive_channel_to_two_middling_ones():
     # below a channel's mean, a score counts against the chunk in full, as in zscore
     x, y = 0.4 * zd[6], 0.6 * zl[6]
     assert x < 0 and y < 0 and pnorm[6] == pytest.approx(x + y) == pytest.approx(zscore[6])
-    x, y = 0.4 * zd[4], 0.6 * zl[4]
-    assert pnorm[4] == pytest.approx(max(x, 0) + min(x, 0) + max(y, 0) + min(y, 0)) == pytest.approx(zscore[4])
+    x, y = 0.4 * zd[3], 0.6 * zl[3]  # above one mean, below the other: the sum
+    assert x > 0 > y and pnorm[3] == pytest.approx(x + y) == pytest.approx(zscore[3])
+    # one channel alone (the other empty, or weighted 0): that channel's weighted z-scores, as zscore gives them
+    assert fuse(dense, [], fusion="pnorm", alpha=0.4) == fuse(dense, [], fusion="zscore", alpha=0.4)
+    assert fuse(dense, lexical, fusion="pnorm", alpha=1.0) == fuse(dense, lexical, fusion="zscore", alpha=1.0)
     # each chunk at its own weights, as the other fusions
     own = dict(fuse(dense, lexical, fusion="pnorm", alpha=0.4, alphas={2: 0.9}))
     assert own[2] == pytest.approx(((0.9 * zd[2]) ** p + (0.1 * zl[2]) ** p) ** (1 / p))
@@ -455,6 +458,22 @@ def test_chunks_written_without_lexical_rows_are_filled_on_the_next_writable_ope
             db.execute("SELECT COUNT(*) FROM chunk_terms").fetchone()
             == db.execute("SELECT COUNT(*) FROM chunks").fetchone()
         )
+
+
+def test_a_collection_keeps_the_fusion_it_was_made_with(tmp_path, fake_embedder):
+    from longvec.index.lexical import DEFAULT_FUSION
+
+    assert DEFAULT_FUSION != "zscore"  # else this could not tell the stored fusion from the default
+    root = tmp_path / "c"
+    docs = [Document("a", "alpha beta gamma"), Document("b", "alpha delta"), Document("c", "beta gamma epsilon")]
+    with Collection.create(root, embedder=fake_embedder, fusion="zscore") as c:  # as made before pnorm
+        c.add(docs)
+    with Collection.open_or_create(root, embedder=fake_embedder) as c:  # `longvec index` with no search options
+        c.add([Document("d", "gamma zeta")])
+        assert c.manifest.fusion == "zscore"
+        hits = [(h.doc_id, h.score) for h in c.search("alpha gamma", k=4)]
+        assert hits == [(h.doc_id, h.score) for h in c.search("alpha gamma", k=4, fusion="zscore")]
+        assert hits != [(h.doc_id, h.score) for h in c.search("alpha gamma", k=4, fusion=DEFAULT_FUSION)]
 
 
 def test_search_defaults_of_an_existing_collection_can_change(tmp_path, fake_embedder):
