@@ -141,6 +141,13 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def _non_negative_int(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return n
+
+
 def _non_negative_float(value: str) -> float:
     x = float(value)
     if not x >= 0:
@@ -397,6 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="KIND[:key=value,...] with KIND in chunk, truncate, st, windows, sts, bm25 (default: all of them)",
     )
     p.add_argument("--small", action="store_true", help="smoke-sized datasets (seconds, for tests)")
+    p.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=0,
+        help="draw another sample of the built-in datasets (default 0, the one docs/BENCHMARKS.md reports)",
+    )
     p.add_argument("--lengths", help="synthetic lengths to run, e.g. 256,512,1024 (default: all)")
     p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "longvec" / "eval")
     p.add_argument("--model", help="model path or hub name (default: the packaged all-MiniLM-L6-v2)")
@@ -1057,6 +1070,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         systems,
         cache_dir=args.cache_dir,
         small=args.small,
+        seed=args.seed,
         lengths=lengths,
         model=args.model,
         **_engine_settings(args),

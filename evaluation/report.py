@@ -47,6 +47,7 @@ def run_eval(
     *,
     cache_dir: Path,
     small: bool = False,
+    seed: int = 0,
     lengths: set[int] | None = None,
     model: str | None = None,
     precision: Precision = "auto",
@@ -57,7 +58,9 @@ def run_eval(
 ) -> list[SystemResult]:
     """Every system on every pool of ``datasets`` (built-in names) and of ``extra_pools`` (e.g. BEIR sets).
 
-    ``lengths`` selects the synthetic pools' lengths; pools are renamed where two would share a name.
+    ``seed`` draws another sample of the built-in datasets (fresh needles and haystacks, other functions and
+    queries from the same sources): a check that a setting chosen on seed 0 holds on queries it was not chosen
+    on. ``lengths`` selects the synthetic pools' lengths; pools are renamed where two would share a name.
     """
     runner = Runner(model=model, k=k, precision=precision, backend=backend)
     counter = runner.encoder(256).counter
@@ -66,7 +69,9 @@ def run_eval(
             check_dim(spec.dim, runner.encoder(spec.max_tokens, spec.encoder_settings).dim)
     results = []
     taken: set[str] = set()
-    groups = [(name, lambda name=name: load_dataset(name, cache_dir, counter, small=small)) for name in datasets]
+    groups = [
+        (name, lambda name=name: load_dataset(name, cache_dir, counter, small=small, seed=seed)) for name in datasets
+    ]
     groups += [(pool.name, lambda pool=pool: [pool]) for pool in extra_pools or []]
     for i, (name, load) in enumerate(groups):
         start = time.perf_counter()

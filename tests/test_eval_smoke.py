@@ -7,6 +7,8 @@ import json
 import pytest
 
 from longvec.api.cli import main
+from longvec.evaluation import load_dataset
+from longvec.evaluation.datasets import cache_path
 from longvec.evaluation.report import pivot_rows, render, run_eval, synthetic_rows
 from longvec.evaluation.systems import DEFAULT_SYSTEMS, SystemSpec
 
@@ -104,3 +106,18 @@ def test_cli_eval_all_datasets_small(tmp_path, capsys):
     assert "pydoc" in capsys.readouterr().out
     data = json.loads(out.read_text())
     assert data["meta"]["command"].startswith("longvec") and len(data["results"]) == 2 * (1 + 1 + 2 + 2)
+
+
+def test_cli_eval_seed_draws_another_sample(tmp_path, capsys, counter):
+    cache = tmp_path / "c"
+    args = ["eval", "--small", "--cache-dir", str(cache), "--datasets", "passkey", "--lengths", "256"]
+    assert main([*args, "--systems", "bm25", "--seed", "1"]) == 0
+    assert cache_path(cache, "passkey", small=True, seed=1).exists()
+    assert not cache_path(cache, "passkey", small=True, seed=0).exists()
+    seed0 = load_dataset("passkey", cache, counter, small=True, seed=0)[0]
+    seed1 = load_dataset("passkey", cache, counter, small=True, seed=1)[0]
+    assert {q.text for q in seed0.queries} != {q.text for q in seed1.queries}
+    assert {d.text for d in seed0.docs}.isdisjoint({d.text for d in seed1.docs})  # other needles in other cuts
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--seed", "-1"])
+    assert exit_info.value.code == 2 and "--seed: must be 0 or more" in capsys.readouterr().err
