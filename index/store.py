@@ -417,13 +417,12 @@ class Store:
         usable = self._usable(expression)
         if usable is None:
             return out
-        expression = usable
         for part in _in_parts([int(x) for x in ids]):
             sql = (
                 "SELECT rowid, -bm25(chunk_terms) FROM chunk_terms "
                 f"WHERE chunk_terms MATCH ? AND rowid IN ({_marks(len(part))})"
             )
-            out.update(self._db.execute(sql, [expression, *part]).fetchall())
+            out.update(self._db.execute(sql, [usable, *part]).fetchall())
         return out
 
     def vectors(self, ids: Sequence[int], dim: int) -> np.ndarray:
