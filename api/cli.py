@@ -408,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed",
         type=_non_negative_int,
         default=0,
-        help="draw another sample of the built-in datasets (default 0, the one docs/BENCHMARKS.md reports)",
+        help="draw another sample of the built-in datasets (default 0, the one docs/BENCHMARKS.md reports; "
+        "--beir sets are read as they are)",
     )
     p.add_argument("--lengths", help="synthetic lengths to run, e.g. 256,512,1024 (default: all)")
     p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "longvec" / "eval")
@@ -1079,7 +1080,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     print(render(results))
     if args.output is not None:
-        write_results(args.output, results, ["longvec", *sys.argv[1:]])
+        write_results(args.output, results, ["longvec", *sys.argv[1:]], seed=args.seed)
     if args.runs is not None:
         write_runs(args.runs, results)
     return 0

@@ -190,10 +190,12 @@ def render(results: list[SystemResult]) -> str:
     return "\n".join(parts)
 
 
-def write_results(path: Path, results: list[SystemResult], argv: list[str]) -> None:
+def write_results(path: Path, results: list[SystemResult], argv: list[str], *, seed: int = 0) -> None:
+    """``results`` as JSON (per-query metrics, no rankings) with the command, the datasets' ``seed`` and the machine."""
     meta = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(argv),
+        "seed": seed,
         "python": sys.version.split()[0],
         "machine": platform.platform(),
     }

@@ -111,7 +111,9 @@ def test_cli_eval_all_datasets_small(tmp_path, capsys):
 def test_cli_eval_seed_draws_another_sample(tmp_path, capsys, counter):
     cache = tmp_path / "c"
     args = ["eval", "--small", "--cache-dir", str(cache), "--datasets", "passkey", "--lengths", "256"]
-    assert main([*args, "--systems", "bm25", "--seed", "1"]) == 0
+    out = tmp_path / "results.json"
+    assert main([*args, "--systems", "bm25", "--seed", "1", "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["meta"]["seed"] == 1
     assert cache_path(cache, "passkey", small=True, seed=1).exists()
     assert not cache_path(cache, "passkey", small=True, seed=0).exists()
     seed0 = load_dataset("passkey", cache, counter, small=True, seed=0)[0]
