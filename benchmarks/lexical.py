@@ -18,9 +18,9 @@ Latency: the collection is closed (saving the FAISS index) and reopened read-onl
 after a warm-up, every query runs once per mode (``dense``, ``lexical``, ``hybrid`` with ``--fusion``) through
 ``collection.search(q, k=10, mode=...)``, one query at a time, the modes interleaved per query in a rotating
 order so that background load falls on all alike. Two more modes, ``lexical-all`` and ``hybrid-all``, run the
-same searches with every lexical match scored (the store's ``rare_first`` switched off), so what the
-rare-terms-first shortlist saves is measured side by side; each lexical query's hits are compared between the
-two. p50/p99 in ms and the ratios are printed.
+same searches with every lexical match scored (the store's ``pruned`` switched off), so what the pruned
+shortlist (only the matches whose score bounds let them enter it are scored) saves is measured side by side;
+each lexical query's hits are compared between the two. p50/p99 in ms and the ratios are printed.
 
 Size: the store is copied twice with SQLite's backup API; one copy loses the ``chunk_terms`` FTS5 table and
 its trigger; both are VACUUMed and compared. The per-table pages from ``dbstat`` (where this SQLite has it)
@@ -179,28 +179,28 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
 
 
 def _search(c: Any, q: str, mode: str, fusion: str) -> list[Any]:
-    """``c.search(q, k=10, mode=mode)``; a ``-all`` mode with the store's rare-terms-first shortlist switched off
+    """``c.search(q, k=10, mode=mode)``; a ``-all`` mode with the store's pruned lexical shortlist switched off
     for the call (``Store.lexical_search`` then scores every match)."""
     if not mode.endswith("-all"):
         return c.search(q, k=10, mode=mode, fusion=fusion)
     store = c._store
-    if not hasattr(store, "rare_first"):
-        raise RuntimeError("this longvec's store has no rare_first switch: the -all modes cannot be measured")
-    store.rare_first = False
+    if not hasattr(store, "pruned"):
+        raise RuntimeError("this longvec's store has no pruned switch: the -all modes cannot be measured")
+    store.pruned = False
     try:
         return c.search(q, k=10, mode=mode.removesuffix("-all"), fusion=fusion)
     finally:
-        store.rare_first = True
+        store.pruned = True
 
 
-def _rare_answered(c: Any, queries: list[str]) -> int:
-    """How many of ``queries`` the store answers from their rare terms, for the lexical shortlist a k=10 search
-    asks for (the chunks of 20 documents, at most 3 per document)."""
+def _pruned_answered(c: Any, queries: list[str]) -> int:
+    """How many of ``queries`` the store answers from part of their matches, for the lexical shortlist a k=10
+    search asks for (the chunks of 20 documents, at most 3 per document)."""
     from longvec.index.lexical import match_expression
 
     with c._store._reading():
         expressions = [e for e in map(match_expression, queries) if e is not None]
-        return sum(c._store._lexical_search_rare(e, 60, 3) is not None for e in expressions)
+        return sum(c._store._lexical_search_pruned(e, 60, 3) is not None for e in expressions)
 
 
 def _ranked(hits: list[Any]) -> list[tuple[str, float, list[int]]]:
@@ -220,7 +220,7 @@ def measure_latency(
     differ = 0  # lexical queries whose hits differ from "lexical-all"'s (hybrid ones differ anyway: the synthetic
     # encoder draws a new random vector for each search)
     with Collection.open(root, embedder=encoder, readonly=True) as c:
-        rare_answered = _rare_answered(c, [q for _, q in queries])
+        pruned_answered = _pruned_answered(c, [q for _, q in queries])
         for _, q in queries[:warmup]:  # loads the FAISS index, warms SQLite's page cache
             for mode in MODES:
                 _search(c, q, mode, fusion)
@@ -255,7 +255,7 @@ def measure_latency(
         for kind, t in sorted(by_kind.items())
     }
     out["lexical_queries_differing_from_all"] = differ
-    out["rare_first_answered"] = rare_answered
+    out["pruned_answered"] = pruned_answered
     out["queries"], out["warmup_queries"], out["k"], out["fusion"] = len(queries), warmup, 10, fusion
     return out
 

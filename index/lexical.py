@@ -71,11 +71,13 @@ MAX_QUERY_TERMS = 64
 # FTS5 table options: the porter stemmer over unicode61; ``detail=column`` stores no positions (bm25() counts a
 # matched row's terms again from its stored text).
 FTS_TOKENIZE = "porter unicode61 remove_diacritics 2"
-# FTS5's bm25() constant k1 (its default, which longvec keeps): one term adds less than idf * (k1 + 1) to any row.
+# FTS5's bm25() constants k1 and b (its defaults, which longvec keeps): one term adds less than idf * (k1 + 1) to
+# any row.
 BM25_K1 = 1.2
-# The lexical shortlist first reads only the chunks that hold a query term found in at most this share of all
-# chunks, and reads them all only when it cannot prove the rest score too low to enter it (``Store.lexical_search``).
-RARE_SHARE = 1 / 16
+BM25_B = 0.75
+# Below this many (term, chunk) matches a query's lexical shortlist scores every match: bounding and pruning them
+# costs more than it saves (``Store.lexical_search``).
+PRUNE_MIN_MATCHES = 2048
 
 _WORD = re.compile(r"\w+")
 _BOUNDARY = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])|(?<=[^\W\d_])(?=\d)|(?<=\d)(?=[^\W\d_])")

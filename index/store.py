@@ -24,7 +24,15 @@ from typing import Any
 import numpy as np
 
 from longvec.chunking.types import Chunk
-from longvec.index.lexical import BM25_K1, FTS_TOKENIZE, RARE_SHARE, bm25_idf, document_terms, phrases
+from longvec.index.lexical import (
+    BM25_B,
+    BM25_K1,
+    FTS_TOKENIZE,
+    PRUNE_MIN_MATCHES,
+    bm25_idf,
+    document_terms,
+    phrases,
+)
 from longvec.index.types import DOC_SYMBOL
 
 log = logging.getLogger(__name__)
@@ -116,7 +124,9 @@ class DocumentWrite:
     terms: Sequence[str] | None = None  # each chunk's lexical terms (``lexical.document_terms``)
 
 
-# One term of ``lexical.match_expression``: a quoted run of word characters (the form the rare-terms-first proof needs).
+# Chunk ids below this (or below 16 times the chunk count) keep their term counts in memory once read: 4 bytes each.
+TERM_COUNTS_KEPT = 1 << 20
+# One term of ``lexical.match_expression``: a quoted run of word characters (one token: what the pruned search needs).
 _QUOTED_TERM = re.compile(r'"[^"\s]+"')
 
 
@@ -130,6 +140,38 @@ def _in_parts(values: Sequence[Any], size: int = 500) -> Iterator[list[Any]]:
         yield list(values[i : i + size])
 
 
+def _varints(blob: bytes, n: int) -> list[int]:
+    """The first ``n`` SQLite varints of ``blob`` (7 bits a byte, high bit set on all but the last; a ninth byte
+    carries 8), fewer if it ends first."""
+    out: list[int] = []
+    value = used = 0
+    for byte in blob:
+        used += 1
+        if used == 9:
+            value, byte = (value << 8) | byte, 0
+        else:
+            value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            out.append(value)
+            if len(out) == n:
+                break
+            value = used = 0
+    return out
+
+
+def _capped(scores: dict[int, float], docs: dict[int, str], limit: int, per_doc: int) -> list[tuple[int, float]]:
+    """The best ``limit`` of ``scores`` (best first, ties by id), at most ``per_doc`` of them from one document."""
+    out: list[tuple[int, float]] = []
+    taken: dict[str, int] = {}
+    for i, score in sorted(scores.items(), key=lambda item: (-item[1], item[0])):
+        if taken.get(doc := docs[i], 0) < per_doc:
+            taken[doc] = taken.get(doc, 0) + 1
+            out.append((i, score))
+            if len(out) == limit:
+                break
+    return out
+
+
 class Store:
     """Documents, chunks and vectors in one SQLite file. Not thread-safe: callers hold the collection lock."""
 
@@ -139,7 +181,8 @@ class Store:
         self._db.execute("PRAGMA foreign_keys = ON")
         self._next_generation: int | None = None
         self._closed = False
-        self.rare_first = True  # lexical_search: score the chunks holding a rare term first, where it can
+        self.pruned = True  # lexical_search: score only the matches that can enter the shortlist (else all)
+        self._term_counts = np.zeros(0, np.int32)  # terms of each chunk by id (-1: not read yet); never change
         if not readonly:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
@@ -337,18 +380,16 @@ class Store:
         one document (FTS5's ``bm25()`` is lower-is-better: negated here).
 
         Scoring a match costs far more than finding it (``bm25()`` reads each matched row's terms again to count
-        them), and a query's common words ("return", "self") match most chunks. So when a query has both rare
-        terms (in at most ``RARE_SHARE`` of the chunks) and common ones, only the chunks holding a rare term are
-        scored first (MaxScore, Turtle and Flood 1995): a chunk holding only common terms scores below
-        ``(k1 + 1)`` times their summed idf, and if the shortlist's last chunk scores above that bound, no such
-        chunk could have entered it. Otherwise every match is scored. Either way the result is the same, to the
-        last bit of every score (the steps read one snapshot of the store). ``rare_first = False`` on the store
-        always scores every match (what benchmarks compare against)."""
+        them), and a prose query's words together match a large share of the chunks. So only the matches that can
+        enter the shortlist are scored (:meth:`_lexical_search_pruned`). The result is the same as scoring every
+        match, to the last bit of every score: the scores are ``bm25()``'s own, and the steps read one snapshot
+        of the store. ``pruned = False`` on the store always scores every match (what benchmarks compare
+        against)."""
         with self._reading():
             usable = self._usable(expression)
             if usable is None:
                 return []
-            found = self._lexical_search_rare(usable, limit, per_doc) if self.rare_first else None
+            found = self._lexical_search_pruned(usable, limit, per_doc) if self.pruned else None
             return found if found is not None else self._lexical_search_all(usable, limit, per_doc)
 
     def _usable(self, expression: str) -> str | None:
@@ -391,39 +432,108 @@ class Store:
             (expression, per_doc, limit),
         ).fetchall()
 
-    def _lexical_search_rare(self, expression: str, limit: int, per_doc: int) -> list[tuple[int, float]] | None:
-        """:meth:`lexical_search` among the chunks that hold a rare term, or ``None`` where that cannot be shown
-        to be the answer (or the query has no rare or no common term, or is not an ``OR`` of quoted terms)."""
+    def _lexical_search_pruned(self, expression: str, limit: int, per_doc: int) -> list[tuple[int, float]] | None:
+        """:meth:`lexical_search` from the matches that can enter the shortlist, or ``None`` where scoring them
+        all is as cheap (few matches) or the expression is not an ``OR`` of quoted terms.
+
+        Which chunks each term matches is cheap to read (no scoring). From that and each chunk's number of terms,
+        every match gets bounds on its BM25 score: at least what it scores if it holds each of its terms once, at
+        most what it scores if it holds each as often as it has terms at all (a term's part grows with its count
+        and is a fraction of idf * (k1 + 1)). A shortlist of the matches with the highest lower bounds, scored by
+        ``bm25()``, gives a score the final shortlist's last chunk reaches at least: taking the best chunks in
+        order, at most ``per_doc`` per document, yields the best possible score at every rank (a greedy choice
+        under a per-document cap). Every match whose upper bound reaches that score is then scored too; the rest
+        cannot enter (MaxScore's idea, Turtle and Flood 1995, with bounds per chunk instead of per term)."""
         terms = phrases(expression)
-        if limit < 1 or len(terms) < 2 or not all(_QUOTED_TERM.fullmatch(t) for t in terms):
+        if limit < 1 or not all(_QUOTED_TERM.fullmatch(t) for t in terms):
             return None
-        (rows,) = self._db.execute("SELECT COUNT(*) FROM chunk_terms_docsize").fetchone()  # FTS5's row count
-        count = "SELECT COUNT(*) FROM chunk_terms WHERE chunk_terms MATCH ?"
-        hits = {t: self._db.execute(count, (t,)).fetchone()[0] for t in terms}
-        rare = [t for t in terms if hits[t] <= rows * RARE_SHARE]
-        common = [t for t in terms if hits[t] > rows * RARE_SHARE]
-        if not common or sum(hits[t] for t in rare) < limit:  # no rare term, or too few chunks to fill the list
+        matched = [self._matching(t) for t in terms]
+        if sum(len(m) for m in matched) < PRUNE_MIN_MATCHES:
             return None
-        # The matches of the query that hold a rare term. bm25() scores them exactly as the query itself does:
-        # the phrases under NOT add nothing to a row that NOT lets through (a test holds this to equality).
-        either = " OR ".join(rare)
-        found = self._lexical_search_all(f"({expression}) NOT (({expression}) NOT ({either}))", limit, per_doc)
-        bound = (BM25_K1 + 1) * sum(bm25_idf(rows, hits[t]) for t in common)
-        return found if len(found) == limit and found[-1][1] > bound else None
+        averages = self._fts_averages()
+        if averages is None:
+            return None
+        rows, total = averages
+        ids, at = np.unique(np.concatenate(matched), return_inverse=True)
+        idf = np.concatenate([np.full(len(m), bm25_idf(rows, len(m))) for m in matched])
+        weight = np.bincount(at, weights=idf, minlength=len(ids)) * (BM25_K1 + 1)  # sum of idf * (k1 + 1)
+        length = self._chunk_term_counts(ids, rows).astype(np.float64)
+        if (length < 1).any():  # a match without a term count: FTS5's tables are not as expected
+            return None
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * length * rows / total)
+        low, high = weight / (1 + norm), weight * length / (length + norm)
+        first = ids[np.argsort(-low, kind="stable")[: 4 * limit]].tolist()
+        scores = self._bm25_of(expression, first)
+        docs = self._doc_ids(first)
+        shortlist = _capped(scores, docs, limit, per_doc)
+        if len(shortlist) < limit:  # the best of these fill no shortlist: no bound to prune with
+            return None
+        rest = [i for i in ids[high * (1 + 1e-9) >= shortlist[-1][1]].tolist() if i not in scores]  # 1e-9: rounding
+        if len(rest) > len(ids) // 2:  # little to prune: one statement scoring every match is cheaper
+            return None
+        scores.update(self._bm25_of(expression, rest))
+        docs.update(self._doc_ids(rest))
+        return _capped(scores, docs, limit, per_doc)
+
+    def _matching(self, term: str) -> np.ndarray:
+        """Ids of the chunks that FTS5 matches ``term`` in (a quoted term: one token)."""
+        found = self._db.execute("SELECT rowid FROM chunk_terms WHERE chunk_terms MATCH ?", (term,))
+        return np.fromiter((i for (i,) in found), np.int64)
+
+    def _fts_averages(self) -> tuple[int, int] | None:
+        """FTS5's row count and total number of terms (its "averages" record, which ``bm25()`` reads), or ``None``
+        where the record is missing or not as FTS5 has always written it (two varints first)."""
+        row = self._db.execute("SELECT block FROM chunk_terms_data WHERE id = 1").fetchone()
+        values = _varints(row[0], 2) if row is not None and isinstance(row[0], bytes) else []
+        return (values[0], values[1]) if len(values) == 2 and values[0] > 0 and values[1] > 0 else None
+
+    def _chunk_term_counts(self, ids: np.ndarray, rows: int) -> np.ndarray:
+        """Number of terms of each chunk of ``ids`` (sorted; FTS5's ``docsize``), -1 where it has none. A chunk id
+        is never reused and its terms are written once, so counts are kept once read, in an array by id, unless
+        ids run far beyond the ``rows`` chunks there are (a collection replaced many times over)."""
+        top = int(ids[-1]) if len(ids) else -1
+        if top >= max(TERM_COUNTS_KEPT, 16 * rows):
+            found = dict(self._read_term_counts(ids.tolist()))
+            return np.array([found.get(i, -1) for i in ids.tolist()], np.int64)
+        if top >= len(self._term_counts):
+            grown = np.full(max(top + 1, 2 * len(self._term_counts)), -1, np.int32)
+            grown[: len(self._term_counts)] = self._term_counts
+            self._term_counts = grown
+        for i, n in self._read_term_counts(ids[self._term_counts[ids] < 0].tolist()):
+            self._term_counts[i] = n
+        return self._term_counts[ids]
+
+    def _read_term_counts(self, ids: list[int]) -> Iterator[tuple[int, int]]:
+        for part in _in_parts(ids):
+            for i, size in self._db.execute(
+                f"SELECT id, sz FROM chunk_terms_docsize WHERE id IN ({_marks(len(part))})", part
+            ):
+                yield i, (_varints(size, 1) or [-1])[0]
+
+    def _bm25_of(self, expression: str, ids: Sequence[int]) -> dict[int, float]:
+        """``-bm25()`` for ``expression`` of the chunks among ``ids`` that it matches. ``+rowid`` keeps SQLite from
+        handing the id list to FTS5, which would run the whole query again for every id."""
+        out: dict[int, float] = {}
+        # Each statement pays for bm25()'s idf pass once: as few as the bound on parameters allows.
+        size = max(500, min(8192, self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 1))
+        for part in _in_parts([int(x) for x in ids], size):
+            sql = (
+                "SELECT rowid, -bm25(chunk_terms) FROM chunk_terms "
+                f"WHERE chunk_terms MATCH ? AND +rowid IN ({_marks(len(part))})"
+            )
+            out.update(self._db.execute(sql, [expression, *part]).fetchall())
+        return out
+
+    def _doc_ids(self, ids: Sequence[int]) -> dict[int, str]:
+        out: dict[int, str] = {}
+        for part in _in_parts(list(ids)):
+            out.update(self._db.execute(f"SELECT id, doc_id FROM chunks WHERE id IN ({_marks(len(part))})", part))
+        return out
 
     def lexical_scores(self, expression: str, ids: Sequence[int]) -> dict[int, float]:
         """BM25 score (as in :meth:`lexical_search`) of each chunk among ``ids`` that ``expression`` matches."""
-        out: dict[int, float] = {}
         usable = self._usable(expression)
-        if usable is None:
-            return out
-        for part in _in_parts([int(x) for x in ids]):
-            sql = (
-                "SELECT rowid, -bm25(chunk_terms) FROM chunk_terms "
-                f"WHERE chunk_terms MATCH ? AND rowid IN ({_marks(len(part))})"
-            )
-            out.update(self._db.execute(sql, [usable, *part]).fetchall())
-        return out
+        return {} if usable is None else self._bm25_of(usable, ids)
 
     def vectors(self, ids: Sequence[int], dim: int) -> np.ndarray:
         """The stored vectors of chunks ``ids``, in that order (:class:`KeyError` for an id not stored)."""

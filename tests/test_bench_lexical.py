@@ -35,9 +35,9 @@ def test_quick_run_reports_latency_and_size(lexical_benchmark: ModuleType, tmp_p
     for mode in ("dense", "lexical", "hybrid", "lexical-all", "hybrid-all"):
         assert 0 < lat[mode]["p50_ms"] <= lat[mode]["p99_ms"], lat[mode]
         assert lat[mode]["mean_hits"] > 0  # the realistic queries find something in every mode
-    # Scoring every match finds what the rare-terms-first shortlist finds, query by query, to the last bit.
+    # Scoring every match finds what the pruned shortlist finds, query by query, to the last bit.
     assert lat["lexical_queries_differing_from_all"] == 0
-    assert 0 < lat["rare_first_answered"] < lat["queries"]  # both ways were taken, so the comparison means something
+    assert 0 < lat["pruned_answered"] < lat["queries"]  # both ways were taken, so the comparison means something
     assert set(lat["ratios"]) == {"hybrid/dense", "lexical/dense", "hybrid/hybrid-all", "lexical/lexical-all"}
     assert all(v["p50"] > 0 and v["p99"] > 0 for v in lat["ratios"].values())
     size = r["size"]

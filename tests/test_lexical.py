@@ -6,6 +6,7 @@ import json
 import sqlite3
 import statistics
 
+import numpy as np
 import pytest
 
 from longvec.api.cli import main
@@ -533,15 +534,16 @@ def test_cli_choices_are_the_index_modes():
         assert tuple(options["mode"]) == SEARCH_MODES and tuple(options["fusion"]) == FUSIONS, command
 
 
-def test_scoring_rare_terms_first_finds_the_shortlist_of_scoring_every_match(tmp_path, fake_embedder):
-    """The lexical shortlist from the chunks that hold a rare term, where it can be shown to be the answer, is the
-    shortlist of scoring every match: the same chunks, in the same order, with the same scores. The store holds
-    documents' own vectors (rows with no terms) and has had documents deleted; queries repeat a term's stem in
-    another form and name terms no chunk has."""
+def test_pruned_lexical_search_finds_the_shortlist_of_scoring_every_match(tmp_path, fake_embedder, monkeypatch):
+    """The lexical shortlist from the matches whose score bounds let them enter it is the shortlist of scoring
+    every match: the same chunks, in the same order, with the same scores. The store holds documents' own vectors
+    (rows with no terms) and has had documents deleted; queries repeat a term's stem in another form and name
+    terms no chunk has. Most answers score only part of the matches."""
     import random
 
-    from longvec.index.lexical import RARE_SHARE
+    import longvec.index.store as store_module
 
+    monkeypatch.setattr(store_module, "PRUNE_MIN_MATCHES", 1)  # this small store: prune every query that can be
     rng = random.Random(7)
     syllables = "ka lo mi nu pe ri so tu va ze".split()
     words = [a + b + c for a in syllables for b in syllables for c in syllables][:300]
@@ -554,9 +556,12 @@ def test_scoring_rare_terms_first_finds_the_shortlist_of_scoring_every_match(tmp
         (rows,) = store._db.execute("SELECT COUNT(*) FROM chunk_terms").fetchone()
         (empty,) = store._db.execute("SELECT COUNT(*) FROM chunk_terms WHERE terms = ''").fetchone()
         assert rows > 600 and empty > 100  # documents of several chunks, each with its own vector
-        shown = 0
+        scored: list[int] = []
+        bm25_of = store._bm25_of
+        monkeypatch.setattr(store, "_bm25_of", lambda e, ids: scored.append(len(ids)) or bm25_of(e, ids))
+        answered = pruned = 0
         for n in range(80):
-            picked = rng.choices(words, weights, k=rng.randint(2, 6))
+            picked = rng.choices(words, weights, k=rng.randint(1, 6))
             extra = [picked[0] + "s"] if n % 3 == 0 else []  # the same stem as picked[0] ("kakatus" -> "kakatu")
             extra += ["zuzuzu"] if n % 4 == 0 else []  # in no chunk
             query = " ".join(picked + extra)
@@ -564,12 +569,42 @@ def test_scoring_rare_terms_first_finds_the_shortlist_of_scoring_every_match(tmp
             for limit, per_doc in ((20, 2), (50, 1), (5, 3)):
                 with store._reading():
                     expected = store._lexical_search_all(expression, limit, per_doc)
-                    found = store._lexical_search_rare(expression, limit, per_doc)
+                    scored.clear()
+                    found = store._lexical_search_pruned(expression, limit, per_doc)
+                    (matches,) = store._db.execute(
+                        "SELECT COUNT(*) FROM chunk_terms WHERE chunk_terms MATCH ?", (expression,)
+                    ).fetchone()
                 assert store.lexical_search(expression, limit, per_doc) == (found or expected)
                 if found is None:
                     continue
-                shown += 1
+                answered += 1
+                pruned += sum(scored) < matches
                 assert found == expected, query
-        # Both ways are exercised: many queries answered from rare terms, many not (all rare, or no proof).
-        assert 40 < shown < 200, (shown, RARE_SHARE)
-        assert store._lexical_search_rare(expression, 0, 1) is None  # an empty list proves nothing
+        # Both ways are exercised: most shortlists found from part of the matches, some not (no bound to prune).
+        assert 100 < answered < 240 and pruned > 100, (answered, pruned)
+        assert store._lexical_search_pruned(expression, 0, 1) is None  # an empty list proves nothing
+        # Term counts read from FTS5's docsize: kept by id, or read afresh when ids run far beyond the chunk count.
+        ids = np.array(sorted(i for (i,) in store._db.execute("SELECT rowid FROM chunk_terms")))
+        kept = store._chunk_term_counts(ids, rows)
+        monkeypatch.setattr(store_module, "TERM_COUNTS_KEPT", 0)
+        assert np.array_equal(store._chunk_term_counts(ids, rows), kept)  # from the cache
+        assert np.array_equal(store._chunk_term_counts(ids, 1), kept)  # ids far beyond 1 chunk: read afresh
+        terms = dict(store._db.execute("SELECT rowid, terms FROM chunk_terms"))
+        assert [len(terms[i].split()) for i in ids.tolist()] == kept.tolist()  # one word, one FTS5 token here
+
+
+@pytest.mark.parametrize(
+    ("blob", "values"),
+    [
+        (b"\x00", [0]),
+        (b"\x7f", [127]),
+        (b"\x81\x00", [128]),
+        (b"\x82\x2c\x05", [300, 5]),
+        (b"\xff" * 8 + b"\x01", [(1 << 64) - 255]),  # a ninth byte carries all 8 bits
+        (b"\x81", []),  # ends inside a varint
+    ],
+)
+def test_sqlite_varints(blob, values):
+    from longvec.index.store import _varints
+
+    assert _varints(blob, 2) == values
