@@ -124,9 +124,10 @@ class DocumentWrite:
     terms: Sequence[str] | None = None  # each chunk's lexical terms (``lexical.document_terms``)
 
 
-# Chunk ids below this (or below 16 times the chunk count) keep their term counts in memory once read: 4 bytes each.
+# Chunk ids below this, or below 4 times the chunk count, keep their term counts in memory once read (an int32 array
+# by id: at most 16 bytes per chunk); higher ids are read afresh for each query.
 TERM_COUNTS_KEPT = 1 << 20
-# One term of ``lexical.match_expression``: a quoted run of word characters (one token: what the pruned search needs).
+# One term of ``lexical.match_expression``: one quoted word (``Store._usable`` drops those FTS5 would split).
 _QUOTED_TERM = re.compile(r'"[^"\s]+"')
 
 
@@ -160,11 +161,12 @@ def _varints(blob: bytes, n: int) -> list[int]:
 
 
 def _capped(scores: dict[int, float], docs: dict[int, str], limit: int, per_doc: int) -> list[tuple[int, float]]:
-    """The best ``limit`` of ``scores`` (best first, ties by id), at most ``per_doc`` of them from one document."""
+    """The best ``limit`` of ``scores`` (best first, ties by id), at most ``per_doc`` of them from one document;
+    a chunk without a document in ``docs`` is left out, as a join with ``chunks`` would."""
     out: list[tuple[int, float]] = []
     taken: dict[str, int] = {}
     for i, score in sorted(scores.items(), key=lambda item: (-item[1], item[0])):
-        if taken.get(doc := docs[i], 0) < per_doc:
+        if (doc := docs.get(i)) is not None and taken.get(doc, 0) < per_doc:
             taken[doc] = taken.get(doc, 0) + 1
             out.append((i, score))
             if len(out) == limit:
@@ -383,13 +385,15 @@ class Store:
         them), and a prose query's words together match a large share of the chunks. So only the matches that can
         enter the shortlist are scored (:meth:`_lexical_search_pruned`). The result is the same as scoring every
         match, to the last bit of every score: the scores are ``bm25()``'s own, and the steps read one snapshot
-        of the store. ``pruned = False`` on the store always scores every match (what benchmarks compare
-        against)."""
+        of the store. Not inside this store's own write :meth:`transaction`: there FTS5 keeps its totals in memory
+        until the commit, so the bounds would be computed from stale ones; every match is scored instead.
+        ``pruned = False`` on the store always scores every match (what benchmarks compare against)."""
         with self._reading():
             usable = self._usable(expression)
             if usable is None:
                 return []
-            found = self._lexical_search_pruned(usable, limit, per_doc) if self.pruned else None
+            writing = self._next_generation is not None
+            found = self._lexical_search_pruned(usable, limit, per_doc) if self.pruned and not writing else None
             return found if found is not None else self._lexical_search_all(usable, limit, per_doc)
 
     def _usable(self, expression: str) -> str | None:
@@ -433,20 +437,46 @@ class Store:
         ).fetchall()
 
     def _lexical_search_pruned(self, expression: str, limit: int, per_doc: int) -> list[tuple[int, float]] | None:
-        """:meth:`lexical_search` from the matches that can enter the shortlist, or ``None`` where scoring them
-        all is as cheap (few matches) or the expression is not an ``OR`` of quoted terms.
+        """:meth:`lexical_search` from the matches that can enter the shortlist, or ``None`` where it does not pay
+        or cannot be shown: an empty shortlist asked for, one term (every match shares its idf: bounds prune little)
+        or an expression that is not an ``OR`` of quoted terms, fewer than ``PRUNE_MIN_MATCHES`` matches, FTS5
+        tables not as expected (:meth:`_score_bounds`), too few matches to fill the shortlist, or more than half of
+        them left to score.
 
-        Which chunks each term matches is cheap to read (no scoring). From that and each chunk's number of terms,
-        every match gets bounds on its BM25 score: at least what it scores if it holds each of its terms once, at
-        most what it scores if it holds each as often as it has terms at all (a term's part grows with its count
-        and is a fraction of idf * (k1 + 1)). A shortlist of the matches with the highest lower bounds, scored by
-        ``bm25()``, gives a score the final shortlist's last chunk reaches at least: taking the best chunks in
-        order, at most ``per_doc`` per document, yields the best possible score at every rank (a greedy choice
-        under a per-document cap). Every match whose upper bound reaches that score is then scored too; the rest
-        cannot enter (MaxScore's idea, Turtle and Flood 1995, with bounds per chunk instead of per term)."""
+        A shortlist of the matches with the highest lower bounds, scored by ``bm25()``, gives a score the final
+        shortlist's last chunk reaches at least: taking the best chunks in order, at most ``per_doc`` per
+        document, yields the best possible score at every rank (a greedy choice under a per-document cap, a
+        matroid). Every match whose upper bound reaches that score is then scored too; the rest cannot enter
+        (MaxScore's idea, Turtle and Flood 1995, with bounds per chunk instead of per term)."""
         terms = phrases(expression)
-        if limit < 1 or not all(_QUOTED_TERM.fullmatch(t) for t in terms):
+        if limit < 1 or len(terms) < 2 or not all(_QUOTED_TERM.fullmatch(t) for t in terms):
             return None
+        bounds = self._score_bounds(terms)
+        if bounds is None:
+            return None
+        ids, low, high = bounds
+        first = ids[np.argsort(-low, kind="stable")[: 4 * limit]].tolist()
+        scores = self._bm25_of(expression, first)
+        docs = self._doc_ids(first)
+        shortlist = _capped(scores, docs, limit, per_doc)
+        if len(shortlist) < limit:  # the best of these fill no shortlist: no bound to prune with
+            return None
+        rest = [i for i in ids[high * (1 + 1e-9) >= shortlist[-1][1]].tolist() if i not in scores]  # 1e-9: rounding
+        if len(rest) > len(ids) // 2:  # little to prune: one statement scoring every match is cheaper
+            return None
+        scores.update(self._bm25_of(expression, rest))
+        docs.update(self._doc_ids(rest))
+        return _capped(scores, docs, limit, per_doc)
+
+    def _score_bounds(self, terms: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The chunks that any of the quoted ``terms`` matches (sorted ids) with a lower and an upper bound of the
+        BM25 score ``bm25()`` gives each for the ``OR`` of ``terms``; ``None`` below ``PRUNE_MIN_MATCHES``
+        (term, chunk) matches, or where FTS5's totals or a match's term count cannot be read.
+
+        Which chunks each term matches is cheap to read (no scoring). A term's part of a chunk's score,
+        ``idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * terms / average terms))``, grows with its count ``tf``,
+        which is at least 1 and at most the chunk's number of terms: each term once gives the lower bound, each
+        as often as the chunk has terms the upper one."""
         matched = [self._matching(t) for t in terms]
         if sum(len(m) for m in matched) < PRUNE_MIN_MATCHES:
             return None
@@ -461,19 +491,7 @@ class Store:
         if (length < 1).any():  # a match without a term count: FTS5's tables are not as expected
             return None
         norm = BM25_K1 * (1 - BM25_B + BM25_B * length * rows / total)
-        low, high = weight / (1 + norm), weight * length / (length + norm)
-        first = ids[np.argsort(-low, kind="stable")[: 4 * limit]].tolist()
-        scores = self._bm25_of(expression, first)
-        docs = self._doc_ids(first)
-        shortlist = _capped(scores, docs, limit, per_doc)
-        if len(shortlist) < limit:  # the best of these fill no shortlist: no bound to prune with
-            return None
-        rest = [i for i in ids[high * (1 + 1e-9) >= shortlist[-1][1]].tolist() if i not in scores]  # 1e-9: rounding
-        if len(rest) > len(ids) // 2:  # little to prune: one statement scoring every match is cheaper
-            return None
-        scores.update(self._bm25_of(expression, rest))
-        docs.update(self._doc_ids(rest))
-        return _capped(scores, docs, limit, per_doc)
+        return ids, weight / (1 + norm), weight * length / (length + norm)
 
     def _matching(self, term: str) -> np.ndarray:
         """Ids of the chunks that FTS5 matches ``term`` in (a quoted term: one token)."""
@@ -481,8 +499,9 @@ class Store:
         return np.fromiter((i for (i,) in found), np.int64)
 
     def _fts_averages(self) -> tuple[int, int] | None:
-        """FTS5's row count and total number of terms (its "averages" record, which ``bm25()`` reads), or ``None``
-        where the record is missing or not as FTS5 has always written it (two varints first)."""
+        """FTS5's row count and total number of terms as of the last commit (its "averages" record, which
+        ``bm25()`` reads; within a write transaction FTS5 holds newer ones in memory), or ``None`` where the record
+        is missing or not as FTS5 has always written it (two varints first)."""
         row = self._db.execute("SELECT block FROM chunk_terms_data WHERE id = 1").fetchone()
         values = _varints(row[0], 2) if row is not None and isinstance(row[0], bytes) else []
         return (values[0], values[1]) if len(values) == 2 and values[0] > 0 and values[1] > 0 else None
@@ -491,12 +510,12 @@ class Store:
         """Number of terms of each chunk of ``ids`` (sorted; FTS5's ``docsize``), -1 where it has none. A chunk id
         is never reused and its terms are written once, so counts are kept once read, in an array by id, unless
         ids run far beyond the ``rows`` chunks there are (a collection replaced many times over)."""
-        top = int(ids[-1]) if len(ids) else -1
-        if top >= max(TERM_COUNTS_KEPT, 16 * rows):
+        top, kept = (int(ids[-1]) if len(ids) else -1), max(TERM_COUNTS_KEPT, 4 * rows)
+        if top >= kept:
             found = dict(self._read_term_counts(ids.tolist()))
             return np.array([found.get(i, -1) for i in ids.tolist()], np.int64)
         if top >= len(self._term_counts):
-            grown = np.full(max(top + 1, 2 * len(self._term_counts)), -1, np.int32)
+            grown = np.full(max(top + 1, min(2 * len(self._term_counts), kept)), -1, np.int32)
             grown[: len(self._term_counts)] = self._term_counts
             self._term_counts = grown
         for i, n in self._read_term_counts(ids[self._term_counts[ids] < 0].tolist()):
@@ -515,7 +534,7 @@ class Store:
         handing the id list to FTS5, which would run the whole query again for every id."""
         out: dict[int, float] = {}
         # Each statement pays for bm25()'s idf pass once: as few as the bound on parameters allows.
-        size = max(500, min(8192, self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 1))
+        size = min(8192, self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 1)
         for part in _in_parts([int(x) for x in ids], size):
             sql = (
                 "SELECT rowid, -bm25(chunk_terms) FROM chunk_terms "

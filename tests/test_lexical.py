@@ -11,7 +11,7 @@ import pytest
 
 from longvec.api.cli import main
 from longvec.index import Collection, Document, InvalidInputError
-from longvec.index.lexical import PNORM_P, RRF_K, fuse, match_expression, terms
+from longvec.index.lexical import PNORM_P, RRF_K, fuse, match_expression, phrases, terms
 from longvec.index.vectors import VectorIndex
 
 
@@ -538,7 +538,9 @@ def test_pruned_lexical_search_finds_the_shortlist_of_scoring_every_match(tmp_pa
     """The lexical shortlist from the matches whose score bounds let them enter it is the shortlist of scoring
     every match: the same chunks, in the same order, with the same scores. The store holds documents' own vectors
     (rows with no terms) and has had documents deleted; queries repeat a term's stem in another form and name
-    terms no chunk has. Most answers score only part of the matches."""
+    terms no chunk has; some chunks repeat a term many times, and identical documents tie at the cut. Most answers
+    score only part of the matches. Every match's score lies within its bounds. Inside a write transaction, where
+    FTS5's committed totals are stale, every match is scored."""
     import random
 
     import longvec.index.store as store_module
@@ -549,6 +551,8 @@ def test_pruned_lexical_search_finds_the_shortlist_of_scoring_every_match(tmp_pa
     words = [a + b + c for a in syllables for b in syllables for c in syllables][:300]
     weights = [1 / (rank + 1) for rank in range(len(words))]  # Zipf: a few words in most chunks, most in few
     docs = [Document(f"d{i}", " ".join(rng.choices(words, weights, k=rng.randint(10, 90)))) for i in range(300)]
+    docs += [Document(f"r{i}", " ".join([words[i]] * rng.randint(5, 40) + words[50:60])) for i in range(20)]
+    docs += [Document(f"twin{i}", " ".join(words[:12])) for i in range(30)]  # identical scores at the cut
     with Collection.create(tmp_path / "c", embedder=fake_embedder, doc_vector=True) as c:
         c.add(docs)
         c.delete_many(f"d{i}" for i in range(0, 300, 10))
@@ -580,9 +584,22 @@ def test_pruned_lexical_search_finds_the_shortlist_of_scoring_every_match(tmp_pa
                 answered += 1
                 pruned += sum(scored) < matches
                 assert found == expected, query
+            bounds = store._score_bounds(phrases(expression))
+            if bounds is not None:
+                ids, low, high = bounds
+                exact = store._bm25_of(expression, ids.tolist())
+                assert sorted(exact) == ids.tolist()
+                score = np.array([exact[i] for i in ids.tolist()])
+                assert (low <= score * (1 + 1e-9)).all() and (score <= high * (1 + 1e-9)).all(), query
         # Both ways are exercised: most shortlists found from part of the matches, some not (no bound to prune).
         assert 100 < answered < 240 and pruned > 100, (answered, pruned)
         assert store._lexical_search_pruned(expression, 0, 1) is None  # an empty list proves nothing
+        expression = match_expression(" ".join(words[:3]))
+        with pytest.raises(RuntimeError, match="roll back"), store.transaction() as db:
+            rows_now = [(10**7 + i, "xyxyxy") for i in range(5000)]  # uncommitted: FTS5's totals move in memory
+            db.executemany("INSERT INTO chunk_terms(rowid, terms) VALUES (?, ?)", rows_now)
+            assert store.lexical_search(expression, 20, 2) == store._lexical_search_all(expression, 20, 2)
+            raise RuntimeError("roll back")
         # Term counts read from FTS5's docsize: kept by id, or read afresh when ids run far beyond the chunk count.
         ids = np.array(sorted(i for (i,) in store._db.execute("SELECT rowid FROM chunk_terms")))
         kept = store._chunk_term_counts(ids, rows)
