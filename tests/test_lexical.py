@@ -606,8 +606,8 @@ def test_pruned_lexical_search_finds_the_shortlist_of_scoring_every_match(tmp_pa
         monkeypatch.setattr(store_module, "TERM_COUNTS_KEPT", 0)
         assert np.array_equal(store._chunk_term_counts(ids, rows), kept)  # from the cache
         assert np.array_equal(store._chunk_term_counts(ids, 1), kept)  # ids far beyond 1 chunk: read afresh
-        terms = dict(store._db.execute("SELECT rowid, terms FROM chunk_terms"))
-        assert [len(terms[i].split()) for i in ids.tolist()] == kept.tolist()  # one word, one FTS5 token here
+        stored = dict(store._db.execute("SELECT rowid, terms FROM chunk_terms"))
+        assert [len(stored[i].split()) for i in ids.tolist()] == kept.tolist()  # one word, one FTS5 token here
 
 
 @pytest.mark.parametrize(
