@@ -791,11 +791,16 @@ def read_queries(path: Path) -> list[tuple[str, str]]:
     from longvec.index import InvalidInputError
     from longvec.index.sources import jsonl_records
 
-    out = []
+    out: list[tuple[str, str]] = []
+    lines: dict[str, int] = {}
     for lineno, rec in jsonl_records(path):
         qid = rec.get("qid", rec.get("_id")) if isinstance(rec, dict) else None  # "_id": BEIR queries
         if qid is None or not isinstance(rec.get("text"), str):
             raise InvalidInputError(f'{path}:{lineno}: expected {{"qid", "text"}} (or BEIR\'s {{"_id", "text"}})')
+        if not rec["text"].strip():
+            raise InvalidInputError(f"{path}:{lineno}: query {str(qid)!r} has no text")
+        if (first := lines.setdefault(str(qid), lineno)) != lineno:  # the output keys results by qid
+            raise InvalidInputError(f"{path}:{lineno}: query id {str(qid)!r} repeats line {first}")
         out.append((str(qid), rec["text"]))
     return out
 

@@ -9,12 +9,12 @@ from longvec.chunking.budget import TokenCounter
 from longvec.chunking.code import CodeChunker
 from longvec.chunking.context import context_reserve, with_context
 from longvec.chunking.languages import CODE_LANGUAGES, KNOWN_CODE_LANGUAGES, language_for_path, normalize_language
-from longvec.chunking.text import TextChunker
+from longvec.chunking.text import PIECE_CHARS, TextChunker
 from longvec.chunking.types import Chunk
 
 # Bump whenever a change to any chunker changes the chunks it makes for some input: stored documents are
 # re-chunked when they are indexed again (their content hash includes this).
-CHUNKER_VERSION = "4"
+CHUNKER_VERSION = "5"
 # A chunk with fewer content tokens than this (a closing bracket, a lone ``</UL>``, ``import os``) is a fragment:
 # embedded alone it carries no retrievable meaning, yet under max-sim it can outrank a document's real content.
 # Under small budgets the bar is a sixteenth of the budget instead (see ``fragment_tokens``).
@@ -87,18 +87,23 @@ def merge_fragments(chunks: list[Chunk], text: str, counter: TokenCounter, max_t
     not fit, and a model truncates from the end, so at most the fragment's own few tokens go unseen and none
     of the previous chunk's; never by a fragment's worth or more, so fragments in a row do not pile up. A
     leading fragment joins the next chunk only if both fit in ``max_tokens`` (there, truncation would cut real
-    content); otherwise a fragment stays, as does a document that is one fragment.
+    content); otherwise a fragment stays, as does a document that is one fragment. No join spans more than
+    ``PIECE_CHARS`` characters: the packer's own bound, and what keeps a run of fragments of few tokens and many
+    characters each (megabytes of one unknown "word") from being re-counted as one ever longer text.
     """
     chunks, out, least = list(chunks), [], fragment_tokens(max_tokens)
     for i, chunk in enumerate(chunks):
         if chunk.n_tokens - counter.n_special >= least:
             out.append(chunk)
         elif (
-            out and (joined := _joined(out[-1], out[-1].start, chunk.end, text, counter)).n_tokens < max_tokens + least
+            out
+            and chunk.end - out[-1].start <= PIECE_CHARS
+            and (joined := _joined(out[-1], out[-1].start, chunk.end, text, counter)).n_tokens < max_tokens + least
         ):
             out[-1] = joined  # past the budget by less than one fragment: several in a row do not pile up
         elif (
             i + 1 < len(chunks)
+            and chunks[i + 1].end - chunk.start <= PIECE_CHARS
             and (merged := _joined(chunks[i + 1], chunk.start, chunks[i + 1].end, text, counter)).n_tokens <= max_tokens
         ):
             chunks[i + 1] = merged

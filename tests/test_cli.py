@@ -59,6 +59,19 @@ def test_index_then_search_contract(indexed, tmp_path):
     assert run1.read_text() == run2.read_text()
 
 
+@pytest.mark.parametrize(
+    ("records", "message"),
+    [
+        ([{"qid": "q1", "text": "sorting"}, {"qid": "q2", "text": "  "}], "query 'q2' has no text"),
+        ([{"qid": "q1", "text": "sorting"}, {"qid": "q1", "text": "http"}], "query id 'q1' repeats line 1"),
+    ],
+)
+def test_a_queries_file_with_an_empty_or_repeated_query_names_the_line(indexed, tmp_path, capsys, records, message):
+    queries = write_jsonl(tmp_path / "q.jsonl", records)
+    assert main(["search", "--collection", str(indexed), "--queries", str(queries)]) == 2
+    assert f"{queries}:2: {message}" in capsys.readouterr().err
+
+
 def test_single_query_json_and_text(indexed, capsys):
     assert main(["search", "--collection", str(indexed), "--query", "orchard fruit", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -220,6 +220,23 @@ def test_a_trailing_fragment_joins_the_chunk_before_it(counter, fragment):
     assert all(c.n_tokens - counter.n_special >= MIN_CHUNK_TOKENS for c in chunks)
 
 
+def test_a_run_of_fragments_is_not_recounted_as_one_growing_text(counter, monkeypatch):
+    """Megabytes of one unknown "word" are pieces of a few tokens (the tokenizer's [UNK]) and many characters each:
+    fragments. Joining them one by one into the chunk before, each join re-counted, would tokenise the text over
+    and over (quadratic); no join spans more than PIECE_CHARS characters, so the characters tokenised stay a small
+    multiple of the text's."""
+    from longvec.chunking import Chunker
+
+    text = "a" * (12 * text_module.PIECE_CHARS)
+    tokenised: list[int] = []
+    count = counter.count
+    monkeypatch.setattr(counter, "count", lambda t: tokenised.append(len(t)) or count(t))
+    chunks = Chunker(counter, 256).chunk("d", text)
+    assert chunks and chunks[0].start == 0 and chunks[-1].end == len(text)
+    assert all(c.end - c.start <= text_module.PIECE_CHARS for c in chunks)
+    assert sum(tokenised) <= 4 * len(text), sum(tokenised)
+
+
 def test_a_leading_fragment_joins_the_next_chunk_only_within_the_budget(counter):
     from longvec.chunking import Chunker
 
