@@ -797,11 +797,12 @@ def read_queries(path: Path) -> list[tuple[str, str]]:
         qid = rec.get("qid", rec.get("_id")) if isinstance(rec, dict) else None  # "_id": BEIR queries
         if qid is None or not isinstance(rec.get("text"), str):
             raise InvalidInputError(f'{path}:{lineno}: expected {{"qid", "text"}} (or BEIR\'s {{"_id", "text"}})')
+        qid = str(qid)
         if not rec["text"].strip():
-            raise InvalidInputError(f"{path}:{lineno}: query {str(qid)!r} has no text")
-        if (first := lines.setdefault(str(qid), lineno)) != lineno:  # the output keys results by qid
-            raise InvalidInputError(f"{path}:{lineno}: query id {str(qid)!r} repeats line {first}")
-        out.append((str(qid), rec["text"]))
+            raise InvalidInputError(f"{path}:{lineno}: query {qid!r} has no text")
+        if (first := lines.setdefault(qid, lineno)) != lineno:  # the output keys results by qid
+            raise InvalidInputError(f"{path}:{lineno}: query id {qid!r} repeats line {first}")
+        out.append((qid, rec["text"]))
     return out
 
 

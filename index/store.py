@@ -457,7 +457,7 @@ class Store:
         ids, low, high = bounds
         first = ids[np.argsort(-low, kind="stable")[: 4 * limit]].tolist()
         scores = self._bm25_of(expression, first)
-        docs = self._doc_ids(first)
+        docs = {i: r.doc_id for i, r in self.chunk_rows(first).items()}
         shortlist = _capped(scores, docs, limit, per_doc)
         if len(shortlist) < limit:  # the best of these fill no shortlist: no bound to prune with
             return None
@@ -465,7 +465,7 @@ class Store:
         if len(rest) > len(ids) // 2:  # little to prune: one statement scoring every match is cheaper
             return None
         scores.update(self._bm25_of(expression, rest))
-        docs.update(self._doc_ids(rest))
+        docs.update((i, r.doc_id) for i, r in self.chunk_rows(rest).items())
         return _capped(scores, docs, limit, per_doc)
 
     def _score_bounds(self, terms: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -543,12 +543,6 @@ class Store:
                 f"WHERE chunk_terms MATCH ? AND +rowid IN ({_marks(len(part))})"
             )
             out.update(self._db.execute(sql, [expression, *part]).fetchall())
-        return out
-
-    def _doc_ids(self, ids: Sequence[int]) -> dict[int, str]:
-        out: dict[int, str] = {}
-        for part in _in_parts(list(ids)):
-            out.update(self._db.execute(f"SELECT id, doc_id FROM chunks WHERE id IN ({_marks(len(part))})", part))
         return out
 
     def lexical_scores(self, expression: str, ids: Sequence[int]) -> dict[int, float]:
