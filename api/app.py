@@ -363,6 +363,7 @@ def _collection_routes(app: FastAPI, prefix: str, settings: ServiceSettings, met
             fusion=req.fusion,
             alpha=req.alpha,
             text_alpha=req.text_alpha,
+            proximity=req.proximity,
             funnel=req.funnel,
             oversample=req.oversample,
         )

@@ -299,6 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
         "most 4096; checked by the search)",
     )
     _add_channels(p)
+    p.add_argument(
+        "--no-proximity",
+        dest="proximity",
+        action="store_false",
+        default=None,
+        help="lexical and hybrid: score the lexical channel by BM25 alone, without term proximity",
+    )
     p.add_argument("--output", type=Path, help="write JSON lines here instead of stdout")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout (default for --queries)")
     _add_engine(p)
@@ -816,13 +823,21 @@ def cmd_search(args: argparse.Namespace) -> int:
     channels = {"mode": args.mode, "fusion": args.fusion, "alpha": args.alpha, "text_alpha": args.text_alpha}
     manifest = Manifest.load(args.collection / "manifest.json")
     view, checked = check_search(
-        manifest, [t for _, t in queries], args.k, 1, args.dim, args.agg, **channels, funnel=args.funnel
+        manifest,
+        [t for _, t in queries],
+        args.k,
+        1,
+        args.dim,
+        args.agg,
+        **channels,
+        funnel=args.funnel,
+        proximity=args.proximity,
     )
     check_funnel(view, checked, args.funnel, args.oversample, args.k)
     with Collection.open(args.collection, readonly=True, embedder_config=_engine_config(args)) as collection:
         texts = [t for _, t in queries]
         options = {"k": args.k, "dim": args.dim, "agg": args.agg, "layers": args.layers, **channels}
-        options |= {"funnel": args.funnel, "oversample": args.oversample}
+        options |= {"funnel": args.funnel, "oversample": args.oversample, "proximity": args.proximity}
         results = collection.search_many(texts, **options) if queries else []
     as_json = args.json or args.queries is not None or args.output is not None
     out: IO[str] = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115

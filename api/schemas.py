@@ -36,6 +36,11 @@ class SearchRequest(BaseModel):
     text_alpha: float | None = Field(
         default=None, ge=0.0, le=1.0, description="hybrid: weight of the dense channel for prose chunks"
     )
+    proximity: bool | None = Field(
+        default=None,
+        strict=True,
+        description="lexical and hybrid: add term proximity to BM25 (default true; false: BM25 alone)",
+    )
     funnel: StrictInt | Literal["binary"] | None = Field(
         default=None,
         description="dense: shortlist documents by this prefix size (or 'binary': sign bits), rank them by all "

@@ -20,7 +20,9 @@ after a warm-up, every query runs once per mode (``dense``, ``lexical``, ``hybri
 order so that background load falls on all alike. Two more modes, ``lexical-all`` and ``hybrid-all``, run the
 same searches with every lexical match scored (the store's ``pruned`` switched off), so what the pruned
 shortlist (only the matches whose score bounds let them enter it are scored) saves is measured side by side;
-each lexical query's hits are compared between the two. p50/p99 in ms and the ratios are printed.
+each lexical query's hits are compared between the two. Two more, ``lexical-bm25`` and ``hybrid-bm25``, run them
+with the lexical channel scored by BM25 alone (``proximity=False``), so what term proximity costs is measured
+side by side too. p50/p99 in ms and the ratios are printed.
 
 Size: the store is copied twice with SQLite's backup API; one copy loses the ``chunk_terms`` FTS5 table and
 its trigger; both are VACUUMed and compared. The per-table pages from ``dbstat`` (where this SQLite has it)
@@ -55,7 +57,7 @@ from longvec.index.lexical import DEFAULT_FUSION, FUSIONS
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers beside this script
 from _synthetic import SyntheticEncoder  # noqa: E402
 
-MODES = ("dense", "lexical", "hybrid", "lexical-all", "hybrid-all")
+MODES = ("dense", "lexical", "hybrid", "lexical-all", "hybrid-all", "lexical-bm25", "hybrid-bm25")
 _SKIP_DIRS = frozenset({"test", "tests", "idle_test", "__pycache__", "site-packages", "dist-packages"})
 QUICK = {"chunks": 3000, "queries": 40, "warmup": 5}
 
@@ -179,8 +181,10 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
 
 
 def _search(c: Any, q: str, mode: str, fusion: str) -> list[Any]:
-    """``c.search(q, k=10, mode=mode)``; a ``-all`` mode with the store's pruned lexical shortlist switched off
-    for the call (``Store.lexical_search`` then scores every match)."""
+    """``c.search(q, k=10, mode=mode)``; a ``-bm25`` mode without term proximity, a ``-all`` mode with the store's
+    pruned lexical shortlist switched off for the call (``Store.lexical_search`` then scores every match)."""
+    if mode.endswith("-bm25"):
+        return c.search(q, k=10, mode=mode.removesuffix("-bm25"), fusion=fusion, proximity=False)
     if not mode.endswith("-all"):
         return c.search(q, k=10, mode=mode, fusion=fusion)
     store = c._store
@@ -237,19 +241,29 @@ def measure_latency(
             differ += _ranked(results["lexical"]) != _ranked(results["lexical-all"])
     dense_p50, dense_p99 = np.percentile(times["dense"], 50), np.percentile(times["dense"], 99)
     out: dict[str, Any] = {m: _percentiles(times[m]) | {"mean_hits": round(hits[m] / len(queries), 2)} for m in MODES}
-    out["ratios"] = {
-        f"{m}/dense": {
-            "p50": round(float(np.percentile(times[m], 50) / dense_p50), 2),
-            "p99": round(float(np.percentile(times[m], 99) / dense_p99), 2),
+    out["ratios"] = (
+        {
+            f"{m}/dense": {
+                "p50": round(float(np.percentile(times[m], 50) / dense_p50), 2),
+                "p99": round(float(np.percentile(times[m], 99) / dense_p99), 2),
+            }
+            for m in ("hybrid", "lexical")
         }
-        for m in ("hybrid", "lexical")
-    } | {
-        f"{m}/{m}-all": {
-            "p50": round(float(np.percentile(times[m], 50) / np.percentile(times[f"{m}-all"], 50)), 2),
-            "p99": round(float(np.percentile(times[m], 99) / np.percentile(times[f"{m}-all"], 99)), 2),
+        | {
+            f"{m}/{m}-all": {
+                "p50": round(float(np.percentile(times[m], 50) / np.percentile(times[f"{m}-all"], 50)), 2),
+                "p99": round(float(np.percentile(times[m], 99) / np.percentile(times[f"{m}-all"], 99)), 2),
+            }
+            for m in ("hybrid", "lexical")
         }
-        for m in ("hybrid", "lexical")
-    }
+        | {
+            f"{m}/{m}-bm25": {
+                "p50": round(float(np.percentile(times[m], 50) / np.percentile(times[f"{m}-bm25"], 50)), 2),
+                "p99": round(float(np.percentile(times[m], 99) / np.percentile(times[f"{m}-bm25"], 99)), 2),
+            }
+            for m in ("hybrid", "lexical")
+        }
+    )
     out["by_query_kind"] = {
         kind: {"queries": len(t["dense"])} | {m: _percentiles(t[m])["p50_ms"] for m in MODES}
         for kind, t in sorted(by_kind.items())

@@ -219,7 +219,9 @@ class Runner:
                 Document(d.doc_id, d.text, language=d.language, path=d.path if spec.path else None) for d in ds.docs
             )
             mode, fusion, _, _ = spec.channels
-            hits = coll.search_many(queries, k=self.k, dim=spec.dim, agg=spec.agg, mode=mode, fusion=fusion)
+            hits = coll.search_many(
+                queries, k=self.k, dim=spec.dim, agg=spec.agg, mode=mode, fusion=fusion, proximity=spec.prox
+            )
         run = {q.qid: [(h.doc_id, h.score) for h in hs] for q, hs in zip(ds.queries, hits, strict=True)}
         size = _dir_bytes(root)
         shutil.rmtree(root, ignore_errors=True)

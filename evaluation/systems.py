@@ -12,7 +12,8 @@ A system is named by a spec string ``KIND[:key=value,...]``:
   chunk), ``context=0`` (chunk only) to embed code chunks without their signature context,
   ``path=0`` without their source file's path (where the dataset knows it: the code sets), and
   ``docvec=1`` to give each document of several chunks one more vector of its first ``max_tokens`` tokens,
-  ``split=N`` to chunk documents that do not fit one ``max_tokens`` chunk at ``N`` tokens instead.
+  ``split=N`` to chunk documents that do not fit one ``max_tokens`` chunk at ``N`` tokens instead, and ``prox=0``
+  to score the lexical channel by BM25 alone, without term proximity (a search option).
   Long context (``embedder.longctx``): ``extend`` grows the model's position table to that many tokens
   (``max_tokens`` then defaults to it) by ``positions`` (``keep``/``linear``/``group``) interpolation, and
   ``tau`` is a TempScale attention temperature.
@@ -60,10 +61,11 @@ KEYS: dict[str, tuple[str, ...]] = {
         "docvec",
         "path",
         "split",
+        "prox",
         *LONG_KEYS,
     ),
-    "truncate": ("max_tokens", "dim", "mode", "fusion", "alpha", "text_alpha", *LONG_KEYS),
-    "late": ("max_tokens", "dim", "mode", "fusion", "alpha", "text_alpha", "docvec", "split", *LONG_KEYS),
+    "truncate": ("max_tokens", "dim", "mode", "fusion", "alpha", "text_alpha", "prox", *LONG_KEYS),
+    "late": ("max_tokens", "dim", "mode", "fusion", "alpha", "text_alpha", "docvec", "split", "prox", *LONG_KEYS),
     "st": ("max_tokens",),
     "windows": ("max_tokens",),
     "sts": ("max_tokens",),
@@ -88,6 +90,7 @@ class SystemSpec:
     docvec: bool = False
     path: bool = True
     split: int | None = None
+    prox: bool = True
     extend: int | None = None
     positions: PositionMode | None = None
     tau: float | None = None
@@ -135,6 +138,8 @@ class SystemSpec:
             parts.append("no context")
         if self.split is not None:
             parts.append(f"split {self.split}")
+        if not self.prox:
+            parts.append("no proximity")
         if self.docvec:
             parts.append("+ doc vector")
         if not self.path:
@@ -209,7 +214,7 @@ def _value(spec: str, key: str, value: str) -> object:
         if not low <= number <= high:
             raise InvalidInputError(f"system {spec!r}: {key} must be a number in [{low:g}, {high:g}], got {value!r}")
         return number
-    if key in ("context", "docvec", "path"):
+    if key in ("context", "docvec", "path", "prox"):
         if value not in ("0", "1"):
             raise InvalidInputError(f"system {spec!r}: {key} must be 0 or 1, got {value!r}")
         return value == "1"

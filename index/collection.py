@@ -983,14 +983,17 @@ class Collection:
         layers: int | None = None,
         funnel: int | str | None = None,
         oversample: int | None = None,
+        proximity: bool | None = None,
     ) -> list[list[Hit]]:
         """Top-``k`` documents per query.
 
         ``mode`` picks the channels (default: the collection's ``search_mode``): ``dense`` (the embeddings),
         ``lexical`` (BM25 over code-aware terms, see ``index.lexical``) or ``hybrid`` (both, fused per chunk
         by ``fusion`` -- ``rrf``, ``convex``, ``zscore``, ``adaptive`` or ``pnorm`` -- with weight ``alpha`` on the
-        dense channel, ``text_alpha`` for prose chunks; an ``alpha`` given alone weighs every chunk). A document
-        scores as its best chunk and comes back with its best chunks' spans. In dense mode, ``agg`` ``mean``,
+        dense channel, ``text_alpha`` for prose chunks; an ``alpha`` given alone weighs every chunk). The lexical
+        channel scores a chunk by BM25 plus term proximity (how close together it holds different query terms,
+        ``lexical.proximity``); ``proximity=False`` scores by BM25 alone. A document scores as its best chunk and
+        comes back with its best chunks' spans. In dense mode, ``agg`` ``mean``,
         ``max`` and ``weighted`` (by token count) instead score one vector per document aggregated from its
         chunk vectors, with no spans. ``dim`` searches a Matryoshka prefix of the vectors (see
         ``info()["dims"]``), re-normalised. Views other than the full chunk vectors are built in memory on
@@ -1002,7 +1005,7 @@ class Collection:
         (``search.rank_funnel``): no index of the ``dim`` view is built for it, only the shortlist's.
         """
         view, channels = check_search(
-            self.manifest, queries, k, chunks_per_doc, dim, agg, mode, fusion, alpha, funnel, text_alpha
+            self.manifest, queries, k, chunks_per_doc, dim, agg, mode, fusion, alpha, funnel, text_alpha, proximity
         )
         short = check_funnel(view, channels, funnel, oversample, k)
         hits = self._search(queries, k, chunks_per_doc, view, channels, layers, short, oversample)
@@ -1112,6 +1115,7 @@ class Collection:
             max_id=max_id,
             lexical=self._store.lexical_search,
             lexical_scores=self._store.lexical_scores,
+            proximity=self._store.proximity_scores,
             dense_scores=dense_scores,
             lookup=self._store.chunk_rows,
             ranges=self._store.chunk_ranges,

@@ -142,6 +142,36 @@ def bm25_idf(rows: int, hits: int) -> float:
     return idf if idf > 0 else 1e-6
 
 
+def unquoted(expression: str) -> list[str]:
+    """The terms a :func:`match_expression` searches for, as :func:`terms` gave them."""
+    return [t[1:-1].replace('""', '"') for t in phrases(expression)]
+
+
+def proximity(weights: Mapping[str, float], sequence: Iterable[str]) -> float:
+    """How close together a chunk holds different query terms: the term-proximity score of Büttcher, Clarke and
+    Lushman (SIGIR 2006), added to a chunk's BM25 score. ``weights`` maps each query term to its BM25 idf;
+    ``sequence`` is the chunk's terms in order.
+
+    Each occurrence of a query term is paired with the query-term occurrence just before it, if that is another
+    term, ``d`` terms back: each of the two accumulates the other's weight over ``d**2``. Each term's total then
+    counts as a BM25 term frequency would (``acc * (k1 + 1) / (acc + k1)``, saturating), weighted by its idf
+    capped at 1. Chunk length is not normalised: chunks are cut to one token budget, and BM25 already normalises
+    its part. Adjacent query words in a chunk ("velvet telescope", ``read_config``) add up to about ``2.2`` per
+    term; words far apart add nearly nothing; a term alone adds nothing."""
+    acc: dict[str, float] = {}
+    last, at = None, 0
+    for position, term in enumerate(sequence):
+        weight = weights.get(term)
+        if weight is None:
+            continue
+        if last is not None and last != term:
+            d2 = float((position - at) ** 2)
+            acc[term] = acc.get(term, 0.0) + weights[last] / d2
+            acc[last] = acc.get(last, 0.0) + weight / d2
+        last, at = term, position
+    return math.fsum(min(1.0, weights[t]) * a * (BM25_K1 + 1) / (a + BM25_K1) for t, a in acc.items())
+
+
 def fuse(
     dense: Iterable[tuple[K, float]],
     lexical: Iterable[tuple[K, float]],

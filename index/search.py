@@ -36,6 +36,7 @@ Lookup = Callable[[Sequence[int]], dict[int, ChunkRow]]
 Ranges = Callable[[Sequence[str]], list[tuple[int, int]]]
 Lexical = Callable[[str, int, int], list[tuple[int, float]]]  # expression, limit, per document -> best chunks
 LexicalScores = Callable[[str, Sequence[int]], dict[int, float]]  # expression, chunk ids -> BM25 where matched
+Proximity = Callable[[str, Sequence[int]], dict[int, float]]  # expression, chunk ids -> term proximity where > 0
 DenseScores = Callable[[np.ndarray, Sequence[int]], np.ndarray]  # query vector, chunk ids -> inner products
 RangeVectors = Callable[[list[tuple[int, int]]], Iterable[tuple[np.ndarray, np.ndarray]]]  # id ranges -> batches
 
@@ -43,17 +44,22 @@ RangeVectors = Callable[[list[tuple[int, int]]], Iterable[tuple[np.ndarray, np.n
 @dataclass(frozen=True)
 class Channels:
     """Which channels a search reads and how it fuses them (``alpha`` weighs the dense one; ``text_alpha``, when
-    set, instead of ``alpha`` for prose chunks)."""
+    set, instead of ``alpha`` for prose chunks; ``proximity``: the lexical channel adds term proximity to BM25)."""
 
     mode: SearchMode
     fusion: Fusion
     alpha: float
     text_alpha: float | None = None
+    proximity: bool = True
 
 
-def check_channels(mode: str, fusion: str, alpha: float, text_alpha: float | None = None) -> None:
-    """:class:`InvalidInputError` unless ``mode``, ``fusion``, ``alpha`` and ``text_alpha`` (``None``: ``alpha``
-    for every chunk) are valid search settings."""
+def check_channels(
+    mode: str, fusion: str, alpha: float, text_alpha: float | None = None, proximity: bool = True
+) -> None:
+    """:class:`InvalidInputError` unless ``mode``, ``fusion``, ``alpha``, ``text_alpha`` (``None``: ``alpha``
+    for every chunk) and ``proximity`` are valid search settings."""
+    if not isinstance(proximity, bool):
+        raise InvalidInputError(f"proximity must be true or false, got {proximity!r}")
     if mode not in SEARCH_MODES:
         raise InvalidInputError(f"mode {mode!r} not in {SEARCH_MODES}")
     if fusion not in FUSIONS:
@@ -114,6 +120,7 @@ def check_search(
     alpha: float | None = None,
     funnel: int | str | None = None,
     text_alpha: float | None = None,
+    proximity: bool | None = None,
 ) -> tuple[View, Channels]:
     """The view and channels a search with these arguments reads (``None``: the collection's defaults);
     :class:`InvalidInputError` (or ``InvalidSettingError`` for ``dim``) for bad ones. Needs only the
@@ -121,15 +128,17 @@ def check_search(
     ``maxsim``) and a ``funnel`` are dense searches: without a ``mode`` they search densely whatever the
     collection's default mode. Weights follow the collection's rule: an ``alpha`` given alone weighs every chunk,
     prose included; a ``text_alpha`` given weighs prose chunks (code then at ``alpha`` or the collection's); given
-    neither, the collection's own weights."""
+    neither, the collection's own weights. ``proximity`` (default on) adds term proximity to the lexical channel's
+    BM25."""
     if mode is None and (agg != "maxsim" or funnel is not None):
         mode = "dense"
     channels = Channels(
         mode if mode is not None else manifest.search_mode,
         fusion if fusion is not None else manifest.fusion,
         *resolve_weights(alpha, text_alpha, (manifest.alpha, manifest.text_alpha)),
+        True if proximity is None else proximity,
     )
-    check_channels(channels.mode, channels.fusion, channels.alpha, channels.text_alpha)
+    check_channels(channels.mode, channels.fusion, channels.alpha, channels.text_alpha, channels.proximity)
     if channels.mode != "dense" and agg != "maxsim":
         raise InvalidInputError(f"mode {channels.mode!r} ranks chunks: it needs agg 'maxsim', got {agg!r}")
     if manifest.doc_vector and agg != "maxsim":
@@ -333,6 +342,7 @@ def rank_fused(
     lookup: Lookup,
     ranges: Ranges,
     doc_vectors: bool = False,
+    proximity: Proximity | None = None,
 ) -> list[list[Hit]]:
     """The top ``k`` documents per query from fused chunk rankings (``channels.mode`` lexical or hybrid).
 
@@ -345,6 +355,9 @@ def rank_fused(
     (``lexical.fuse``, each chunk at its kind's weights) and a document scores as its best fused chunk.
     ``expressions`` are the queries' FTS5 expressions (``None``: no terms, so no lexical side); ``index``/``queries``
     are the dense side (``None`` in lexical mode).
+
+    ``proximity`` (with ``channels.proximity``): every lexical candidate's BM25 gains its term proximity
+    (``lexical.proximity``) before fusion: the lexical shortlist is chosen by BM25, then ranked by both.
 
     ``doc_vectors``: the documents carry a vector of their own (``doc_vector``, stored as the document's last
     chunk, with no terms: its text repeats its chunks'). In hybrid mode every candidate document's own vector then
@@ -363,8 +376,11 @@ def rank_fused(
     results = []
     for q, (expression, ranking) in enumerate(zip(expressions, rankings, strict=True)):
         lex = dict(lexical(expression, docs * per_doc, per_doc)) if expression is not None else {}
+        near = proximity if channels.proximity and expression is not None else None
         if ranking is None:
-            fused = list(lex.items())  # lexical mode: already best first
+            if near is not None:
+                _add_proximity(lex, near(expression, list(lex)))
+            fused = _best_first(lex)
             rows = lookup([i for i, _ in fused])
         else:
             assert queries is not None
@@ -378,6 +394,8 @@ def rank_fused(
                 lex.update(found)
                 if channels.fusion != "rrf":  # a score fusion reads "no term matched" as BM25 0; a rank has none
                     lex.update((i, 0.0) for i in only_dense if i not in found)
+            if near is not None:
+                _add_proximity(lex, near(expression, [i for i, s in lex.items() if s > 0]))
             rows = lookup(list(dense.keys() | lex.keys()))
             if doc_vectors:
                 _add_document_vectors(
@@ -440,6 +458,13 @@ def _add_document_vectors(
     for i in own:
         if rows[i].doc_id in best:  # absent only when the query has no terms: then no chunk has a lexical score
             lex[i] = best[rows[i].doc_id]
+
+
+def _add_proximity(lex: dict[int, float], near: dict[int, float]) -> None:
+    """Each chunk's term proximity added to its lexical score, in place."""
+    for i, score in near.items():
+        if i in lex:
+            lex[i] += score
 
 
 def _best_first(scores: dict[int, float]) -> list[tuple[int, float]]:

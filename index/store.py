@@ -32,6 +32,8 @@ from longvec.index.lexical import (
     bm25_idf,
     document_terms,
     phrases,
+    proximity,
+    unquoted,
 )
 from longvec.index.types import DOC_SYMBOL
 
@@ -549,6 +551,38 @@ class Store:
         """BM25 score (as in :meth:`lexical_search`) of each chunk among ``ids`` that ``expression`` matches."""
         usable = self._usable(expression)
         return {} if usable is None else self._bm25_of(usable, ids)
+
+    def proximity_scores(self, expression: str, ids: Sequence[int]) -> dict[int, float]:
+        """The term-proximity score (``lexical.proximity``) of each chunk among ``ids`` that holds two different
+        terms of ``expression`` (an ``OR`` of quoted terms, ``lexical.match_expression``), weighed by their BM25
+        idf in this store; the others score 0 and are left out. Read from the terms FTS5 stores for each chunk."""
+        found = list(dict.fromkeys(unquoted(expression)))
+        if len(found) < 2 or not ids:
+            return {}
+        with self._reading():
+            averages = self._fts_averages()
+            rows = (
+                averages[0]
+                if averages is not None
+                else self._db.execute("SELECT count(*) FROM chunk_terms").fetchone()[0]
+            )
+            weights = {}
+            for term in found:
+                quoted = '"' + term.replace('"', '""') + '"'
+                if (usable := self._usable(quoted)) is None:
+                    continue
+                sql = "SELECT count(*) FROM chunk_terms WHERE chunk_terms MATCH ?"
+                if hits := self._db.execute(sql, (usable,)).fetchone()[0]:
+                    weights[term] = bm25_idf(rows, hits)
+            if len(weights) < 2:
+                return {}
+            out: dict[int, float] = {}
+            for part in _in_parts([int(x) for x in ids]):
+                sql = f"SELECT rowid, terms FROM chunk_terms WHERE rowid IN ({_marks(len(part))})"
+                for i, stored in self._db.execute(sql, part):
+                    if (score := proximity(weights, stored.split())) > 0:
+                        out[i] = score
+            return out
 
     def vectors(self, ids: Sequence[int], dim: int) -> np.ndarray:
         """The stored vectors of chunks ``ids``, in that order (:class:`KeyError` for an id not stored)."""

@@ -32,13 +32,20 @@ def test_quick_run_reports_latency_and_size(lexical_benchmark: ModuleType, tmp_p
     assert r["collection"]["documents_stdlib"] > 0
     lat = r["latency"]
     assert lat["queries"] > 0
-    for mode in ("dense", "lexical", "hybrid", "lexical-all", "hybrid-all"):
+    for mode in ("dense", "lexical", "hybrid", "lexical-all", "hybrid-all", "lexical-bm25", "hybrid-bm25"):
         assert 0 < lat[mode]["p50_ms"] <= lat[mode]["p99_ms"], lat[mode]
         assert lat[mode]["mean_hits"] > 0  # the realistic queries find something in every mode
     # Scoring every match finds what the pruned shortlist finds, query by query, to the last bit.
     assert lat["lexical_queries_differing_from_all"] == 0
     assert 0 < lat["pruned_answered"] < lat["queries"]  # both ways were taken, so the comparison means something
-    assert set(lat["ratios"]) == {"hybrid/dense", "lexical/dense", "hybrid/hybrid-all", "lexical/lexical-all"}
+    assert set(lat["ratios"]) == {
+        "hybrid/dense",
+        "lexical/dense",
+        "hybrid/hybrid-all",
+        "lexical/lexical-all",
+        "hybrid/hybrid-bm25",
+        "lexical/lexical-bm25",
+    }
     assert all(v["p50"] > 0 and v["p99"] > 0 for v in lat["ratios"].values())
     size = r["size"]
     assert size["lexical_bytes"] > 0 and size["faiss_bytes"] > 0

@@ -11,7 +11,7 @@ import pytest
 
 from longvec.api.cli import main
 from longvec.index import Collection, Document, InvalidInputError
-from longvec.index.lexical import PNORM_P, RRF_K, fuse, match_expression, phrases, terms
+from longvec.index.lexical import BM25_K1, PNORM_P, RRF_K, fuse, match_expression, phrases, proximity, terms
 from longvec.index.vectors import VectorIndex
 
 
@@ -522,6 +522,91 @@ def test_one_alpha_weighs_every_chunk_unless_prose_gets_its_own(tmp_path, fake_e
     with pytest.raises(InvalidInputError, match="text_alpha"):
         Collection.create(tmp_path / "bad", embedder=fake_embedder, text_alpha=-0.1)
     assert main(["index", "--collection", str(tmp_path / "cli"), "--model", "x", "--text-alpha", "2"]) == 2
+
+
+def test_proximity_on_known_examples():
+    w = {"velvet": 3.0, "telescope": 2.0, "kept": 0.5}
+
+    def by_hand(acc):  # each term: min(1, idf) * acc * (k1 + 1) / (acc + k1)
+        return sum(min(1.0, w[t]) * a * (BM25_K1 + 1) / (a + BM25_K1) for t, a in acc.items())
+
+    # Adjacent: each of the two gains the other's idf over 1**2.
+    assert proximity(w, ["velvet", "telescope"]) == pytest.approx(by_hand({"velvet": 2.0, "telescope": 3.0}))
+    # Two apart: over 2**2; the pair is only ever the nearest earlier occurrence of another term.
+    assert proximity(w, ["velvet", "x", "telescope"]) == pytest.approx(by_hand({"velvet": 0.5, "telescope": 0.75}))
+    chain = ["velvet", "telescope", "kept"]  # telescope pairs with velvet before it and with kept after it
+    assert proximity(w, chain) == pytest.approx(by_hand({"velvet": 2.0, "telescope": 3.5, "kept": 2.0}))
+    assert proximity(w, ["velvet", "velvet", "velvet"]) == 0.0  # one term, however often: no proximity
+    assert proximity(w, ["velvet", "cellar", "attic"]) == 0.0
+    assert proximity(w, []) == 0.0
+    near, far = proximity(w, ["velvet", "telescope"]), proximity(w, ["velvet", *["x"] * 20, "telescope"])
+    assert near > 10 * far > 0
+    assert proximity(w, ["telescope", "velvet"]) == pytest.approx(near)  # order does not matter
+    # Saturation: however many adjacent pairs, a term adds less than min(1, idf) * (k1 + 1).
+    assert proximity(w, ["velvet", "telescope"] * 500) < sum(min(1.0, x) for x in w.values()) * (BM25_K1 + 1)
+
+
+_PHRASE_DOCS = [
+    *((f"f{i}", f"notes {i} on gardening weather cooking travel and music") for i in range(40)),
+    ("apart", "The velvet curtain hangs by the door while a telescope stands in Dubrovnik harbour."),
+    ("phrase", "The velvet telescope of Dubrovnik stands by the door while a curtain hangs harbour."),
+]
+
+
+def _phrase_collection(root, embedder):
+    """A collection where two documents hold the same query terms as often, at the same length, so BM25 scores
+    them alike: "apart" (added first, so it wins BM25's tie by chunk id) far apart, "phrase" side by side."""
+    c = Collection.create(root, embedder=embedder)
+    c.add([Document(i, t) for i, t in _PHRASE_DOCS])
+    return c
+
+
+def test_term_proximity_ranks_the_chunk_holding_the_query_words_together_first(tmp_path, fake_embedder):
+    query = "Where is the velvet telescope of Dubrovnik?"
+    with _phrase_collection(tmp_path / "c", fake_embedder) as c:
+        bm25 = c.search(query, k=2, mode="lexical", proximity=False)
+        assert [h.doc_id for h in bm25] == ["apart", "phrase"] and bm25[0].score == pytest.approx(bm25[1].score)
+        near = c.search(query, k=2, mode="lexical")
+        assert [h.doc_id for h in near] == ["phrase", "apart"]
+        assert near[0].score > bm25[0].score and near[1].score > bm25[1].score  # each added what it has
+        store = c._store
+        firsts = [first for first, _ in store.chunk_ranges(["phrase", "apart"])]
+        ids = {row.doc_id: i for i, row in store.chunk_rows(firsts).items()}
+        scores = store.proximity_scores(match_expression(query), list(ids.values()))
+        assert scores[ids["phrase"]] > scores[ids["apart"]] > 0
+        assert near[0].score == pytest.approx(bm25[1].score + scores[ids["phrase"]])
+        (filler, _), *_ = store.chunk_ranges(["f0"])
+        assert store.proximity_scores(match_expression(query), [filler]) == {}  # no query term: nothing
+        assert store.proximity_scores(match_expression("velvet"), list(ids.values())) == {}  # one term: nothing
+        hybrid = {p: c.search(query, k=2, mode="hybrid", proximity=p) for p in (True, False)}
+        assert hybrid[True][0].doc_id == "phrase"
+        assert [h.score for h in hybrid[True]] != [h.score for h in hybrid[False]]
+        with pytest.raises(InvalidInputError, match="proximity must be true or false"):
+            c.search(query, proximity="yes")
+
+
+def test_cli_and_rest_take_proximity(tmp_path, capsys):
+    from fastapi.testclient import TestClient
+
+    from longvec.api.app import create_app
+
+    data, root = tmp_path / "docs.jsonl", tmp_path / "c"
+    data.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in _PHRASE_DOCS))
+    assert main(["index", "--collection", str(root), "--input", str(data)]) == 0
+    query = "Where is the velvet telescope of Dubrovnik?"
+    search = ["search", "--collection", str(root), "--query", query, "--mode", "lexical", "--json", "--k", "2"]
+    capsys.readouterr()
+    firsts = []
+    for flags in ([], ["--no-proximity"]):
+        assert main([*search, *flags]) == 0
+        firsts.append(json.loads(capsys.readouterr().out)["hits"][0]["doc_id"])
+    assert firsts == ["phrase", "apart"]
+    with Collection.open(root) as c, TestClient(create_app(c, close_on_shutdown=False)) as client:
+        body = {"query": query, "k": 2, "mode": "lexical"}
+        for flag, first in ((None, "phrase"), (True, "phrase"), (False, "apart")):
+            got = client.post("/search", json=body | ({} if flag is None else {"proximity": flag}))
+            assert got.status_code == 200 and got.json()["hits"][0]["doc_id"] == first
+        assert client.post("/search", json=body | {"proximity": "yes"}).status_code == 422
 
 
 def test_cli_choices_are_the_index_modes():
