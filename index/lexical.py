@@ -10,6 +10,11 @@ Queries. A query becomes an OR of its distinct terms, each quoted as an FTS5 str
 read as FTS5 query syntax (``AND``, ``NEAR``, ``*``, ``col:``, quotes): a search for ``"foo`` or ``a AND``
 is a search for those words.
 
+Scores. A chunk's lexical score is FTS5's BM25 plus, by default, its term proximity (:func:`proximity`,
+Büttcher, Clarke and Lushman, SIGIR 2006): how close together it holds different query terms. BM25 alone
+cannot tell "the velvet telescope of Dubrovnik" from a chunk with "velvet", "telescope" and "Dubrovnik" in three
+unrelated sentences; proximity can. The shortlist is chosen by BM25 and ranked by both (``index.search``).
+
 Fusion, per chunk, then to documents (a document scores as its best fused chunk, so a hit still points at the span
 that matched): ``rrf`` adds ``w / (RRF_K + rank)`` over the channels a chunk appears in (Cormack et al., k = 60),
 with weight ``alpha`` on the dense channel and ``1 - alpha`` on the lexical one; ``convex`` adds ``alpha * dense +
@@ -35,6 +40,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
+from itertools import pairwise
 from typing import Any, Literal, TypeVar
 
 K = TypeVar("K", int, tuple[str, int])  # what fusion keys chunks by: a chunk id, or (doc_id, chunk ordinal)
@@ -150,25 +156,23 @@ def unquoted(expression: str) -> list[str]:
 def proximity(weights: Mapping[str, float], sequence: Iterable[str]) -> float:
     """How close together a chunk holds different query terms: the term-proximity score of Büttcher, Clarke and
     Lushman (SIGIR 2006), added to a chunk's BM25 score. ``weights`` maps each query term to its BM25 idf;
-    ``sequence`` is the chunk's terms in order.
+    ``sequence`` is the chunk's terms in order (as :func:`terms` writes them: not stemmed).
 
     Each occurrence of a query term is paired with the query-term occurrence just before it, if that is another
     term, ``d`` terms back: each of the two accumulates the other's weight over ``d**2``. Each term's total then
     counts as a BM25 term frequency would (``acc * (k1 + 1) / (acc + k1)``, saturating), weighted by its idf
-    capped at 1. Chunk length is not normalised: chunks are cut to one token budget, and BM25 already normalises
-    its part. Adjacent query words in a chunk ("velvet telescope", ``read_config``) add up to about ``2.2`` per
-    term; words far apart add nearly nothing; a term alone adds nothing."""
+    capped at 1, so a term adds at most ``k1 + 1`` = 2.2. Chunk length is not normalised: chunks are cut to one
+    token budget, and BM25 already normalises its part. Query words side by side in a chunk ("velvet telescope")
+    score high, words far apart nearly nothing, one word alone nothing; the parts of one identifier are terms side
+    by side too (``readConfig`` is ``readconfig read config``), so an identifier the query names adds its parts'
+    proximity wherever it is written whole."""
+    found = [(position, term) for position, term in enumerate(sequence) if term in weights]
     acc: dict[str, float] = {}
-    last, at = None, 0
-    for position, term in enumerate(sequence):
-        weight = weights.get(term)
-        if weight is None:
-            continue
-        if last is not None and last != term:
+    for (at, last), (position, term) in pairwise(found):
+        if last != term:
             d2 = float((position - at) ** 2)
             acc[term] = acc.get(term, 0.0) + weights[last] / d2
-            acc[last] = acc.get(last, 0.0) + weight / d2
-        last, at = term, position
+            acc[last] = acc.get(last, 0.0) + weights[term] / d2
     return math.fsum(min(1.0, weights[t]) * a * (BM25_K1 + 1) / (a + BM25_K1) for t, a in acc.items())
 
 

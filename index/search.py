@@ -436,9 +436,10 @@ def _add_document_vectors(
 ) -> None:
     """Add the own vector (``DOC_SYMBOL``, its last chunk) of every document among ``rows`` to the candidates, in
     place, with its dense score. ``lex`` (a score fusion's lexical scores, every candidate scored; ``None``: leave
-    the lexical side alone) gives it its document's best lexical score among the candidates: exactly the document's
-    best chunk when the lexical shortlist holds the document (it keeps each document's best chunks), and otherwise
-    a chunk the dense side brought, where the document's best is no higher than the shortlist's last score. No
+    the lexical side alone) gives it its document's best lexical score among the candidates: the document's best
+    chunk by BM25 when the lexical shortlist holds the document (it keeps each document's best chunks by BM25;
+    with term proximity added, a chunk of the document outside the shortlist could score higher), and otherwise
+    a chunk the dense side brought, where the document's best BM25 is no higher than the shortlist's last. No
     query is made for it: the candidates already carry what fusion needs."""
     spans = ranges(sorted({r.doc_id for r in rows.values()}))
     lasts = lookup([last for first, last in spans if last > first])

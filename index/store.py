@@ -129,6 +129,8 @@ class DocumentWrite:
 # Chunk ids below this, or below 4 times the chunk count, keep their term counts in memory once read (an int32 array
 # by id: at most 16 bytes per chunk); higher ids are read afresh for each query.
 TERM_COUNTS_KEPT = 1 << 20
+# Terms whose chunk counts are kept for term proximity's weights, at most (``Store._frequencies``).
+FREQUENCIES_KEPT = 1 << 16
 # One term of ``lexical.match_expression``: one quoted word (``Store._usable`` drops those FTS5 would split).
 _QUOTED_TERM = re.compile(r'"[^"\s]+"')
 
@@ -187,6 +189,8 @@ class Store:
         self._closed = False
         self.pruned = True  # lexical_search: score only the matches that can enter the shortlist (else all)
         self._term_counts = np.zeros(0, np.int32)  # terms of each chunk by id (-1: not read yet); never change
+        self._frequency: dict[str, int] = {}  # chunks each term is in, as of ``_frequency_version``
+        self._frequency_version: object = None
         if not readonly:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
@@ -554,8 +558,11 @@ class Store:
 
     def proximity_scores(self, expression: str, ids: Sequence[int]) -> dict[int, float]:
         """The term-proximity score (``lexical.proximity``) of each chunk among ``ids`` that holds two different
-        terms of ``expression`` (an ``OR`` of quoted terms, ``lexical.match_expression``), weighed by their BM25
-        idf in this store; the others score 0 and are left out. Read from the terms FTS5 stores for each chunk."""
+        terms of ``expression`` (an ``OR`` of quoted terms, ``lexical.match_expression``) near each other, weighed
+        by their BM25 idf in this store; the others score 0 and are left out. Read from the terms FTS5 stores for
+        each chunk, which are not stemmed: terms are compared as :func:`lexical.terms` writes them (lowercased
+        words and identifier parts), so "telescopes" beside "velvet" does not count for "velvet telescope", while
+        BM25, which FTS5 stems, matches both."""
         found = list(dict.fromkeys(unquoted(expression)))
         if len(found) < 2 or not ids:
             return {}
@@ -566,14 +573,8 @@ class Store:
                 if averages is not None
                 else self._db.execute("SELECT count(*) FROM chunk_terms").fetchone()[0]
             )
-            weights = {}
-            for term in found:
-                quoted = '"' + term.replace('"', '""') + '"'
-                if (usable := self._usable(quoted)) is None:
-                    continue
-                sql = "SELECT count(*) FROM chunk_terms WHERE chunk_terms MATCH ?"
-                if hits := self._db.execute(sql, (usable,)).fetchone()[0]:
-                    weights[term] = bm25_idf(rows, hits)
+            frequency = self._frequencies(found, (self.generation(), averages))
+            weights = {t: bm25_idf(rows, frequency[t]) for t in found if frequency.get(t)}
             if len(weights) < 2:
                 return {}
             out: dict[int, float] = {}
@@ -583,6 +584,21 @@ class Store:
                     if (score := proximity(weights, stored.split())) > 0:
                         out[i] = score
             return out
+
+    def _frequencies(self, found: list[str], version: object) -> dict[str, int]:
+        """How many chunks FTS5 matches each of the terms ``found`` in (0 for a term it would read as several
+        tokens, see :meth:`_usable`). Counting a common term walks its whole list of matches, so counts are kept
+        while ``version`` (the generation and FTS5's totals, which every write of terms changes) stays the same."""
+        if self._next_generation is not None:  # inside this store's own write: counts there are not kept
+            version = object()
+        if self._frequency_version != version or len(self._frequency) > FREQUENCIES_KEPT:
+            self._frequency, self._frequency_version = {}, version
+        for term in found:
+            if term not in self._frequency:
+                usable = self._usable('"' + term.replace('"', '""') + '"')
+                sql = "SELECT count(*) FROM chunk_terms WHERE chunk_terms MATCH ?"
+                self._frequency[term] = self._db.execute(sql, (usable,)).fetchone()[0] if usable is not None else 0
+        return {t: self._frequency[t] for t in found}
 
     def vectors(self, ids: Sequence[int], dim: int) -> np.ndarray:
         """The stored vectors of chunks ``ids``, in that order (:class:`KeyError` for an id not stored)."""

@@ -585,6 +585,19 @@ def test_term_proximity_ranks_the_chunk_holding_the_query_words_together_first(t
             c.search(query, proximity="yes")
 
 
+def test_proximity_weights_follow_writes_and_any_number_of_ids(tmp_path, fake_embedder):
+    query = match_expression("velvet telescope Dubrovnik")
+    with _phrase_collection(tmp_path / "c", fake_embedder) as c:
+        store = c._store
+        ((first, _),) = store.chunk_ranges(["phrase"])
+        before = store.proximity_scores(query, [first])[first]
+        # More ids than one statement takes (unknown ids are passed over), the known one scored as before.
+        assert store.proximity_scores(query, [*range(10_000, 11_200), first]) == {first: before}
+        c.add([Document(f"v{i}", f"velvet telescope number {i}") for i in range(30)])  # common now: lower idf
+        after = store.proximity_scores(query, [first])[first]
+        assert 0 < after < before  # the counts kept from before the write were not reused
+
+
 def test_cli_and_rest_take_proximity(tmp_path, capsys):
     from fastapi.testclient import TestClient
 
