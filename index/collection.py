@@ -993,12 +993,12 @@ class Collection:
         dense channel, ``text_alpha`` for prose chunks; an ``alpha`` given alone weighs every chunk). The lexical
         channel scores a chunk by BM25 plus term proximity (how close together it holds different query terms,
         ``lexical.proximity``); ``proximity=False`` scores by BM25 alone. A document scores as its best chunk and
-        comes back with its best chunks' spans. In dense mode, ``agg`` ``mean``,
-        ``max`` and ``weighted`` (by token count) instead score one vector per document aggregated from its
-        chunk vectors, with no spans. ``dim`` searches a Matryoshka prefix of the vectors (see
-        ``info()["dims"]``), re-normalised. Views other than the full chunk vectors are built in memory on
-        their first search. ``layers`` encodes the queries with that many transformer layers (default: the
-        depth the documents were encoded at; another depth needs a calibrated collection, see :meth:`calibrate`).
+        comes back with its best chunks' spans. In dense mode, ``agg`` ``mean``, ``max`` and ``weighted`` (by token
+        count) instead score one vector per document aggregated from its chunk vectors, with no spans. ``dim``
+        searches a Matryoshka prefix of the vectors (see ``info()["dims"]``), re-normalised. Views other than the
+        full chunk vectors are built in memory on their first search. ``layers`` encodes the queries with that many
+        transformer layers (default: the depth the documents were encoded at; another depth needs a calibrated
+        collection, see :meth:`calibrate`).
         ``funnel`` (a dense chunk search; the default mode then is dense) shortlists the best ``oversample * k``
         documents (``oversample`` default 4) by that short prefix of the vectors (or by their sign bits with
         ``"binary"``), then ranks them by all their chunks at ``dim``, read from the store
