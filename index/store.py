@@ -563,7 +563,7 @@ class Store:
         each chunk, which are not stemmed: terms are compared as :func:`lexical.terms` writes them (lowercased
         words and identifier parts), so "telescopes" beside "velvet" does not count for "velvet telescope", while
         BM25, which FTS5 stems, matches both."""
-        found = list(dict.fromkeys(unquoted(expression)))
+        found = phrases(expression)
         if len(found) < 2 or not ids:
             return {}
         with self._reading():
@@ -574,7 +574,7 @@ class Store:
                 else self._db.execute("SELECT count(*) FROM chunk_terms").fetchone()[0]
             )
             frequency = self._frequencies(found, (self.generation(), averages))
-            weights = {t: bm25_idf(rows, frequency[t]) for t in found if frequency.get(t)}
+            weights = {t: bm25_idf(rows, n) for t, n in zip(unquoted(expression), frequency, strict=True) if n}
             if len(weights) < 2:
                 return {}
             out: dict[int, float] = {}
@@ -585,8 +585,8 @@ class Store:
                         out[i] = score
             return out
 
-    def _frequencies(self, found: list[str], version: object) -> dict[str, int]:
-        """How many chunks FTS5 matches each of the terms ``found`` in (0 for a term it would read as several
+    def _frequencies(self, found: list[str], version: object) -> list[int]:
+        """How many chunks FTS5 matches each of the quoted terms ``found`` in (0 for a term it would read as several
         tokens, see :meth:`_usable`). Counting a common term walks its whole list of matches, so counts are kept
         while ``version`` (the generation and FTS5's totals, which every write of terms changes) stays the same."""
         if self._next_generation is not None:  # inside this store's own write: counts there are not kept
@@ -595,10 +595,10 @@ class Store:
             self._frequency, self._frequency_version = {}, version
         for term in found:
             if term not in self._frequency:
-                usable = self._usable('"' + term.replace('"', '""') + '"')
+                usable = self._usable(term)
                 sql = "SELECT count(*) FROM chunk_terms WHERE chunk_terms MATCH ?"
                 self._frequency[term] = self._db.execute(sql, (usable,)).fetchone()[0] if usable is not None else 0
-        return {t: self._frequency[t] for t in found}
+        return [self._frequency[t] for t in found]
 
     def vectors(self, ids: Sequence[int], dim: int) -> np.ndarray:
         """The stored vectors of chunks ``ids``, in that order (:class:`KeyError` for an id not stored)."""
