@@ -239,31 +239,15 @@ def measure_latency(
                 by_kind.setdefault(kind, {m: [] for m in MODES})[mode].append(ms)
                 hits[mode] += len(found)
             differ += _ranked(results["lexical"]) != _ranked(results["lexical-all"])
-    dense_p50, dense_p99 = np.percentile(times["dense"], 50), np.percentile(times["dense"], 99)
     out: dict[str, Any] = {m: _percentiles(times[m]) | {"mean_hits": round(hits[m] / len(queries), 2)} for m in MODES}
-    out["ratios"] = (
-        {
-            f"{m}/dense": {
-                "p50": round(float(np.percentile(times[m], 50) / dense_p50), 2),
-                "p99": round(float(np.percentile(times[m], 99) / dense_p99), 2),
-            }
-            for m in ("hybrid", "lexical")
+
+    def ratio(mode: str, base: str) -> dict[str, float]:
+        return {
+            f"p{q}": round(float(np.percentile(times[mode], q) / np.percentile(times[base], q)), 2) for q in (50, 99)
         }
-        | {
-            f"{m}/{m}-all": {
-                "p50": round(float(np.percentile(times[m], 50) / np.percentile(times[f"{m}-all"], 50)), 2),
-                "p99": round(float(np.percentile(times[m], 99) / np.percentile(times[f"{m}-all"], 99)), 2),
-            }
-            for m in ("hybrid", "lexical")
-        }
-        | {
-            f"{m}/{m}-bm25": {
-                "p50": round(float(np.percentile(times[m], 50) / np.percentile(times[f"{m}-bm25"], 50)), 2),
-                "p99": round(float(np.percentile(times[m], 99) / np.percentile(times[f"{m}-bm25"], 99)), 2),
-            }
-            for m in ("hybrid", "lexical")
-        }
-    )
+
+    bases = {m: ("dense", f"{m}-all", f"{m}-bm25") for m in ("hybrid", "lexical")}
+    out["ratios"] = {f"{m}/{base}": ratio(m, base) for m, names in bases.items() for base in names}
     out["by_query_kind"] = {
         kind: {"queries": len(t["dense"])} | {m: _percentiles(t[m])["p50_ms"] for m in MODES}
         for kind, t in sorted(by_kind.items())
